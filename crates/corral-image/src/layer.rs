@@ -1,0 +1,415 @@
+//! Layers: unpacking a (possibly hostile) tar stream into a directory, and packing a directory.
+//!
+//! The unpacker never writes outside the destination: `..` components and absolute paths are
+//! rejected, every parent directory is resolved inside the root (a symlink in the archive that
+//! points at `/etc` leads to `<root>/etc`, never the host's), device nodes are rejected, and the
+//! OCI whiteouts `.wh.<name>` and `.wh..wh..opq` become overlayfs whiteouts (a 0:0 character
+//! device) and opaque directories (`trusted.overlay.opaque=y`), so unpacked layers stack as
+//! overlay lower directories.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use tar::EntryType;
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+/// How many symlinks one path may traverse before we call it a loop (as Linux does).
+const MAX_SYMLINKS: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("layer entry {entry:?}: {reason}")]
+    Rejected { entry: String, reason: &'static str },
+    #[error("layer entry {entry:?}: {source}")]
+    Entry {
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading layer archive: {0}")]
+    Archive(#[source] io::Error),
+}
+
+impl LayerError {
+    fn rejected(entry: &Path, reason: &'static str) -> LayerError {
+        LayerError::Rejected {
+            entry: entry.display().to_string(),
+            reason,
+        }
+    }
+}
+
+/// What one unpack did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UnpackStats {
+    pub entries: u64,
+    pub bytes: u64,
+    pub whiteouts: u64,
+}
+
+/// Unpacks an uncompressed tar stream into `dest`, an existing directory.
+pub fn unpack<R: Read>(archive: R, dest: &Path) -> Result<UnpackStats, LayerError> {
+    let mut ar = tar::Archive::new(archive);
+    let chown = nix::unistd::geteuid().is_root();
+    let mut stats = UnpackStats::default();
+    for entry in ar.entries().map_err(LayerError::Archive)? {
+        let mut entry = entry.map_err(LayerError::Archive)?;
+        let raw = PathBuf::from(OsString::from_vec(entry.path_bytes().into_owned()));
+        let Some(rel) = normalize(&raw)? else {
+            continue; // the archive's root directory itself
+        };
+        let io_err = |source| LayerError::Entry {
+            entry: raw.display().to_string(),
+            source,
+        };
+        let name = rel
+            .file_name()
+            .expect("normalized paths end in a name")
+            .to_os_string();
+        let parent = resolve_in_root(dest, rel.parent().unwrap_or(Path::new("")), true)
+            .map_err(|e| resolve_error(&raw, e))?;
+        stats.entries += 1;
+
+        if let Some(hidden) = name.to_str().and_then(|n| n.strip_prefix(WHITEOUT_PREFIX)) {
+            stats.whiteouts += 1;
+            if name == OPAQUE_WHITEOUT {
+                set_opaque(&parent).map_err(io_err)?;
+            } else if hidden.starts_with(".wh.") || hidden.is_empty() {
+                // Other `.wh..wh.` names are reserved metadata; nothing to apply.
+            } else {
+                let target = parent.join(hidden);
+                remove_existing(&target).map_err(io_err)?;
+                make_whiteout(&target).map_err(io_err)?;
+            }
+            continue;
+        }
+
+        let target = parent.join(&name);
+        let header = entry.header().clone();
+        let mode = header.mode().map_err(io_err)? & 0o7777;
+        let (uid, gid) = (header.uid().map_err(io_err)?, header.gid().map_err(io_err)?);
+        match header.entry_type() {
+            EntryType::Directory => {
+                match fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        remove_existing(&target).map_err(io_err)?;
+                        fs::create_dir(&target).map_err(io_err)?;
+                    }
+                    Err(_) => fs::create_dir(&target).map_err(io_err)?,
+                }
+                finish(&target, chown, uid, gid, Some(mode)).map_err(io_err)?;
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                remove_existing(&target).map_err(io_err)?;
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(&target)
+                    .map_err(io_err)?;
+                stats.bytes += io::copy(&mut entry, &mut f).map_err(io_err)?;
+                f.flush().map_err(io_err)?;
+                drop(f);
+                finish(&target, chown, uid, gid, Some(mode)).map_err(io_err)?;
+            }
+            EntryType::Symlink => {
+                let link = entry
+                    .link_name()
+                    .map_err(io_err)?
+                    .ok_or_else(|| LayerError::rejected(&raw, "symlink without a target"))?;
+                remove_existing(&target).map_err(io_err)?;
+                std::os::unix::fs::symlink(&link, &target).map_err(io_err)?;
+                finish(&target, chown, uid, gid, None).map_err(io_err)?;
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name()
+                    .map_err(io_err)?
+                    .ok_or_else(|| LayerError::rejected(&raw, "hardlink without a target"))?;
+                let link_rel = normalize(&link)
+                    .map_err(|_| {
+                        LayerError::rejected(&raw, "hardlink target escapes the layer root")
+                    })?
+                    .ok_or_else(|| LayerError::rejected(&raw, "hardlink to the layer root"))?;
+                let src_parent =
+                    resolve_in_root(dest, link_rel.parent().unwrap_or(Path::new("")), false)
+                        .map_err(|e| resolve_error(&raw, e))?;
+                let src = src_parent.join(link_rel.file_name().expect("normalized"));
+                match fs::symlink_metadata(&src) {
+                    Ok(m) if m.is_dir() => {
+                        return Err(LayerError::rejected(&raw, "hardlink to a directory"))
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return Err(LayerError::rejected(
+                            &raw,
+                            "hardlink target is not in the layer",
+                        ))
+                    }
+                }
+                if src != target {
+                    remove_existing(&target).map_err(io_err)?;
+                    fs::hard_link(&src, &target).map_err(io_err)?;
+                }
+            }
+            EntryType::Fifo => {
+                remove_existing(&target).map_err(io_err)?;
+                nix::unistd::mkfifo(&target, nix::sys::stat::Mode::from_bits_truncate(mode))
+                    .map_err(|e| io_err(e.into()))?;
+                finish(&target, chown, uid, gid, Some(mode)).map_err(io_err)?;
+            }
+            EntryType::Char | EntryType::Block => {
+                return Err(LayerError::rejected(
+                    &raw,
+                    "device nodes are not allowed in layers",
+                ));
+            }
+            EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink => {}
+            _ => return Err(LayerError::rejected(&raw, "unsupported entry type")),
+        }
+    }
+    Ok(stats)
+}
+
+/// Packs `dir` into an uncompressed tar stream written to `out`, with paths relative to `dir`,
+/// in a stable (sorted) order so the same tree gives the same bytes.
+pub fn pack_dir<W: Write>(dir: &Path, out: W) -> io::Result<W> {
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let abs = dir.join(&rel);
+        if !rel.as_os_str().is_empty() {
+            b.append_path_with_name(&abs, &rel)?;
+        }
+        if fs::symlink_metadata(&abs)?.is_dir() {
+            let mut names: Vec<OsString> = fs::read_dir(&abs)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<_>>()?;
+            // Reversed onto the stack, so children pop in sorted order, depth first.
+            names.sort_unstable_by(|a, b| b.cmp(a));
+            stack.extend(names.into_iter().map(|n| rel.join(n)));
+        }
+    }
+    b.into_inner()
+}
+
+/// Strips `./` and rejects what would leave the root. `Ok(None)` is the root itself.
+fn normalize(raw: &Path) -> Result<Option<PathBuf>, LayerError> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(LayerError::rejected(raw, "path contains '..'")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(LayerError::rejected(raw, "absolute path"))
+            }
+        }
+    }
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
+}
+
+#[derive(Debug)]
+enum ResolveError {
+    NotADirectory,
+    Loop,
+    Io(io::Error),
+}
+
+fn resolve_error(entry: &Path, e: ResolveError) -> LayerError {
+    match e {
+        ResolveError::NotADirectory => LayerError::rejected(entry, "a parent is not a directory"),
+        ResolveError::Loop => LayerError::rejected(entry, "too many levels of symlinks"),
+        ResolveError::Io(source) => LayerError::Entry {
+            entry: entry.display().to_string(),
+            source,
+        },
+    }
+}
+
+/// Resolves the directory `rel` under `root` as if `root` were `/`: symlinks are followed,
+/// absolute targets restart at `root`, and `..` never climbs above it. With `create`, missing
+/// directories are made; otherwise they are an error.
+fn resolve_in_root(root: &Path, rel: &Path, create: bool) -> Result<PathBuf, ResolveError> {
+    resolve(
+        root,
+        rel,
+        if create {
+            Resolve::CreateDirs
+        } else {
+            Resolve::Dirs
+        },
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resolve {
+    /// Every component must be a directory; missing ones are created.
+    CreateDirs,
+    /// Every component must be an existing directory.
+    Dirs,
+    /// Like `Dirs`, but the last component may be anything, or missing.
+    Lookup,
+}
+
+fn resolve(root: &Path, rel: &Path, how: Resolve) -> Result<PathBuf, ResolveError> {
+    let create = how == Resolve::CreateDirs;
+    let mut todo: Vec<OsString> = rel
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    let mut cur: Vec<OsString> = Vec::new();
+    let mut followed = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_bytes() {
+            b"" | b"." => continue,
+            b".." => {
+                cur.pop();
+                continue;
+            }
+            b"/" => {
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        let path = join_all(root, &cur).join(&part);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                followed += 1;
+                if followed > MAX_SYMLINKS {
+                    return Err(ResolveError::Loop);
+                }
+                let target = fs::read_link(&path).map_err(ResolveError::Io)?;
+                if target.is_absolute() {
+                    cur.clear();
+                }
+                for c in target.components().rev() {
+                    todo.push(match c {
+                        Component::RootDir => OsString::from("/"),
+                        other => other.as_os_str().to_os_string(),
+                    });
+                }
+            }
+            Ok(m) if m.is_dir() => cur.push(part),
+            Ok(_) if how == Resolve::Lookup && todo.is_empty() => cur.push(part),
+            Ok(_) => return Err(ResolveError::NotADirectory),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && how == Resolve::Lookup
+                    && todo.is_empty() =>
+            {
+                cur.push(part)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                fs::create_dir(&path).map_err(ResolveError::Io)?;
+                cur.push(part);
+            }
+            Err(e) => return Err(ResolveError::Io(e)),
+        }
+    }
+    Ok(join_all(root, &cur))
+}
+
+fn join_all(root: &Path, parts: &[OsString]) -> PathBuf {
+    let mut p = root.to_path_buf();
+    for part in parts {
+        p.push(part);
+    }
+    p
+}
+
+/// Removes whatever is at `path` (never following a symlink there); a missing path is fine.
+fn remove_existing(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn make_whiteout(path: &Path) -> io::Result<()> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(io::Error::from)
+}
+
+fn set_opaque(dir: &Path) -> io::Result<()> {
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name = c"trusted.overlay.opaque";
+    // SAFETY: both strings are NUL-terminated and outlive the call; the value is 1 byte.
+    let rc = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn finish(path: &Path, chown: bool, uid: u64, gid: u64, mode: Option<u32>) -> io::Result<()> {
+    if chown {
+        let (uid, gid) = (u32::try_from(uid).ok(), u32::try_from(gid).ok());
+        nix::unistd::fchownat(
+            None,
+            path,
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)?;
+    }
+    if let Some(mode) = mode {
+        // After chown, which clears setuid bits.
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Resolves `path` (absolute or relative) inside `root` as the container would see it, following
+/// symlinks without ever leaving `root`. Returns the host path of what it names, if it exists.
+pub fn lookup_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
+    let rel: PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+        .collect();
+    let found = resolve(root, &rel, Resolve::Lookup).ok()?;
+    fs::symlink_metadata(&found).is_ok().then_some(found)
+}
+
+/// True when `name` is an OCI whiteout file name.
+pub fn is_whiteout(name: &OsStr) -> bool {
+    name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes())
+}
+
+/// Opens `path` for reading, decompressing gzip when the file starts with the gzip magic.
+pub fn open_maybe_gzip(path: &Path) -> io::Result<Box<dyn Read>> {
+    let mut f = File::open(path)?;
+    let mut magic = [0u8; 2];
+    let n = f.read(&mut magic)?;
+    use std::io::Seek;
+    f.seek(io::SeekFrom::Start(0))?;
+    let reader = io::BufReader::new(f);
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(flate2::read::GzDecoder::new(reader)))
+    } else {
+        Ok(Box::new(reader))
+    }
+}

@@ -1,0 +1,586 @@
+//! The content-addressed store: an OCI image layout under `<root>/images` (so it can be read by
+//! any OCI tool as it is), plus a cache of unpacked layers under `<root>/layers`.
+//!
+//! Blobs are verified against their digest when written and when read; a blob whose bytes do not
+//! match its name is reported as corrupt and never used. Tags live in `index.json` as the
+//! `org.opencontainers.image.ref.name` annotation, holding the full `name:tag`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use oci_spec::image::{
+    Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
+};
+
+use crate::digest::{Digest, DigestReader, DigestWriter};
+use crate::layer::{self, LayerError};
+use crate::reference::Reference;
+
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown image {0:?}")]
+    UnknownImage(String),
+    #[error("blob {digest} is missing from the store")]
+    MissingBlob { digest: Digest },
+    #[error("blob {digest} is corrupt: its content hashes to {actual}")]
+    CorruptBlob { digest: Digest, actual: Digest },
+    #[error("blob {digest} is not valid {what}: {reason}")]
+    BadDocument {
+        digest: Digest,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("unpacking layer {digest}: {source}")]
+    Layer {
+        digest: Digest,
+        #[source]
+        source: LayerError,
+    },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// An image resolved from the store: its manifest and config, verified.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub manifest_digest: Digest,
+    pub manifest: ImageManifest,
+    pub config_digest: Digest,
+    pub config: ImageConfiguration,
+}
+
+impl Image {
+    /// The layer blob digests, bottom first.
+    pub fn layers(&self) -> Result<Vec<Digest>, StoreError> {
+        self.manifest
+            .layers()
+            .iter()
+            .map(|d| oci_digest(d, &self.manifest_digest))
+            .collect()
+    }
+
+    /// The image id, as `docker images` shows it: the config digest.
+    pub fn id(&self) -> &Digest {
+        &self.config_digest
+    }
+}
+
+/// One tag in the store.
+#[derive(Debug, Clone)]
+pub struct TagEntry {
+    pub name: String,
+    pub manifest: Digest,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `state_root`.
+    pub fn open(state_root: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: state_root.to_path_buf(),
+        };
+        for dir in [store.blobs_dir(), store.layers_dir(), store.tmp_dir()] {
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        }
+        let layout = store.images_dir().join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = store.index_path();
+        if !index.exists() {
+            write_atomic(
+                &index,
+                empty_index()
+                    .to_string()
+                    .map_err(|e| bad_index(e.to_string()))?
+                    .as_bytes(),
+            )?;
+        }
+        Ok(store)
+    }
+
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.images_dir().join("blobs/sha256")
+    }
+
+    fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers/sha256")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.images_dir().join("index.json")
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Lets `produce` write a blob and stores it under the digest of what it wrote.
+    pub fn write_blob(
+        &self,
+        produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(Digest, u64), StoreError> {
+        self.write_blob_checked(produce, None)
+    }
+
+    /// Streams `content` into the store and returns its digest and size.
+    pub fn put_blob(&self, content: &mut dyn Read) -> Result<(Digest, u64), StoreError> {
+        self.write_blob(|w| io::copy(content, w).map(drop))
+    }
+
+    /// Stores `content`, which must hash to `expected`; anything else is rejected as corrupt.
+    pub fn put_blob_expecting(
+        &self,
+        content: &mut dyn Read,
+        expected: &Digest,
+    ) -> Result<u64, StoreError> {
+        self.write_blob_checked(|w| io::copy(content, w).map(drop), Some(expected))
+            .map(|(_, n)| n)
+    }
+
+    fn write_blob_checked(
+        &self,
+        produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), StoreError> {
+        let tmp = self.tmp_file()?;
+        let tmp_path = tmp.path.clone();
+        let file = tmp.file.try_clone().map_err(io_err("writing", &tmp_path))?;
+        let mut w = DigestWriter::new(io::BufWriter::new(file));
+        produce(&mut w).map_err(io_err("writing", &tmp_path))?;
+        let (digest, size, buf) = w.finish();
+        buf.into_inner()
+            .map_err(|e| e.into_error())
+            .map_err(io_err("writing", &tmp_path))?;
+        if let Some(expected) = expected.filter(|e| **e != digest) {
+            return Err(StoreError::CorruptBlob {
+                digest: expected.clone(),
+                actual: digest,
+            });
+        }
+        tmp.commit(&self.blob_path(&digest))?;
+        Ok((digest, size))
+    }
+
+    pub fn put_blob_bytes(&self, bytes: &[u8]) -> Result<(Digest, u64), StoreError> {
+        self.put_blob(&mut &bytes[..])
+    }
+
+    /// Reads a whole blob, verifying its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingBlob {
+                digest: digest.clone(),
+            },
+            _ => StoreError::Io {
+                action: "reading",
+                path: path.clone(),
+                source: e,
+            },
+        })?;
+        let actual = Digest::of(&bytes);
+        if &actual != digest {
+            return Err(StoreError::CorruptBlob {
+                digest: digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Checks a blob's digest by streaming it.
+    pub fn verify_blob(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let path = self.blob_path(digest);
+        let f = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingBlob {
+                digest: digest.clone(),
+            },
+            _ => StoreError::Io {
+                action: "reading",
+                path: path.clone(),
+                source: e,
+            },
+        })?;
+        let mut r = DigestReader::new(io::BufReader::new(f));
+        io::copy(&mut r, &mut io::sink()).map_err(io_err("reading", &path))?;
+        let (actual, size) = r.finish();
+        if &actual != digest {
+            return Err(StoreError::CorruptBlob {
+                digest: digest.clone(),
+                actual,
+            });
+        }
+        Ok(size)
+    }
+
+    /// Resolves a reference to a verified image.
+    pub fn resolve(&self, reference: &Reference) -> Result<Image, StoreError> {
+        let manifest_digest = match reference.digest() {
+            Some(d) if self.has_blob(d) => d.clone(),
+            Some(_) => return Err(StoreError::UnknownImage(reference.to_string())),
+            None => self
+                .tags()?
+                .into_iter()
+                .find(|t| t.name == reference.tagged())
+                .map(|t| t.manifest)
+                .ok_or_else(|| StoreError::UnknownImage(reference.tagged()))?,
+        };
+        self.image(&manifest_digest)
+    }
+
+    /// Loads the image whose manifest has this digest.
+    pub fn image(&self, manifest_digest: &Digest) -> Result<Image, StoreError> {
+        let manifest_bytes = self.read_blob(manifest_digest)?;
+        let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| {
+            StoreError::BadDocument {
+                digest: manifest_digest.clone(),
+                what: "an image manifest",
+                reason: e.to_string(),
+            }
+        })?;
+        let config_digest = oci_digest(manifest.config(), manifest_digest)?;
+        let config_bytes = self.read_blob(&config_digest)?;
+        let config = ImageConfiguration::from_reader(&config_bytes[..]).map_err(|e| {
+            StoreError::BadDocument {
+                digest: config_digest.clone(),
+                what: "an image config",
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Image {
+            manifest_digest: manifest_digest.clone(),
+            manifest,
+            config_digest,
+            config,
+        })
+    }
+
+    /// Every tag, sorted by name.
+    pub fn tags(&self) -> Result<Vec<TagEntry>, StoreError> {
+        let index = self.read_index()?;
+        let mut out = Vec::new();
+        for m in index.manifests() {
+            let Some(name) = m
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME_ANNOTATION))
+            else {
+                continue;
+            };
+            let digest =
+                Digest::from_str(m.digest().as_ref()).map_err(|e| bad_index(e.to_string()))?;
+            out.push(TagEntry {
+                name: name.clone(),
+                manifest: digest,
+                size: m.size(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Points `reference` at the manifest with this digest, replacing any earlier target.
+    pub fn tag(&self, reference: &Reference, manifest: &Digest) -> Result<(), StoreError> {
+        let size = self.verify_blob(manifest)?;
+        let name = reference.tagged();
+        self.update_index(|entries| {
+            entries.insert(name.clone(), (manifest.clone(), size));
+        })
+    }
+
+    /// Removes a tag, then every blob and unpacked layer no tag still needs (except the layers
+    /// listed in `in_use`, which running containers hold). Returns the removed blob count.
+    pub fn remove(
+        &self,
+        reference: &Reference,
+        in_use: &HashSet<Digest>,
+    ) -> Result<usize, StoreError> {
+        let name = reference.tagged();
+        let mut found = false;
+        self.update_index(|entries| found = entries.remove(&name).is_some())?;
+        if !found {
+            return Err(StoreError::UnknownImage(name));
+        }
+        self.gc(in_use)
+    }
+
+    /// Deletes blobs unreachable from any tag and unpacked layers nobody uses.
+    pub fn gc(&self, in_use: &HashSet<Digest>) -> Result<usize, StoreError> {
+        let _lock = self.lock_index()?;
+        let mut keep: HashSet<Digest> = in_use.clone();
+        for t in self.tags()? {
+            keep.insert(t.manifest.clone());
+            if let Ok(img) = self.image(&t.manifest) {
+                keep.insert(img.config_digest.clone());
+                keep.extend(img.layers()?);
+            }
+        }
+        let mut removed = 0;
+        for dir in [self.blobs_dir(), self.layers_dir()] {
+            for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+                let entry = entry.map_err(io_err("listing", &dir))?;
+                let name = entry.file_name();
+                let Ok(d) = Digest::from_str(&format!("sha256:{}", name.to_string_lossy())) else {
+                    continue;
+                };
+                if keep.contains(&d) {
+                    continue;
+                }
+                let path = entry.path();
+                if path.is_dir() {
+                    fs::remove_dir_all(&path).map_err(io_err("removing", &path))?;
+                } else {
+                    fs::remove_file(&path).map_err(io_err("removing", &path))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The directory holding the unpacked content of layer `digest`, unpacking it first if this is
+    /// its first use. Unpacked layers are shared by every container that uses them, read-only.
+    pub fn unpacked_layer(&self, digest: &Digest) -> Result<PathBuf, StoreError> {
+        let dir = self.layers_dir().join(digest.hex());
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let path = self.blob_path(digest);
+        let tmp = self
+            .tmp_dir()
+            .join(format!("layer-{}-{}", digest.short(), std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
+        let result = (|| {
+            let f = File::open(&path).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::MissingBlob {
+                    digest: digest.clone(),
+                },
+                _ => StoreError::Io {
+                    action: "reading",
+                    path: path.clone(),
+                    source: e,
+                },
+            })?;
+            let mut hashed = DigestReader::new(io::BufReader::new(f));
+            let decoded = maybe_gunzip(&mut hashed).map_err(io_err("reading", &path))?;
+            layer::unpack(decoded, &tmp).map_err(|source| StoreError::Layer {
+                digest: digest.clone(),
+                source,
+            })?;
+            io::copy(&mut hashed, &mut io::sink()).map_err(io_err("reading", &path))?;
+            let (actual, _) = hashed.finish();
+            if &actual != digest {
+                return Err(StoreError::CorruptBlob {
+                    digest: digest.clone(),
+                    actual,
+                });
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        match fs::rename(&tmp, &dir) {
+            Ok(()) => Ok(dir),
+            // Another process unpacked it first: use theirs.
+            Err(_) if dir.is_dir() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(dir)
+            }
+            Err(e) => Err(StoreError::Io {
+                action: "renaming",
+                path: tmp,
+                source: e,
+            }),
+        }
+    }
+
+    fn read_index(&self) -> Result<ImageIndex, StoreError> {
+        let path = self.index_path();
+        let bytes = fs::read(&path).map_err(io_err("reading", &path))?;
+        ImageIndex::from_reader(&bytes[..]).map_err(|e| bad_index(e.to_string()))
+    }
+
+    fn update_index(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, (Digest, u64)>),
+    ) -> Result<(), StoreError> {
+        let _lock = self.lock_index()?;
+        let mut index = self.read_index()?;
+        let mut untagged = Vec::new();
+        let mut entries = BTreeMap::new();
+        for m in index.manifests() {
+            match m
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME_ANNOTATION))
+            {
+                Some(name) => {
+                    let d = Digest::from_str(m.digest().as_ref())
+                        .map_err(|e| bad_index(e.to_string()))?;
+                    entries.insert(name.clone(), (d, m.size()));
+                }
+                None => untagged.push(m.clone()),
+            }
+        }
+        change(&mut entries);
+        let mut manifests = untagged;
+        for (name, (digest, size)) in entries {
+            let mut d = Descriptor::new(MediaType::ImageManifest, size, to_oci(&digest));
+            d.set_annotations(Some(
+                [(REF_NAME_ANNOTATION.to_string(), name)]
+                    .into_iter()
+                    .collect(),
+            ));
+            manifests.push(d);
+        }
+        index.set_manifests(manifests);
+        let text = index.to_string().map_err(|e| bad_index(e.to_string()))?;
+        write_atomic(&self.index_path(), text.as_bytes())
+    }
+
+    fn lock_index(&self) -> Result<File, StoreError> {
+        let path = self.images_dir().join("index.lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        // SAFETY: flock on a file descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(StoreError::Io {
+                action: "locking",
+                path,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(f)
+    }
+
+    fn tmp_file(&self) -> Result<TmpFile, StoreError> {
+        let path = self
+            .tmp_dir()
+            .join(format!("blob-{}-{:016x}", std::process::id(), rand_u64()));
+        let file = File::options()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("creating", &path))?;
+        Ok(TmpFile { path, file })
+    }
+}
+
+struct TmpFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl TmpFile {
+    fn commit(self, dest: &Path) -> Result<(), StoreError> {
+        self.file
+            .sync_all()
+            .map_err(io_err("syncing", &self.path))?;
+        fs::rename(&self.path, dest).map_err(io_err("renaming", &self.path))
+    }
+}
+
+impl Drop for TmpFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers see old or new.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+    f.write_all(bytes).map_err(io_err("writing", &tmp))?;
+    f.sync_all().map_err(io_err("syncing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("renaming", &tmp))
+}
+
+fn maybe_gunzip<'a, R: Read + 'a>(r: &'a mut R) -> io::Result<Box<dyn Read + 'a>> {
+    let mut br = io::BufReader::new(r);
+    let head = io::BufRead::fill_buf(&mut br)?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::bufread::GzDecoder::new(br)))
+    } else {
+        Ok(Box::new(br))
+    }
+}
+
+fn empty_index() -> ImageIndex {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::<Descriptor>::new())
+        .build()
+        .expect("an empty index is valid")
+}
+
+fn bad_index(reason: String) -> StoreError {
+    StoreError::BadDocument {
+        digest: Digest::of(b""),
+        what: "an image index (index.json)",
+        reason,
+    }
+}
+
+/// Our digest from a descriptor's, naming the document that held it on error.
+fn oci_digest(d: &Descriptor, holder: &Digest) -> Result<Digest, StoreError> {
+    Digest::from_str(d.digest().as_ref()).map_err(|e| StoreError::BadDocument {
+        digest: holder.clone(),
+        what: "an image manifest",
+        reason: e.to_string(),
+    })
+}
+
+pub fn to_oci(d: &Digest) -> oci_spec::image::Digest {
+    oci_spec::image::Digest::from_str(&d.to_string()).expect("our digests are valid sha256 digests")
+}

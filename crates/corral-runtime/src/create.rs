@@ -1,0 +1,298 @@
+//! Creating a container on disk: validation, the record, the bundle and the generated `/etc`.
+//! Nothing runs yet; the shim starts what `create` leaves behind. On any error nothing is left.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::PathBuf;
+
+use corral_image::{Digest, Reference, Store};
+
+use crate::parse::Volume;
+use crate::rootfs;
+use crate::spec::{self, RootKind, SANDBOX_PATH};
+use crate::state::{
+    io_err, ContainerDir, ContainerRecord, Containers, ImageRecord, StateError, VolumeRecord,
+};
+
+/// What the user asked for, already parsed.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: Option<String>,
+    pub image: Option<Reference>,
+    /// The command; empty means the image's entrypoint and cmd.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub user: Option<(u32, u32)>,
+    pub hostname: Option<String>,
+    pub cpus: Option<f64>,
+    pub mem_bytes: Option<u64>,
+    pub pids: Option<i64>,
+    pub volumes: Vec<Volume>,
+    pub stop_grace_secs: u64,
+    pub log_max_bytes: u64,
+    pub log_max_files: u32,
+}
+
+/// The default user: nobody.
+pub const DEFAULT_UID: u32 = 65534;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Image(#[from] corral_image::store::StoreError),
+    #[error("no command given and image {0} has no entrypoint or cmd")]
+    NoCommand(String),
+    #[error("volume host path {0} does not exist")]
+    MissingVolume(PathBuf),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Creates the container; returns its directory.
+pub fn create(
+    state_root: &std::path::Path,
+    store: &Store,
+    req: CreateRequest,
+    now: &str,
+) -> Result<ContainerDir, CreateError> {
+    for v in &req.volumes {
+        if !v.host.exists() {
+            return Err(CreateError::MissingVolume(v.host.clone()));
+        }
+    }
+    let image = req
+        .image
+        .as_ref()
+        .map(|r| store.resolve(r).map(|img| (r, img)))
+        .transpose()?;
+    let image_config = image
+        .as_ref()
+        .and_then(|(_, img)| img.config.config().clone());
+
+    let mut args: Vec<String> = Vec::new();
+    if let Some(c) = &image_config {
+        args.extend(c.entrypoint().clone().unwrap_or_default());
+    }
+    if !req.command.is_empty() {
+        args.extend(req.command.iter().cloned());
+    } else if let Some(c) = &image_config {
+        args.extend(c.cmd().clone().unwrap_or_default());
+    }
+    if args.is_empty() {
+        let what = req
+            .image
+            .as_ref()
+            .map_or_else(|| "(host)".to_string(), |r| r.to_string());
+        return Err(CreateError::NoCommand(what));
+    }
+
+    let layers: Vec<Digest> = match &image {
+        Some((_, img)) => img.layers()?,
+        None => Vec::new(),
+    };
+    // Unpack (or find cached) layers now: a broken layer is an error before anything exists.
+    let layer_dirs: Vec<PathBuf> = layers
+        .iter()
+        .map(|d| store.unpacked_layer(d))
+        .collect::<Result<_, _>>()?;
+
+    let containers = Containers::new(state_root);
+    let id = crate::state::new_id();
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("c-{}", &id[..8]));
+    containers.reserve_name(&name, &id)?;
+    let dir = containers.dir_of(&id);
+    let result = (|| {
+        fs::create_dir_all(dir.bundle()).map_err(io_err("creating", &dir.bundle()))?;
+        let (uid, gid) = req.user.unwrap_or_else(|| {
+            // An image that names a numeric USER runs as it; otherwise nobody.
+            image_config
+                .as_ref()
+                .and_then(|c| c.user().as_deref().and_then(|u| crate::parse::user(u).ok()))
+                .unwrap_or((DEFAULT_UID, DEFAULT_UID))
+        });
+        let (base_passwd, base_group) = if image.is_some() {
+            (
+                rootfs::read_from_layers(&layer_dirs, "/etc/passwd"),
+                rootfs::read_from_layers(&layer_dirs, "/etc/group"),
+            )
+        } else {
+            (
+                fs::read_to_string("/etc/passwd").unwrap_or_default(),
+                fs::read_to_string("/etc/group").unwrap_or_default(),
+            )
+        };
+        let home = rootfs::home_of(&base_passwd, uid).unwrap_or_else(|| "/".to_string());
+        let hostname = req.hostname.clone().unwrap_or_else(|| {
+            crate::parse::hostname(&name).unwrap_or_else(|_| id[..12].to_string())
+        });
+        let env = merge_env(
+            image_config
+                .as_ref()
+                .and_then(|c| c.env().clone())
+                .unwrap_or_default(),
+            &req.env,
+            &hostname,
+            &home,
+            image.is_none(),
+        );
+        let cwd = req
+            .workdir
+            .clone()
+            .unwrap_or_else(|| match (&image_config, &image) {
+                (_, None) => SANDBOX_PATH.to_string(),
+                (Some(c), _) => c
+                    .working_dir()
+                    .clone()
+                    .filter(|w| !w.is_empty())
+                    .unwrap_or_else(|| "/".into()),
+                (None, _) => "/".to_string(),
+            });
+        let record = ContainerRecord {
+            id: id.clone(),
+            name: name.clone(),
+            image: image.as_ref().map(|(r, img)| ImageRecord {
+                reference: r.to_string(),
+                manifest: img.manifest_digest.to_string(),
+                layers: layers.iter().map(|d| d.to_string()).collect(),
+            }),
+            args,
+            env,
+            cwd,
+            uid,
+            gid,
+            hostname,
+            cpus: req.cpus,
+            mem_bytes: req.mem_bytes,
+            pids: req.pids,
+            volumes: req
+                .volumes
+                .iter()
+                .map(|v| VolumeRecord {
+                    host: v.host.clone(),
+                    container: v.container.clone(),
+                    readonly: v.readonly,
+                })
+                .collect(),
+            created: now.to_string(),
+            stop_grace_secs: req.stop_grace_secs,
+            log_max_bytes: req.log_max_bytes,
+            log_max_files: req.log_max_files,
+        };
+        let kind = if image.is_some() {
+            RootKind::Image
+        } else {
+            rootfs::prepare_host_root(&dir)?;
+            rootfs::host_root_kind()?
+        };
+        rootfs::write_etc(&dir, &record, &base_passwd, &base_group)?;
+        let spec = spec::build(&record, &dir, &kind);
+        let config = dir.bundle().join("config.json");
+        let text = serde_json::to_vec_pretty(&spec).expect("specs serialize");
+        fs::write(&config, text).map_err(io_err("writing", &config))?;
+        crate::state::write_json_atomic(&dir.record(), &record)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        remove(&containers, &dir, &name);
+        return Err(e);
+    }
+    Ok(dir)
+}
+
+/// The environment: the image's, then the user's (which wins), plus HOSTNAME and HOME unless
+/// set. Host tasks also learn where their sandbox is, as Mesos tasks do.
+fn merge_env(
+    image_env: Vec<String>,
+    user: &[(String, String)],
+    hostname: &str,
+    home: &str,
+    host_task: bool,
+) -> Vec<String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let set = |k: &str, v: &str, out: &mut Vec<(String, String)>| match out
+        .iter_mut()
+        .find(|(ek, _)| ek == k)
+    {
+        Some(e) => e.1 = v.to_string(),
+        None => out.push((k.to_string(), v.to_string())),
+    };
+    if image_env.is_empty() || host_task {
+        set(
+            "PATH",
+            corral_image::import::DEFAULT_PATH.trim_start_matches("PATH="),
+            &mut out,
+        );
+    }
+    for kv in image_env {
+        let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
+        set(k, v, &mut out);
+    }
+    set("HOSTNAME", hostname, &mut out);
+    if host_task {
+        set("CORRAL_SANDBOX", SANDBOX_PATH, &mut out);
+    }
+    for (k, v) in user {
+        set(k, v, &mut out);
+    }
+    if !out.iter().any(|(k, _)| k == "HOME") {
+        set("HOME", home, &mut out);
+    }
+    out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Removes everything a container left: mounts, cgroups, its directory and its name.
+pub fn remove(containers: &Containers, dir: &ContainerDir, name: &str) {
+    let id = dir.id();
+    let _ = rootfs::teardown(dir);
+    let _ = rootfs::remove_cgroups(&id);
+    let _ = fs::remove_dir_all(&dir.dir);
+    containers.release_name(name, &id);
+}
+
+/// Layers used by any container under this root, which image removal must keep.
+pub fn layers_in_use(containers: &Containers) -> Result<HashSet<Digest>, StateError> {
+    let mut used = HashSet::new();
+    for id in containers.ids()? {
+        if let Ok(record) = containers.dir_of(&id).read_record() {
+            for l in record.image.iter().flat_map(|i| i.layers.iter()) {
+                if let Ok(d) = l.parse() {
+                    used.insert(d);
+                }
+            }
+        }
+    }
+    Ok(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_merges_in_order() {
+        let env = merge_env(
+            vec!["PATH=/bin".into(), "A=image".into()],
+            &[("A".into(), "user".into()), ("B".into(), "x=y".into())],
+            "box",
+            "/home/u",
+            false,
+        );
+        assert_eq!(
+            env,
+            [
+                "PATH=/bin",
+                "A=user",
+                "HOSTNAME=box",
+                "B=x=y",
+                "HOME=/home/u"
+            ]
+        );
+        let host = merge_env(vec![], &[], "h", "/", true);
+        assert!(host.iter().any(|e| e == "CORRAL_SANDBOX=/sandbox"));
+        assert!(host[0].starts_with("PATH=/usr/local/sbin"));
+    }
+}

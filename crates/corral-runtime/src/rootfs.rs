@@ -1,0 +1,298 @@
+//! Root filesystems: the overlay of image layers, a host task's root, the generated `/etc`
+//! files, and taking all of it down again.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::spec::RootKind;
+use crate::state::{io_err, ContainerDir, ContainerRecord, StateError};
+
+/// Host directories a host task never gets from the host: it has its own.
+const HOST_PRIVATE: &[&str] = &["proc", "sys", "dev", "tmp", "run", "sandbox", "lost+found"];
+
+/// Looks at the host's `/` and decides what a host task's root is made of: top-level
+/// directories are bound read-only; top-level symlinks (a merged `/usr`'s `/bin -> usr/bin`) are
+/// recreated in the root by `prepare_host_root`.
+pub fn host_root_kind() -> Result<RootKind, StateError> {
+    let mut dirs = Vec::new();
+    let root = Path::new("/");
+    for entry in fs::read_dir(root).map_err(io_err("listing", root))? {
+        let entry = entry.map_err(io_err("listing", root))?;
+        let name = entry.file_name();
+        if HOST_PRIVATE.iter().any(|p| name == *p) {
+            continue;
+        }
+        let ft = entry
+            .file_type()
+            .map_err(io_err("inspecting", &entry.path()))?;
+        if ft.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(RootKind::Host { dirs })
+}
+
+/// Makes a host task's (empty, read-only) root: the top-level symlinks of the host's `/`.
+pub fn prepare_host_root(dir: &ContainerDir) -> Result<(), StateError> {
+    let rootfs = dir.rootfs();
+    fs::create_dir_all(&rootfs).map_err(io_err("creating", &rootfs))?;
+    fs::create_dir_all(dir.sandbox()).map_err(io_err("creating", &dir.sandbox()))?;
+    let root = Path::new("/");
+    for entry in fs::read_dir(root).map_err(io_err("listing", root))? {
+        let entry = entry.map_err(io_err("listing", root))?;
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            let target = fs::read_link(entry.path()).map_err(io_err("reading", &entry.path()))?;
+            let link = rootfs.join(entry.file_name());
+            std::os::unix::fs::symlink(&target, &link).map_err(io_err("creating", &link))?;
+        }
+    }
+    Ok(())
+}
+
+/// Mounts the overlay of `layers` (bottom first) at the bundle's rootfs.
+pub fn mount_overlay(dir: &ContainerDir, layers: &[PathBuf]) -> Result<(), StateError> {
+    for d in [dir.rootfs(), dir.upper(), dir.work()] {
+        fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
+    }
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        dir.upper().display(),
+        dir.work().display()
+    );
+    let rootfs = dir.rootfs();
+    mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| io_err("mounting the overlay at", &rootfs)(e.into()))
+}
+
+/// Unmounts the rootfs and the network namespace, if mounted. Idempotent.
+pub fn teardown(dir: &ContainerDir) -> Result<(), StateError> {
+    for path in [dir.rootfs(), dir.netns()] {
+        if let Err(e) = umount2(&path, MntFlags::MNT_DETACH) {
+            // EINVAL: not a mount point; ENOENT: never made. Both mean nothing to undo.
+            if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
+                return Err(io_err("unmounting", &path)(e.into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `/etc/passwd`, `/etc/group`, `/etc/hosts` and `/etc/hostname` for the container,
+/// starting from the image's (or host's) own passwd and group when there are some.
+pub fn write_etc(
+    dir: &ContainerDir,
+    record: &ContainerRecord,
+    base_passwd: &str,
+    base_group: &str,
+) -> Result<(), StateError> {
+    let etc = dir.etc();
+    fs::create_dir_all(&etc).map_err(io_err("creating", &etc))?;
+    let files = [
+        ("passwd", passwd_with(base_passwd, record.uid, record.gid)),
+        ("group", group_with(base_group, record.gid)),
+        ("hosts", hosts(&record.hostname)),
+        ("hostname", format!("{}\n", record.hostname)),
+    ];
+    for (name, content) in files {
+        let path = etc.join(name);
+        fs::write(&path, content).map_err(io_err("writing", &path))?;
+    }
+    Ok(())
+}
+
+/// `passwd` with an entry for `uid` added when it has none, so programs that look up their
+/// user (`whoami`, `id -un`, ssh, many runtimes) work for any numeric uid.
+pub fn passwd_with(base: &str, uid: u32, gid: u32) -> String {
+    let mut out = normalized(base);
+    if !has_id(base, uid) {
+        let name = if uid == 65534 {
+            "nobody".to_string()
+        } else {
+            format!("u{uid}")
+        };
+        out.push_str(&format!(
+            "{name}:x:{uid}:{gid}:corral user:/:/sbin/nologin\n"
+        ));
+    }
+    out
+}
+
+/// `group` with an entry for `gid` added when it has none.
+pub fn group_with(base: &str, gid: u32) -> String {
+    let mut out = normalized(base);
+    if !has_id(base, gid) {
+        let name = if gid == 65534 {
+            "nogroup".to_string()
+        } else {
+            format!("g{gid}")
+        };
+        out.push_str(&format!("{name}:x:{gid}:\n"));
+    }
+    out
+}
+
+/// The home directory of `uid` in a passwd file, if it has one.
+pub fn home_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[2].parse() == Ok(uid) && !f[5].is_empty()).then(|| f[5].to_string())
+    })
+}
+
+fn has_id(file: &str, id: u32) -> bool {
+    file.lines()
+        .any(|l| l.split(':').nth(2).and_then(|f| f.parse::<u32>().ok()) == Some(id))
+}
+
+fn normalized(base: &str) -> String {
+    let mut s = base.to_string();
+    if !s.is_empty() && !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+fn hosts(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+/// Reads a file from the topmost layer that has it (layers bottom first), or "" if none does.
+pub fn read_from_layers(layers: &[PathBuf], path: &str) -> String {
+    for layer in layers.iter().rev() {
+        if let Some(found) = corral_image::layer::lookup_in_root(layer, Path::new(path)) {
+            if let Ok(s) = fs::read_to_string(found) {
+                return s;
+            }
+        }
+    }
+    String::new()
+}
+
+/// Finds `program` as the container will: a path is looked up as it is, a bare name on `PATH`.
+pub fn find_program(rootfs: &Path, program: &str, env: &[String], cwd: &str) -> bool {
+    let exists =
+        |p: &Path| corral_image::layer::lookup_in_root(rootfs, p).is_some_and(|f| f.is_file());
+    if program.contains('/') {
+        let p = Path::new(cwd).join(program);
+        return exists(&p);
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .any(|d| exists(&Path::new(d).join(program)))
+}
+
+/// Removes the container's cgroups in every hierarchy, if something left them behind.
+pub fn remove_cgroups(id: &str) -> Result<(), StateError> {
+    let rel = crate::spec::cgroup_path(id);
+    let rel = rel.strip_prefix("/").unwrap_or(&rel);
+    let base = Path::new("/sys/fs/cgroup");
+    let mut candidates = vec![base.join(rel)];
+    if let Ok(entries) = fs::read_dir(base) {
+        for e in entries.flatten() {
+            candidates.push(e.path().join(rel));
+        }
+    }
+    for path in candidates {
+        match fs::remove_dir(&path) {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) => {}
+            Err(e) => return Err(io_err("removing cgroup", &path)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the kernel OOM killer acted in the container's memory cgroup (v1 or v2).
+pub fn oom_killed(id: &str) -> bool {
+    let rel = crate::spec::cgroup_path(id);
+    let rel = rel.strip_prefix("/").unwrap_or(&rel);
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(rel)
+        .join("memory.oom_control");
+    let v2 = Path::new("/sys/fs/cgroup").join(rel).join("memory.events");
+    [v1, v2]
+        .iter()
+        .any(|p| fs::read_to_string(p).is_ok_and(|s| oom_kill_count(&s) > 0))
+}
+
+fn oom_kill_count(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_uids_get_passwd_and_group_entries() {
+        let base = "root:x:0:0:root:/root:/bin/sh";
+        assert_eq!(passwd_with(base, 0, 0), "root:x:0:0:root:/root:/bin/sh\n");
+        assert_eq!(
+            passwd_with(base, 1234, 99),
+            format!("{base}\nu1234:x:1234:99:corral user:/:/sbin/nologin\n")
+        );
+        assert_eq!(
+            passwd_with("", 65534, 65534),
+            "nobody:x:65534:65534:corral user:/:/sbin/nologin\n"
+        );
+        assert_eq!(group_with("root:x:0:\n", 99), "root:x:0:\ng99:x:99:\n");
+        assert_eq!(home_of(base, 0).as_deref(), Some("/root"));
+        assert_eq!(home_of(base, 5), None);
+    }
+
+    #[test]
+    fn oom_kill_counts_are_read_from_either_format() {
+        assert_eq!(
+            oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            2
+        );
+        assert_eq!(
+            oom_kill_count("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n"),
+            1
+        );
+        assert_eq!(oom_kill_count("oom_kill_disable 0\n"), 0);
+    }
+
+    #[test]
+    fn programs_are_found_on_path_inside_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("usr/bin")).unwrap();
+        fs::write(tmp.path().join("usr/bin/app"), "").unwrap();
+        std::os::unix::fs::symlink("usr/bin", tmp.path().join("bin")).unwrap();
+        let env = vec!["PATH=/bin".to_string()];
+        assert!(find_program(tmp.path(), "app", &env, "/"));
+        assert!(find_program(tmp.path(), "/bin/app", &env, "/"));
+        assert!(!find_program(tmp.path(), "nope", &env, "/"));
+        assert!(
+            !find_program(tmp.path(), "/usr/bin", &env, "/"),
+            "a directory is not a program"
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! The command-line interface: every command, flag and default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "A datacenter operating system in one binary"
+)]
+pub struct Cli {
+    /// Where corral keeps its state: images, layers, containers.
+    #[arg(
+        long,
+        global = true,
+        env = "CORRAL_ROOT",
+        default_value = "/var/lib/corral"
+    )]
+    pub root: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a new container.
+    Run(RunArgs),
+    /// List containers and their state.
+    Ps(PsArgs),
+    /// Print a container's output.
+    Logs(LogsArgs),
+    /// Stop a container (SIGTERM, then SIGKILL after a grace period), or send it a signal.
+    Kill(KillArgs),
+    /// Remove containers.
+    Rm(RmArgs),
+    /// Wait for a container to end and print its exit code.
+    Wait(WaitArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Measure corral against its peers.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// The per-container monitor process (started by `corral run`, not by hand).
+    #[command(hide = true)]
+    Shim(ShimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The image to run (NAME[:TAG]); without it, the command runs on the host's filesystem.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// A name for the container (default: generated).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// CPUs (fractions allowed): cpu shares and a CFS quota.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Memory limit in MiB (or with a k, m or g suffix).
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// The most processes and threads.
+    #[arg(long)]
+    pub pids: Option<String>,
+    /// UID[:GID] to run as (default: the image's numeric USER, else 65534).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// K=V environment variables (a bare K takes the value from here).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// HOST:CONTAINER[:ro|rw] bind mounts.
+    #[arg(long = "volume", short = 'v')]
+    pub volumes: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long)]
+    pub workdir: Option<String>,
+    /// Hostname (default: the name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Start it and print its id instead of waiting for it.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// Remove the container when it ends (foreground only).
+    #[arg(long)]
+    pub rm: bool,
+    /// Seconds between SIGTERM and SIGKILL when it is stopped.
+    #[arg(long, default_value_t = 10)]
+    pub stop_timeout: u64,
+    /// Largest log file, in bytes, before it is rotated.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    pub log_max_size: u64,
+    /// How many log files to keep, the current one included.
+    #[arg(long, default_value_t = 3)]
+    pub log_max_files: u32,
+    /// The command and its arguments (default: the image's entrypoint and cmd).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Print JSON, one object per container.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing output until the container ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Container name or id.
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Send this signal instead of stopping gracefully.
+    #[arg(long, short = 's')]
+    pub signal: Option<String>,
+    /// Container names or ids.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill running containers first.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Container names or ids.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Container name or id.
+    pub container: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Make a one-layer image from a root filesystem (tar, tar.gz or directory).
+    Import { source: PathBuf, reference: String },
+    /// List images.
+    Ls,
+    /// Print an image's config as JSON.
+    Inspect { reference: String },
+    /// Remove an image tag, and whatever no other image needs.
+    Rm { reference: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Container lifecycle (create, start, /bin/true, wait, delete) against crun and runc.
+    Lifecycle {
+        /// Runs per runtime.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// The image to make the bundle's rootfs from.
+        #[arg(long, default_value = "busybox:latest")]
+        image: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ShimArgs {
+    pub id: String,
+}

@@ -1,0 +1,353 @@
+//! Glue between the CLI and the libraries: each command loads, calls, and adds context.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::{bail, Context, Result};
+use corral_image::{Reference, Store};
+use corral_runtime::create::{self, CreateRequest};
+use corral_runtime::logs::{self, Stream};
+use corral_runtime::state::{ContainerDir, Containers, State};
+use corral_runtime::{control, parse};
+
+use crate::cli::{Cli, Command, ImageCommand, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs};
+
+pub fn init_tracing(cli: &Cli) {
+    let default = if matches!(cli.command, Command::Shim(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+        .unwrap_or_else(|_| default.into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    // The shim forks the container's init, which inherits this subscriber and then replaces
+    // fd 2 with the container's stderr: log to a private copy of fd 2, so the runtime's own
+    // messages stay in shim.log and never reach the container's output.
+    let private = std::os::fd::AsFd::as_fd(&std::io::stderr())
+        .try_clone_to_owned()
+        .ok();
+    match private {
+        Some(fd) if matches!(cli.command, Command::Shim(_)) => fmt
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(std::fs::File::from(fd)))
+            .init(),
+        _ => fmt.with_writer(std::io::stderr).init(),
+    }
+}
+
+/// Runs a command; the result is the process exit code.
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    let root = cli.root.as_path();
+    match cli.command {
+        Command::Run(args) => run(root, args),
+        Command::Ps(args) => ps(root, args).map(|_| 0),
+        Command::Logs(args) => logs_cmd(root, args).map(|_| 0),
+        Command::Kill(args) => kill(root, args).map(|_| 0),
+        Command::Rm(args) => rm(root, args).map(|_| 0),
+        Command::Wait(args) => {
+            let dir = Containers::new(root).find(&args.container)?;
+            let status = wait_for_exit(&dir)?;
+            println!("{}", status);
+            Ok(0)
+        }
+        Command::Image(cmd) => image(root, cmd).map(|_| 0),
+        Command::Bench(cmd) => crate::bench::run(root, cmd).map(|_| 0),
+        Command::Shim(args) => {
+            corral_shim::run(root, &args.id)
+                .with_context(|| format!("shim for container {}", args.id))?;
+            Ok(0)
+        }
+    }
+}
+
+fn open_store(root: &Path) -> Result<Store> {
+    Store::open(root).with_context(|| format!("opening the image store under {}", root.display()))
+}
+
+fn run(root: &Path, args: RunArgs) -> Result<u8> {
+    let req = CreateRequest {
+        name: args.name.as_deref().map(parse::name).transpose()?,
+        image: args
+            .image
+            .as_deref()
+            .map(str::parse::<Reference>)
+            .transpose()?,
+        command: args.command,
+        env: args
+            .env
+            .iter()
+            .map(|e| parse::env(e, |k| std::env::var(k).ok()))
+            .collect::<Result<_, _>>()?,
+        workdir: args.workdir.as_deref().map(parse::workdir).transpose()?,
+        user: args.user.as_deref().map(parse::user).transpose()?,
+        hostname: args.hostname.as_deref().map(parse::hostname).transpose()?,
+        cpus: args.cpus.as_deref().map(parse::cpus).transpose()?,
+        mem_bytes: args.mem.as_deref().map(parse::mem_bytes).transpose()?,
+        pids: args.pids.as_deref().map(parse::pids).transpose()?,
+        volumes: args
+            .volumes
+            .iter()
+            .map(|v| parse::volume(v))
+            .collect::<Result<_, _>>()?,
+        stop_grace_secs: args.stop_timeout,
+        log_max_bytes: args.log_max_size,
+        log_max_files: args.log_max_files,
+    };
+    let store = open_store(root)?;
+    let name = req.name.clone();
+    let dir = create::create(root, &store, req, &corral_runtime::now())?;
+    let containers = Containers::new(root);
+    let record = dir.read_record()?;
+    let exe = std::env::current_exe().context("finding the corral executable")?;
+    if let Err(e) = control::start(&exe, root, &dir) {
+        if std::env::var_os("CORRAL_DEBUG_SHIM").is_some() {
+            eprint!(
+                "{}",
+                std::fs::read_to_string(dir.shim_log()).unwrap_or_default()
+            );
+            return Err(e.into());
+        }
+        create::remove(&containers, &dir, name.as_deref().unwrap_or(&record.name));
+        return Err(e.into());
+    }
+    if args.detach {
+        println!("{}", record.id);
+        return Ok(0);
+    }
+    forward_signals();
+    print_logs(&dir, true)?;
+    let status = wait_for_exit(&dir)?;
+    if args.rm {
+        create::remove(&containers, &dir, &record.name);
+    }
+    Ok(status.clamp(0, 255) as u8)
+}
+
+static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn remember_signal(sig: libc::c_int) {
+    PENDING_SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+/// While `corral run` waits in the foreground, SIGINT and SIGTERM go to the container.
+fn forward_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, remember_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+fn print_logs(dir: &ContainerDir, follow: bool) -> Result<()> {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut sink = |e: &logs::Entry| -> std::io::Result<()> {
+        match e.stream {
+            Stream::Stdout => {
+                let mut o = stdout.lock();
+                o.write_all(&e.content)?;
+                o.flush()
+            }
+            Stream::Stderr => stderr.lock().write_all(&e.content),
+        }
+    };
+    let done = || {
+        let sig = PENDING_SIGNAL.swap(0, Ordering::SeqCst);
+        if sig != 0 {
+            let _ = control::send(dir, &format!("signal {sig}"));
+        }
+        !matches!(dir.state(), Ok(State::Running { .. } | State::Created))
+    };
+    logs::read(&dir.logs(), follow, done, &dir.dir, &mut sink)
+        .with_context(|| format!("reading the logs of {}", dir.id()))
+}
+
+/// Blocks until the container has ended; returns its shell exit code.
+fn wait_for_exit(dir: &ContainerDir) -> Result<i32> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC).context("watching the container")?;
+    ino.add_watch(
+        &dir.dir,
+        AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_CLOSE_WRITE,
+    )
+    .with_context(|| format!("watching {}", dir.dir.display()))?;
+    loop {
+        match dir.state()? {
+            State::Exited(s) => return Ok(s.shell_code()),
+            State::Lost => bail!(
+                "container {} was lost: its shim died without recording an exit",
+                dir.id()
+            ),
+            State::Running { .. } | State::Created => {
+                use std::os::fd::AsFd;
+                let mut fds = [nix::poll::PollFd::new(
+                    ino.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                // Wake at least once a second to notice a shim that died without a word.
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16));
+                if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                    let _ = ino.read_events();
+                }
+            }
+        }
+    }
+}
+
+fn ps(root: &Path, args: PsArgs) -> Result<()> {
+    let containers = Containers::new(root);
+    let mut rows = Vec::new();
+    for id in containers.ids()? {
+        let dir = containers.dir_of(&id);
+        let Ok(record) = dir.read_record() else {
+            continue;
+        };
+        let state = dir.state()?;
+        rows.push((record, state));
+    }
+    if args.json {
+        for (r, s) in rows {
+            let (exit_code, oom) = match &s {
+                State::Exited(st) => (Some(st.shell_code()), st.oom_killed),
+                _ => (None, false),
+            };
+            let v = serde_json::json!({
+                "id": r.id, "name": r.name, "image": r.image.as_ref().map(|i| i.reference.clone()),
+                "command": r.args, "state": state_word(&s), "status": s.label(),
+                "exitCode": exit_code, "oomKilled": oom, "created": r.created,
+            });
+            println!("{v}");
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<16}  {:<20}  {:<20}  {:<24}  STATUS",
+        "ID", "NAME", "IMAGE", "COMMAND"
+    );
+    for (r, s) in rows {
+        let image = r
+            .image
+            .as_ref()
+            .map_or("(host)".to_string(), |i| i.reference.clone());
+        let mut cmd = r.args.join(" ");
+        if cmd.len() > 24 {
+            cmd.truncate(21);
+            cmd.push_str("...");
+        }
+        println!(
+            "{:<16}  {:<20}  {:<20}  {:<24}  {}",
+            r.id,
+            r.name,
+            image,
+            cmd,
+            s.label()
+        );
+    }
+    Ok(())
+}
+
+fn state_word(s: &State) -> &'static str {
+    match s {
+        State::Created => "created",
+        State::Running { .. } => "running",
+        State::Exited(_) => "exited",
+        State::Lost => "lost",
+    }
+}
+
+fn logs_cmd(root: &Path, args: LogsArgs) -> Result<()> {
+    let dir = Containers::new(root).find(&args.container)?;
+    print_logs(&dir, args.follow)
+}
+
+fn kill(root: &Path, args: KillArgs) -> Result<()> {
+    let containers = Containers::new(root);
+    let signal = args.signal.as_deref().map(parse::signal).transpose()?;
+    for key in &args.containers {
+        let dir = containers.find(key)?;
+        match signal {
+            Some(sig) => control::send(&dir, &format!("signal {sig}"))?,
+            None => {
+                control::send(&dir, "stop")?;
+                wait_for_exit(&dir)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rm(root: &Path, args: RmArgs) -> Result<()> {
+    let containers = Containers::new(root);
+    for key in &args.containers {
+        let dir = containers.find(key)?;
+        let record = dir.read_record()?;
+        if dir.state()?.is_running() {
+            if !args.force {
+                bail!("container {key} is running: stop it first or use --force");
+            }
+            control::send(&dir, &format!("signal {}", libc::SIGKILL))?;
+            wait_for_exit(&dir)?;
+        }
+        create::remove(&containers, &dir, &record.name);
+        println!("{}", record.id);
+    }
+    Ok(())
+}
+
+fn image(root: &Path, cmd: ImageCommand) -> Result<()> {
+    let store = open_store(root)?;
+    match cmd {
+        ImageCommand::Import { source, reference } => {
+            let r: Reference = reference.parse()?;
+            let img = corral_image::import::import(&store, &source, &r, &corral_runtime::now())
+                .with_context(|| format!("importing {} as {r}", source.display()))?;
+            println!("{}", img.id());
+        }
+        ImageCommand::Ls => {
+            println!("{:<40}  {:<12}  {:<30}  SIZE", "NAME", "ID", "CREATED");
+            for t in store.tags()? {
+                let img = store.image(&t.manifest)?;
+                let size: u64 = img.manifest.layers().iter().map(|l| l.size()).sum();
+                let created = img.config.created().clone().unwrap_or_default();
+                println!(
+                    "{:<40}  {:<12}  {:<30}  {}",
+                    t.name,
+                    img.id().short(),
+                    created,
+                    human_size(size)
+                );
+            }
+        }
+        ImageCommand::Inspect { reference } => {
+            let r: Reference = reference.parse()?;
+            let img = store.resolve(&r)?;
+            let json = store.read_blob(img.id())?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&json).context("decoding the image config")?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        ImageCommand::Rm { reference } => {
+            let r: Reference = reference.parse()?;
+            let in_use = create::layers_in_use(&Containers::new(root))?;
+            store.remove(&r, &in_use)?;
+            println!("{r}");
+        }
+    }
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
