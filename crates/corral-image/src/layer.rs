@@ -413,3 +413,307 @@ pub fn open_maybe_gzip(path: &Path) -> io::Result<Box<dyn Read>> {
         Ok(Box::new(reader))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One archive entry, written with raw names so hostile paths get through the builder.
+    #[derive(Debug, Clone)]
+    enum E {
+        Dir(&'static str),
+        File(&'static str, &'static str),
+        Symlink(&'static str, &'static str),
+        Hardlink(&'static str, &'static str),
+        Char(&'static str),
+    }
+
+    fn raw_header(kind: EntryType, path: &str, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_old();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h
+    }
+
+    fn set_link(h: &mut tar::Header, target: &str) {
+        h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+    }
+
+    fn archive(entries: &[E]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let (mut h, data): (tar::Header, &[u8]) = match e {
+                E::Dir(p) => (raw_header(EntryType::Directory, p, 0), b""),
+                E::File(p, c) => (
+                    raw_header(EntryType::Regular, p, c.len() as u64),
+                    c.as_bytes(),
+                ),
+                E::Symlink(p, t) => {
+                    let mut h = raw_header(EntryType::Symlink, p, 0);
+                    set_link(&mut h, t);
+                    (h, b"")
+                }
+                E::Hardlink(p, t) => {
+                    let mut h = raw_header(EntryType::Link, p, 0);
+                    set_link(&mut h, t);
+                    (h, b"")
+                }
+                E::Char(p) => (raw_header(EntryType::Char, p, 0), b""),
+            };
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Unpacks into `<tmp>/root` and returns the result; `<tmp>/outside` is the canary dir.
+    fn check(entries: &[E]) -> (tempfile::TempDir, Result<UnpackStats, LayerError>) {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("root")).unwrap();
+        fs::create_dir(tmp.path().join("outside")).unwrap();
+        let result = unpack(&archive(entries)[..], &tmp.path().join("root"));
+        (tmp, result)
+    }
+
+    fn rejected(entries: &[E], entry: &str, reason: &str) {
+        let (tmp, result) = check(entries);
+        match result {
+            Err(LayerError::Rejected {
+                entry: e,
+                reason: r,
+            }) => assert_eq!((e.as_str(), r), (entry, reason)),
+            other => panic!("expected {entry:?} to be rejected ({reason}), got {other:?}"),
+        }
+        assert_eq!(
+            fs::read_dir(tmp.path().join("outside")).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
+    }
+
+    #[test]
+    fn plain_layers_unpack() {
+        let (tmp, r) = check(&[
+            E::Dir("etc/"),
+            E::File("etc/hostname", "box\n"),
+            E::Symlink("bin", "usr/bin"),
+            E::File("./a", "x"),
+        ]);
+        let stats = r.unwrap();
+        assert_eq!(stats.entries, 4);
+        let root = tmp.path().join("root");
+        assert_eq!(
+            fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "box\n"
+        );
+        assert_eq!(
+            fs::read_link(root.join("bin")).unwrap(),
+            Path::new("usr/bin")
+        );
+        assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "x");
+    }
+
+    #[test]
+    fn escaping_paths_are_rejected() {
+        rejected(
+            &[E::File("../outside/x", "pwned")],
+            "../outside/x",
+            "path contains '..'",
+        );
+        rejected(
+            &[E::File("a/../../outside/x", "pwned")],
+            "a/../../outside/x",
+            "path contains '..'",
+        );
+        rejected(
+            &[E::File("/etc/passwd", "pwned")],
+            "/etc/passwd",
+            "absolute path",
+        );
+        rejected(
+            &[E::Char("dev/sda")],
+            "dev/sda",
+            "device nodes are not allowed in layers",
+        );
+        rejected(
+            &[E::File("f", "x"), E::Hardlink("h", "../outside/x")],
+            "h",
+            "hardlink target escapes the layer root",
+        );
+        rejected(
+            &[E::Hardlink("h", "missing")],
+            "h",
+            "hardlink target is not in the layer",
+        );
+        rejected(
+            &[E::Dir("d/"), E::Hardlink("h", "d")],
+            "h",
+            "hardlink to a directory",
+        );
+        rejected(
+            &[E::File("f", "x"), E::File("f/g", "y")],
+            "f/g",
+            "a parent is not a directory",
+        );
+    }
+
+    #[test]
+    fn symlinks_cannot_be_used_to_write_outside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        let abs = outside.to_str().unwrap().to_string();
+        let abs: &'static str = Box::leak(abs.into_boxed_str());
+        // An absolute symlink to the outside dir, then a file through it: lands inside the root.
+        let entries = [
+            E::Symlink("evil", abs),
+            E::File("evil/x", "pwned"),
+            E::Symlink("up", "../../.."),
+            E::File("up/y", "pwned"),
+        ];
+        unpack(&archive(&entries)[..], &root).unwrap();
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
+        let inside = root.join(abs.trim_start_matches('/')).join("x");
+        assert_eq!(fs::read_to_string(inside).unwrap(), "pwned");
+        assert_eq!(
+            fs::read_to_string(root.join("y")).unwrap(),
+            "pwned",
+            "'..' stops at the root"
+        );
+        // A file replacing a symlink replaces the link itself, never its target.
+        let entries = [E::Symlink("l", abs), E::File("l", "new")];
+        unpack(&archive(&entries)[..], &root).unwrap();
+        assert!(fs::symlink_metadata(root.join("l")).unwrap().is_file());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn symlink_loops_are_rejected() {
+        rejected(
+            &[
+                E::Symlink("a", "b"),
+                E::Symlink("b", "a"),
+                E::File("a/x", "y"),
+            ],
+            "a/x",
+            "too many levels of symlinks",
+        );
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        use std::os::unix::fs::FileTypeExt;
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            panic!("this test needs root (mknod and trusted xattrs); CI runs as root");
+        }
+        let (tmp, r) = check(&[
+            E::Dir("etc/"),
+            E::File("etc/.wh.motd", ""),
+            E::Dir("var/"),
+            E::File("var/.wh..wh..opq", ""),
+        ]);
+        assert_eq!(r.unwrap().whiteouts, 2);
+        let root = tmp.path().join("root");
+        let m = fs::symlink_metadata(root.join("etc/motd")).unwrap();
+        assert!(m.file_type().is_char_device() && m.rdev() == 0);
+        let mut value = [0u8; 1];
+        let path = CString::new(root.join("var").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C strings and a 1-byte buffer.
+        let n = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                value.as_mut_ptr().cast(),
+                1,
+            )
+        };
+        assert_eq!((n, value[0]), (1, b'y'));
+        assert!(!root.join("var/.wh..wh..opq").exists());
+    }
+
+    #[test]
+    fn pack_then_unpack_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("a/b")).unwrap();
+        fs::write(src.join("a/b/f"), "hello").unwrap();
+        std::os::unix::fs::symlink("a/b/f", src.join("link")).unwrap();
+        let tar1 = pack_dir(&src, Vec::new()).unwrap();
+        let tar2 = pack_dir(&src, Vec::new()).unwrap();
+        assert_eq!(tar1, tar2, "packing is deterministic");
+        let dest = tmp.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        unpack(&tar1[..], &dest).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("a/b/f")).unwrap(), "hello");
+        assert_eq!(
+            fs::read_link(dest.join("link")).unwrap(),
+            Path::new("a/b/f")
+        );
+    }
+
+    fn arb_path() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "a",
+            "a/b",
+            "a/b/c",
+            "b",
+            "../x",
+            "a/../../x",
+            "/abs",
+            "l",
+            "l/x",
+            "l/../y",
+            "./a/./b",
+            "a//b",
+            ".wh.a",
+            "a/.wh..wh..opq",
+            "l2",
+            "l2/z",
+        ])
+    }
+
+    fn arb_entry() -> impl Strategy<Value = E> {
+        let targets = prop::sample::select(vec![
+            "a",
+            "..",
+            "../..",
+            "/",
+            "/tmp",
+            "a/b",
+            "l",
+            "l2",
+            "../outside",
+        ]);
+        prop_oneof![
+            arb_path().prop_map(E::Dir),
+            arb_path().prop_map(|p| E::File(p, "data")),
+            (arb_path(), targets.clone()).prop_map(|(p, t)| E::Symlink(p, t)),
+            (arb_path(), targets).prop_map(|(p, t)| E::Hardlink(p, t)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn no_archive_writes_outside_the_root(entries in prop::collection::vec(arb_entry(), 1..12)) {
+            let (tmp, _result) = check(&entries);
+            prop_assert_eq!(fs::read_dir(tmp.path().join("outside")).unwrap().count(), 0);
+            let siblings: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            prop_assert_eq!(siblings.len(), 2, "only root/ and outside/ exist: {:?}", siblings);
+        }
+    }
+}

@@ -584,3 +584,113 @@ fn oci_digest(d: &Descriptor, holder: &Digest) -> Result<Digest, StoreError> {
 pub fn to_oci(d: &Digest) -> oci_spec::image::Digest {
     oci_spec::image::Digest::from_str(&d.to_string()).expect("our digests are valid sha256 digests")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path()).unwrap();
+        (tmp, s)
+    }
+
+    fn import_tree(s: &Store, tag: &str) -> Image {
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir_all(src.path().join("etc")).unwrap();
+        fs::write(src.path().join("etc/hostname"), tag).unwrap();
+        crate::import::import(s, src.path(), &tag.parse().unwrap(), "2026-01-01T00:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn corrupt_blobs_are_reported_not_used() {
+        let (_tmp, s) = store();
+        let (d, _) = s.put_blob_bytes(b"hello").unwrap();
+        assert_eq!(s.read_blob(&d).unwrap(), b"hello");
+        fs::write(s.blob_path(&d), b"jello").unwrap();
+        match s.read_blob(&d) {
+            Err(StoreError::CorruptBlob { digest, actual }) => {
+                assert_eq!(digest, d);
+                assert_eq!(actual, Digest::of(b"jello"));
+            }
+            other => panic!("expected a corrupt blob, got {other:?}"),
+        }
+        assert!(matches!(
+            s.verify_blob(&d),
+            Err(StoreError::CorruptBlob { .. })
+        ));
+        let wrong = Digest::of(b"other");
+        assert!(matches!(
+            s.put_blob_expecting(&mut &b"hello"[..], &wrong),
+            Err(StoreError::CorruptBlob { .. })
+        ));
+        assert!(!s.has_blob(&wrong));
+    }
+
+    #[test]
+    fn a_corrupt_layer_is_never_unpacked() {
+        let (_tmp, s) = store();
+        let img = import_tree(&s, "app:v1");
+        let layer = img.layers().unwrap()[0].clone();
+        fs::remove_dir_all(s.layers_dir().join(layer.hex())).unwrap();
+        let mut bytes = fs::read(s.blob_path(&layer)).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(s.blob_path(&layer), bytes).unwrap();
+        let err = s.unpacked_layer(&layer).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::CorruptBlob { .. } | StoreError::Layer { .. }
+            ),
+            "{err}"
+        );
+        assert!(!s.layers_dir().join(layer.hex()).exists());
+    }
+
+    #[test]
+    fn tags_resolve_and_removal_collects_garbage() {
+        let (_tmp, s) = store();
+        let v1 = import_tree(&s, "app:v1");
+        let v2 = import_tree(&s, "app:v2");
+        assert_ne!(v1.id(), v2.id());
+        assert_eq!(
+            s.resolve(&"app:v1".parse().unwrap())
+                .unwrap()
+                .manifest_digest,
+            v1.manifest_digest
+        );
+        assert!(
+            matches!(s.resolve(&"app:v3".parse().unwrap()), Err(StoreError::UnknownImage(n)) if n == "app:v3")
+        );
+        let names: Vec<String> = s.tags().unwrap().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["app:v1", "app:v2"]);
+        s.remove(&"app:v1".parse().unwrap(), &HashSet::new())
+            .unwrap();
+        assert!(!s.has_blob(&v1.manifest_digest));
+        assert!(!s.layers_dir().join(v1.layers().unwrap()[0].hex()).exists());
+        assert!(s.has_blob(&v2.manifest_digest), "the other image is kept");
+        assert!(matches!(
+            s.remove(&"app:v1".parse().unwrap(), &HashSet::new()),
+            Err(StoreError::UnknownImage(_))
+        ));
+    }
+
+    #[test]
+    fn import_refuses_hostile_archives_and_keeps_nothing() {
+        let (tmp, s) = store();
+        let mut h = tar::Header::new_old();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.as_old_mut().name[..11].copy_from_slice(b"../escape.x");
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &b"x"[..]).unwrap();
+        let path = tmp.path().join("evil.tar");
+        fs::write(&path, b.into_inner().unwrap()).unwrap();
+        let err = crate::import::import(&s, &path, &"evil:1".parse().unwrap(), "now").unwrap_err();
+        assert!(err.to_string().contains("../escape.x"), "{err}");
+        assert!(s.tags().unwrap().is_empty());
+        assert_eq!(fs::read_dir(s.blobs_dir()).unwrap().count(), 0);
+    }
+}

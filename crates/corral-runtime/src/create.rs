@@ -185,7 +185,7 @@ pub fn create(
         let kind = if image.is_some() {
             RootKind::Image
         } else {
-            rootfs::prepare_host_root(&dir)?;
+            rootfs::prepare_host_root(&dir, uid, gid)?;
             rootfs::host_root_kind()?
         };
         rootfs::write_etc(&dir, &record, &base_passwd, &base_group)?;

@@ -36,11 +36,14 @@ pub fn host_root_kind() -> Result<RootKind, StateError> {
     Ok(RootKind::Host { dirs })
 }
 
-/// Makes a host task's (empty, read-only) root: the top-level symlinks of the host's `/`.
-pub fn prepare_host_root(dir: &ContainerDir) -> Result<(), StateError> {
+/// Makes a host task's (empty, read-only) root: the top-level symlinks of the host's `/`, and
+/// its sandbox, owned by the task's user.
+pub fn prepare_host_root(dir: &ContainerDir, uid: u32, gid: u32) -> Result<(), StateError> {
     let rootfs = dir.rootfs();
     fs::create_dir_all(&rootfs).map_err(io_err("creating", &rootfs))?;
-    fs::create_dir_all(dir.sandbox()).map_err(io_err("creating", &dir.sandbox()))?;
+    let sandbox = dir.sandbox();
+    fs::create_dir_all(&sandbox).map_err(io_err("creating", &sandbox))?;
+    std::os::unix::fs::chown(&sandbox, Some(uid), Some(gid)).map_err(io_err("chown", &sandbox))?;
     let root = Path::new("/");
     for entry in fs::read_dir(root).map_err(io_err("listing", root))? {
         let entry = entry.map_err(io_err("listing", root))?;

@@ -79,15 +79,37 @@ pub fn run(state_root: &Path, id: &str) -> Result<(), ShimError> {
         let _ = writeln!(r, "ok {}", running.pid);
     }
     let status = running.supervise(&dir, &record);
-    dir.write_status(&status)?;
     tracing::info!(container = id, status = %status.describe(), "container ended");
+    // Clean up first, record the end last: whoever sees status.json may rely on no cgroup or
+    // mount of the container being left.
     if let Err(e) = running.container.delete(true) {
         tracing::warn!(container = id, error = %e, "libcontainer delete failed");
     }
     let _ = fs::remove_file(dir.socket());
-    rootfs::teardown(&dir)?;
-    rootfs::remove_cgroups(id)?;
-    Ok(())
+    let cleanup = rootfs::teardown(&dir).and_then(|()| rootfs::remove_cgroups(id));
+    if let Err(e) = &cleanup {
+        tracing::error!(container = id, error = %e, "cleanup after the container failed");
+    }
+    dir.write_status(&status)?;
+    Ok(cleanup?)
+}
+
+/// Removes terminal colour codes from a log line.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn one_line(s: &str) -> String {
@@ -159,14 +181,18 @@ fn start(
         .with_detach(true)
         .build()
         .map_err(|e| {
-            // The init process reports details on its stderr before it gives up.
+            // The init process says why it gave up on its stderr; pass the gist on.
             set_nonblocking(err_r.as_fd());
             let mut detail = vec![0u8; 16 * 1024];
-            let n = fs::File::from(err_r.try_clone().expect("dup")).read(&mut detail).unwrap_or(0);
-            if n > 0 {
-                tracing::error!(output = %String::from_utf8_lossy(&detail[..n]), "container init output");
+            let n = fs::File::from(err_r.try_clone().expect("dup"))
+                .read(&mut detail)
+                .unwrap_or(0);
+            let detail = String::from_utf8_lossy(&detail[..n]);
+            tracing::error!(output = %detail, "container init output");
+            match detail.lines().rev().find(|l| l.contains("ERROR")) {
+                Some(line) => ShimError::Start(format!("{e}: {}", strip_ansi(line).trim())),
+                None => lc(e),
             }
-            lc(e)
         })?;
     let listener = bind_socket(&dir.socket())?;
     if let Err(e) = container.start() {

@@ -11,7 +11,18 @@ use std::process::ExitCode;
 const EXIT_CORRAL_ERROR: u8 = 125;
 
 fn main() -> ExitCode {
-    let cli = <cli::Cli as clap::Parser>::parse();
+    let cli = match <cli::Cli as clap::Parser>::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // Usage errors are corral errors too: 125, like every other refusal.
+            let _ = e.print();
+            return ExitCode::from(EXIT_CORRAL_ERROR);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
     commands::init_tracing(&cli);
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),

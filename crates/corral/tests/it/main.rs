@@ -1,1 +1,6 @@
+//! End-to-end tests of the `corral` binary with real containers (CI runs them as root).
 
+mod support;
+
+mod containers;
+mod images;

@@ -1,0 +1,564 @@
+//! Containers: isolation, limits, exit codes, signals, logs, cleanup and bad input.
+
+use std::time::Duration;
+
+use crate::support::{cgroup_dirs, cgroup_v1, eventually, mounts_under, Env};
+
+const BB: &str = "busybox";
+
+#[test]
+fn the_pid_namespace_hides_host_processes() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "run",
+        "--image",
+        BB,
+        "--",
+        "sh",
+        "-c",
+        "ls -d /proc/[0-9]* | wc -l; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    let mut lines = out.lines();
+    let count: usize = lines.next().unwrap().trim().parse().unwrap();
+    assert!(count <= 4, "the container sees {count} processes: {out}");
+    assert!(
+        lines.next().unwrap().starts_with("sh -c"),
+        "pid 1 is the container's command: {out}"
+    );
+}
+
+#[test]
+fn hostname_is_its_own_and_defaults_to_the_name() {
+    let env = Env::new();
+    assert_eq!(
+        env.ok(&["run", "--image", BB, "--hostname", "box1", "--", "hostname"]),
+        "box1\n"
+    );
+    assert_eq!(
+        env.ok(&["run", "--image", BB, "--name", "web-7", "--", "hostname"]),
+        "web-7\n"
+    );
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_ne!(host, "box1");
+}
+
+#[test]
+fn writes_to_root_do_not_reach_the_host_or_other_containers() {
+    let env = Env::new();
+    let marker = "corral-it-marker-4711";
+    env.ok(&[
+        "run",
+        "--image",
+        BB,
+        "--user",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo x > /{marker} && cat /{marker}"),
+    ]);
+    assert!(!std::path::Path::new(&format!("/{marker}")).exists());
+    let layers = env.root.path().join("layers");
+    let found = std::process::Command::new("find")
+        .arg(&layers)
+        .arg("-name")
+        .arg(marker)
+        .output()
+        .unwrap();
+    assert!(found.stdout.is_empty(), "the shared layer was written to");
+    let out = env.corral(&["run", "--image", BB, "--", "ls", &format!("/{marker}")]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a second container sees the first one's file"
+    );
+}
+
+#[test]
+fn containers_run_as_nobody_and_any_uid_has_a_passwd_entry() {
+    let env = Env::new();
+    assert_eq!(env.ok(&["run", "--image", BB, "--", "id", "-u"]), "65534\n");
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--image",
+            BB,
+            "--user",
+            "1234:4321",
+            "--",
+            "sh",
+            "-c",
+            "id -u; id -g; whoami; id -gn"
+        ]),
+        "1234\n4321\nu1234\ng4321\n"
+    );
+    // No capabilities, even for uid 0.
+    let caps = env.ok(&[
+        "run",
+        "--image",
+        BB,
+        "--user",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        "grep CapEff /proc/self/status",
+    ]);
+    assert_eq!(
+        caps.split_whitespace().nth(1),
+        Some("0000000000000000"),
+        "{caps}"
+    );
+    let nnp = env.ok(&[
+        "run",
+        "--image",
+        BB,
+        "--",
+        "sh",
+        "-c",
+        "grep NoNewPrivs /proc/self/status",
+    ]);
+    assert!(nnp.ends_with("1\n"), "{nnp}");
+}
+
+#[test]
+fn sensitive_proc_paths_are_masked_and_seccomp_applies() {
+    let env = Env::new();
+    let masked: Vec<&str> = [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+        "/proc/latency_stats",
+    ]
+    .into_iter()
+    .filter(|p| std::fs::metadata(p).is_ok())
+    .collect();
+    assert!(
+        !masked.is_empty(),
+        "this host has none of the masked /proc files"
+    );
+    for p in &masked {
+        let out = env.ok(&[
+            "run",
+            "--image",
+            BB,
+            "--user",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            &format!("wc -c < {p}"),
+        ]);
+        assert_eq!(out.trim(), "0", "{p} is masked");
+    }
+    let out = env.ok(&["run", "--image", BB, "--user", "0", "--", "sh", "-c", "grep Seccomp: /proc/self/status; echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo ro; mount -t tmpfs none /mnt 2>/dev/null || echo no-mount"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].ends_with('2'), "seccomp filter mode: {out}");
+    assert_eq!(&lines[1..], ["ro", "no-mount"]);
+}
+
+#[test]
+fn cgroup_limits_are_visible_inside() {
+    let env = Env::new();
+    let script = if cgroup_v1() {
+        "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max"
+    } else {
+        "cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu.weight /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max"
+    };
+    let out = env.ok(&[
+        "run", "--image", BB, "--cpus", "0.5", "--mem", "48", "--pids", "20", "--", "sh", "-c",
+        script,
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    if cgroup_v1() {
+        assert_eq!(lines, ["50000", "512", "50331648", "20"]);
+    } else {
+        assert_eq!(lines[0], "50000 100000");
+        assert_eq!(&lines[2..], ["50331648", "20"]);
+    }
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_and_reported() {
+    let env = Env::new();
+    let out = env.corral(&[
+        "run",
+        "--image",
+        BB,
+        "--name",
+        "hog",
+        "--mem",
+        "32",
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=128M",
+        "count=1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = env.ps().into_iter().find(|c| c["name"] == "hog").unwrap();
+    assert_eq!(c["oomKilled"], true, "{c}");
+    assert!(c["status"].as_str().unwrap().contains("oom-killed"), "{c}");
+    assert!(env.ok(&["ps"]).contains("oom-killed"));
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    let env = Env::new();
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--image",
+        BB,
+        "--pids",
+        "24",
+        "--cpus",
+        "0.5",
+        "--",
+        "sh",
+        "-c",
+        "b() { b | b & }; b; sleep 1000",
+    ]);
+    let id = id.trim().to_string();
+    if cgroup_v1() {
+        let events = format!("/sys/fs/cgroup/pids/corral/{id}/pids.events");
+        eventually(
+            "fork failures at the pids limit",
+            Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(&events)
+                    .is_ok_and(|s| s.trim().strip_prefix("max ").is_some_and(|n| n != "0"))
+            },
+        );
+        let current: u64 =
+            std::fs::read_to_string(format!("/sys/fs/cgroup/pids/corral/{id}/pids.current"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+        assert!(current <= 24, "{current} processes");
+    } else {
+        let events = format!("/sys/fs/cgroup/corral/{id}/pids.events");
+        eventually(
+            "fork failures at the pids limit",
+            Duration::from_secs(30),
+            || {
+                std::fs::read_to_string(&events).is_ok_and(|s| {
+                    s.lines()
+                        .any(|l| l.starts_with("max ") && !l.ends_with(" 0"))
+                })
+            },
+        );
+    }
+    env.ok(&["rm", "--force", &id]);
+    assert!(cgroup_dirs(&id).is_empty());
+}
+
+#[test]
+fn exit_codes_and_signals_propagate() {
+    let env = Env::new();
+    assert_eq!(
+        env.corral(&["run", "--image", BB, "--", "sh", "-c", "exit 42"])
+            .status
+            .code(),
+        Some(42)
+    );
+    // A signal sent to the container: 128 + SIGKILL.
+    let id = env.ok(&["run", "-d", "--image", BB, "--", "sleep", "1000"]);
+    let id = id.trim();
+    env.ok(&["kill", "--signal", "KILL", id]);
+    assert_eq!(env.ok(&["wait", id]), "137\n");
+    assert_eq!(env.ps_of(id)["status"], "killed by SIGKILL");
+    // Graceful stop of a process that handles SIGTERM: its own exit code.
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--image",
+        BB,
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; echo ready; while :; do sleep 1; done",
+    ]);
+    let id = id.trim();
+    eventually("the trap is set", Duration::from_secs(10), || {
+        env.ok(&["logs", id]).contains("ready")
+    });
+    env.ok(&["kill", id]);
+    assert_eq!(env.ok(&["wait", id]), "7\n");
+    // Graceful stop of one that ignores it: SIGKILL after the grace period.
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--stop-timeout",
+        "1",
+        "--image",
+        BB,
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let id = id.trim();
+    env.ok(&["kill", id]);
+    assert_eq!(env.ok(&["wait", id]), "137\n");
+}
+
+#[test]
+fn logs_survive_the_caller_and_can_be_followed() {
+    let env = Env::new();
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--image",
+        BB,
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; sleep 1; echo bye",
+    ]);
+    let id = id.trim();
+    // The `run -d` process has exited; a new process follows until the container ends.
+    let out = env.cmd(&["logs", "-f", id]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nbye\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_eq!(env.ok(&["wait", id]), "0\n");
+    assert_eq!(env.ok(&["logs", id]), "hello\nbye\n");
+    assert_eq!(env.ps_of(id)["state"], "exited");
+}
+
+#[test]
+fn log_files_are_capped_and_rotated() {
+    let env = Env::new();
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--image",
+        BB,
+        "--log-max-size",
+        "8192",
+        "--log-max-files",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
+    ]);
+    let id = id.trim();
+    env.ok(&["wait", id]);
+    let logs = env.containers_dir().join(id).join("logs");
+    let total: u64 = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(total < 3 * 8192 + 4096, "logs take {total} bytes");
+    let out = env.ok(&["logs", id]);
+    assert!(out.ends_with("line-1999\n"), "the newest output is kept");
+    assert!(
+        !out.contains("line-0\n"),
+        "the oldest output was rotated away"
+    );
+}
+
+#[test]
+fn state_survives_the_processes_that_started_it_and_nothing_leaks_after_rm() {
+    let env = Env::new();
+    let id = env.ok(&[
+        "run", "-d", "--name", "svc", "--image", BB, "--", "sleep", "1000",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(env.ps_of(&id)["state"], "running");
+    assert!(
+        !cgroup_dirs(&id).is_empty(),
+        "a running container has cgroups"
+    );
+    let dir = env.containers_dir().join(&id);
+    assert!(
+        !mounts_under(&dir).is_empty(),
+        "a running container has its rootfs mounted"
+    );
+    let err = env.fails(&["rm", "svc"], 125);
+    assert!(err.contains("is running"), "{err}");
+    env.ok(&["rm", "--force", "svc"]);
+    assert!(
+        cgroup_dirs(&id).is_empty(),
+        "cgroups left: {:?}",
+        cgroup_dirs(&id)
+    );
+    assert!(
+        mounts_under(&dir).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(&dir)
+    );
+    assert!(!dir.exists());
+    // The name is free again.
+    env.ok(&["run", "--name", "svc", "--rm", "--image", BB, "--", "true"]);
+    assert!(env.container_ids().is_empty(), "--rm removed it");
+}
+
+#[test]
+fn an_ended_container_keeps_no_cgroups_or_mounts() {
+    let env = Env::new();
+    let id = env.ok(&["run", "-d", "--image", BB, "--", "true"]);
+    let id = id.trim();
+    env.ok(&["wait", id]);
+    let dir = env.containers_dir().join(id);
+    assert!(cgroup_dirs(id).is_empty());
+    assert!(mounts_under(&dir).is_empty());
+}
+
+#[test]
+fn host_tasks_run_in_a_sandbox_with_a_read_only_host_filesystem() {
+    let env = Env::new();
+    let out = env.ok(&["run", "--", "sh", "-c", "pwd; id -u; test -d /usr/bin && echo host-usr; touch /usr/corral-x 2>/dev/null || echo ro; touch ./file && echo rw; echo $CORRAL_SANDBOX"]);
+    assert_eq!(out, "/sandbox\n65534\nhost-usr\nro\nrw\n/sandbox\n");
+    assert!(!std::path::Path::new("/usr/corral-x").exists());
+}
+
+#[test]
+fn volumes_are_bound_read_write_or_read_only() {
+    let env = Env::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from-host").unwrap();
+    let rw = format!("{}:/data", host.path().display());
+    let ro = format!("{}:/data:ro", host.path().display());
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--image",
+            BB,
+            "--user",
+            "0",
+            "-v",
+            &rw,
+            "--",
+            "sh",
+            "-c",
+            "cat /data/in; echo out > /data/out"
+        ]),
+        "from-host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out")).unwrap(),
+        "out\n"
+    );
+    let out = env.corral(&[
+        "run",
+        "--image",
+        BB,
+        "--user",
+        "0",
+        "-v",
+        &ro,
+        "--",
+        "sh",
+        "-c",
+        "echo x > /data/nope",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!host.path().join("nope").exists());
+}
+
+#[test]
+fn environment_workdir_and_network() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "run",
+        "--image",
+        BB,
+        "-e",
+        "A=1",
+        "-e",
+        "B=two words",
+        "--workdir",
+        "/tmp",
+        "--",
+        "sh",
+        "-c",
+        "echo $A; echo $B; pwd; ip -o link | wc -l; ip -o addr show lo | grep -c 127.0.0.1",
+    ]);
+    assert_eq!(out, "1\ntwo words\n/tmp\n1\n1\n");
+}
+
+#[test]
+fn bad_input_is_refused_with_one_line_naming_it_and_nothing_left() {
+    let env = Env::new();
+    let missing = "/does/not/exist/corral";
+    let volume = format!("{missing}:/x");
+    for (args, needle) in [
+        (
+            vec!["run", "--image", "nope", "--", "true"],
+            "unknown image \"nope:latest\"",
+        ),
+        (
+            vec!["run", "--image", "Bad/Ref", "--", "true"],
+            "invalid image reference \"Bad/Ref\"",
+        ),
+        (
+            vec!["run", "--image", BB, "--mem", "lots", "--", "true"],
+            "invalid memory limit \"lots\"",
+        ),
+        (
+            vec!["run", "--image", BB, "--cpus=-1", "--", "true"],
+            "invalid cpu count \"-1\"",
+        ),
+        (
+            vec!["run", "--image", BB, "--user", "root", "--", "true"],
+            "invalid user \"root\"",
+        ),
+        (
+            vec!["run", "--image", BB],
+            "no command given and image busybox:latest has no entrypoint or cmd",
+        ),
+        (
+            vec!["run", "--image", BB, "--", "/no/such/program"],
+            "command not found in the container: /no/such/program",
+        ),
+        (
+            vec!["run", "--image", BB, "--", "nosuchprogram"],
+            "command not found in the container: nosuchprogram",
+        ),
+        (
+            vec!["run", "--image", BB, "-v", &volume, "--", "true"],
+            "volume host path /does/not/exist/corral does not exist",
+        ),
+        (
+            vec!["run", "--image", BB, "-v", "relative:/x", "--", "true"],
+            "invalid volume \"relative:/x\"",
+        ),
+    ] {
+        let err = env.fails(&args, 125);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got {err}"
+        );
+        assert!(
+            env.container_ids().is_empty(),
+            "{args:?} left a container behind"
+        );
+    }
+    env.ok(&[
+        "run", "-d", "--name", "taken", "--image", BB, "--", "sleep", "1000",
+    ]);
+    let err = env.fails(
+        &["run", "--name", "taken", "--image", BB, "--", "true"],
+        125,
+    );
+    assert!(
+        err.contains("container name \"taken\" is already in use"),
+        "{err}"
+    );
+    assert_eq!(env.container_ids().len(), 1);
+    let err = env.fails(&["logs", "ghost"], 125);
+    assert!(err.contains("no such container: \"ghost\""), "{err}");
+    let err = env.fails(&["kill", "--signal", "NOPE", "taken"], 125);
+    assert!(err.contains("invalid signal \"NOPE\""), "{err}");
+}
