@@ -27,9 +27,7 @@ impl Digest {
     }
 
     fn from_hasher(h: Sha256) -> Digest {
-        Digest {
-            hex: hex(&h.finalize()),
-        }
+        Digest { hex: hex(&h.finalize()) }
     }
 
     /// The 64 hex digits, without the algorithm.
@@ -63,16 +61,11 @@ impl FromStr for Digest {
         if alg != "sha256" {
             return Err(ParseDigestError::UnsupportedAlgorithm(s.to_string()));
         }
-        let ok = hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(ParseDigestError::Malformed(s.to_string()));
         }
-        Ok(Digest {
-            hex: hex.to_string(),
-        })
+        Ok(Digest { hex: hex.to_string() })
     }
 }
 
@@ -97,11 +90,7 @@ pub struct DigestWriter<W> {
 
 impl<W: Write> DigestWriter<W> {
     pub fn new(inner: W) -> Self {
-        DigestWriter {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        DigestWriter { inner, hasher: Sha256::new(), len: 0 }
     }
 
     /// The digest and size of everything written, and the inner writer.
@@ -132,11 +121,7 @@ pub struct DigestReader<R> {
 
 impl<R: io::Read> DigestReader<R> {
     pub fn new(inner: R) -> Self {
-        DigestReader {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        DigestReader { inner, hasher: Sha256::new(), len: 0 }
     }
 
     pub fn finish(self) -> (Digest, u64) {
@@ -178,10 +163,7 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad} should not parse");
         }
-        assert_eq!(
-            "sha512:00".parse::<Digest>(),
-            Err(ParseDigestError::UnsupportedAlgorithm("sha512:00".into()))
-        );
+        assert_eq!("sha512:00".parse::<Digest>(), Err(ParseDigestError::UnsupportedAlgorithm("sha512:00".into())));
     }
 
     #[test]

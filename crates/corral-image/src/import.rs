@@ -6,8 +6,8 @@ use std::path::Path;
 
 use flate2::write::GzEncoder;
 use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, HistoryBuilder, ImageConfigurationBuilder,
-    ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    Arch, ConfigBuilder, Descriptor, HistoryBuilder, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os,
+    RootFsBuilder,
 };
 
 use crate::digest::{Digest, DigestWriter};
@@ -37,16 +37,9 @@ pub enum ImportError {
 }
 
 /// Imports `source` as a one-layer image tagged `reference`.
-pub fn import(
-    store: &Store,
-    source: &Path,
-    reference: &Reference,
-    now: &str,
-) -> Result<Image, ImportError> {
-    let meta = fs::metadata(source).map_err(|e| ImportError::Source {
-        path: source.display().to_string(),
-        source: e,
-    })?;
+pub fn import(store: &Store, source: &Path, reference: &Reference, now: &str) -> Result<Image, ImportError> {
+    let meta =
+        fs::metadata(source).map_err(|e| ImportError::Source { path: source.display().to_string(), source: e })?;
     let mut diff_id = None;
     let (layer_digest, layer_size) = store
         .write_blob(|w| {
@@ -64,30 +57,19 @@ pub fn import(
             Ok(())
         })
         .map_err(|e| match e {
-            StoreError::Io { source: io_e, .. } => ImportError::Source {
-                path: source.display().to_string(),
-                source: io_e,
-            },
+            StoreError::Io { source: io_e, .. } => {
+                ImportError::Source { path: source.display().to_string(), source: io_e }
+            }
             other => ImportError::Store(other),
         })?;
     let diff_id: Digest = diff_id.expect("set by the writer");
     // Unpack now: a hostile or broken archive is refused at import, not at first run.
     if let Err(e) = store.unpacked_layer(&layer_digest) {
         let _ = fs::remove_file(store.blob_path(&layer_digest));
-        return Err(ImportError::Layer {
-            path: source.display().to_string(),
-            source: e,
-        });
+        return Err(ImportError::Layer { path: source.display().to_string(), source: e });
     }
     let created_by = format!("corral image import {}", source.display());
-    one_layer_image(
-        store,
-        reference,
-        (layer_digest, layer_size),
-        diff_id,
-        now,
-        &created_by,
-    )
+    one_layer_image(store, reference, (layer_digest, layer_size), diff_id, now, &created_by)
 }
 
 /// Writes config and manifest for a single gzip layer and tags the result.
@@ -108,19 +90,8 @@ fn one_layer_image(
         .created(now.to_string())
         .architecture(host_arch())
         .os(Os::Linux)
-        .config(
-            ConfigBuilder::default()
-                .env(vec![DEFAULT_PATH.to_string()])
-                .build()
-                .map_err(bad)?,
-        )
-        .rootfs(
-            RootFsBuilder::default()
-                .typ("layers")
-                .diff_ids(vec![diff_id.to_string()])
-                .build()
-                .map_err(bad)?,
-        )
+        .config(ConfigBuilder::default().env(vec![DEFAULT_PATH.to_string()]).build().map_err(bad)?)
+        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![diff_id.to_string()]).build().map_err(bad)?)
         .history(vec![HistoryBuilder::default()
             .created(now.to_string())
             .created_by(created_by.to_string())
@@ -133,16 +104,8 @@ fn one_layer_image(
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_size,
-            to_oci(&config_digest),
-        ))
-        .layers(vec![Descriptor::new(
-            MediaType::ImageLayerGzip,
-            layer_size,
-            to_oci(&layer_digest),
-        )])
+        .config(Descriptor::new(MediaType::ImageConfig, config_size, to_oci(&config_digest)))
+        .layers(vec![Descriptor::new(MediaType::ImageLayerGzip, layer_size, to_oci(&layer_digest))])
         .build()
         .map_err(bad)?;
     let manifest_json = manifest.to_string().map_err(bad)?;

@@ -37,10 +37,7 @@ pub enum LayerError {
 
 impl LayerError {
     fn rejected(entry: &Path, reason: &'static str) -> LayerError {
-        LayerError::Rejected {
-            entry: entry.display().to_string(),
-            reason,
-        }
+        LayerError::Rejected { entry: entry.display().to_string(), reason }
     }
 }
 
@@ -63,16 +60,10 @@ pub fn unpack<R: Read>(archive: R, dest: &Path) -> Result<UnpackStats, LayerErro
         let Some(rel) = normalize(&raw)? else {
             continue; // the archive's root directory itself
         };
-        let io_err = |source| LayerError::Entry {
-            entry: raw.display().to_string(),
-            source,
-        };
-        let name = rel
-            .file_name()
-            .expect("normalized paths end in a name")
-            .to_os_string();
-        let parent = resolve_in_root(dest, rel.parent().unwrap_or(Path::new("")), true)
-            .map_err(|e| resolve_error(&raw, e))?;
+        let io_err = |source| LayerError::Entry { entry: raw.display().to_string(), source };
+        let name = rel.file_name().expect("normalized paths end in a name").to_os_string();
+        let parent =
+            resolve_in_root(dest, rel.parent().unwrap_or(Path::new("")), true).map_err(|e| resolve_error(&raw, e))?;
         stats.entries += 1;
 
         if let Some(hidden) = name.to_str().and_then(|n| n.strip_prefix(WHITEOUT_PREFIX)) {
@@ -134,25 +125,15 @@ pub fn unpack<R: Read>(archive: R, dest: &Path) -> Result<UnpackStats, LayerErro
                     .map_err(io_err)?
                     .ok_or_else(|| LayerError::rejected(&raw, "hardlink without a target"))?;
                 let link_rel = normalize(&link)
-                    .map_err(|_| {
-                        LayerError::rejected(&raw, "hardlink target escapes the layer root")
-                    })?
+                    .map_err(|_| LayerError::rejected(&raw, "hardlink target escapes the layer root"))?
                     .ok_or_else(|| LayerError::rejected(&raw, "hardlink to the layer root"))?;
-                let src_parent =
-                    resolve_in_root(dest, link_rel.parent().unwrap_or(Path::new("")), false)
-                        .map_err(|e| resolve_error(&raw, e))?;
+                let src_parent = resolve_in_root(dest, link_rel.parent().unwrap_or(Path::new("")), false)
+                    .map_err(|e| resolve_error(&raw, e))?;
                 let src = src_parent.join(link_rel.file_name().expect("normalized"));
                 match fs::symlink_metadata(&src) {
-                    Ok(m) if m.is_dir() => {
-                        return Err(LayerError::rejected(&raw, "hardlink to a directory"))
-                    }
+                    Ok(m) if m.is_dir() => return Err(LayerError::rejected(&raw, "hardlink to a directory")),
                     Ok(_) => {}
-                    Err(_) => {
-                        return Err(LayerError::rejected(
-                            &raw,
-                            "hardlink target is not in the layer",
-                        ))
-                    }
+                    Err(_) => return Err(LayerError::rejected(&raw, "hardlink target is not in the layer")),
                 }
                 if src != target {
                     remove_existing(&target).map_err(io_err)?;
@@ -166,15 +147,9 @@ pub fn unpack<R: Read>(archive: R, dest: &Path) -> Result<UnpackStats, LayerErro
                 finish(&target, chown, uid, gid, Some(mode)).map_err(io_err)?;
             }
             EntryType::Char | EntryType::Block => {
-                return Err(LayerError::rejected(
-                    &raw,
-                    "device nodes are not allowed in layers",
-                ));
+                return Err(LayerError::rejected(&raw, "device nodes are not allowed in layers"));
             }
-            EntryType::XGlobalHeader
-            | EntryType::XHeader
-            | EntryType::GNULongName
-            | EntryType::GNULongLink => {}
+            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => {}
             _ => return Err(LayerError::rejected(&raw, "unsupported entry type")),
         }
     }
@@ -194,9 +169,8 @@ pub fn pack_dir<W: Write>(dir: &Path, out: W) -> io::Result<W> {
             b.append_path_with_name(&abs, &rel)?;
         }
         if fs::symlink_metadata(&abs)?.is_dir() {
-            let mut names: Vec<OsString> = fs::read_dir(&abs)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<io::Result<_>>()?;
+            let mut names: Vec<OsString> =
+                fs::read_dir(&abs)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
             // Reversed onto the stack, so children pop in sorted order, depth first.
             names.sort_unstable_by(|a, b| b.cmp(a));
             stack.extend(names.into_iter().map(|n| rel.join(n)));
@@ -213,16 +187,10 @@ fn normalize(raw: &Path) -> Result<Option<PathBuf>, LayerError> {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
             Component::ParentDir => return Err(LayerError::rejected(raw, "path contains '..'")),
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(LayerError::rejected(raw, "absolute path"))
-            }
+            Component::RootDir | Component::Prefix(_) => return Err(LayerError::rejected(raw, "absolute path")),
         }
     }
-    Ok(if out.as_os_str().is_empty() {
-        None
-    } else {
-        Some(out)
-    })
+    Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
 }
 
 #[derive(Debug)]
@@ -236,10 +204,7 @@ fn resolve_error(entry: &Path, e: ResolveError) -> LayerError {
     match e {
         ResolveError::NotADirectory => LayerError::rejected(entry, "a parent is not a directory"),
         ResolveError::Loop => LayerError::rejected(entry, "too many levels of symlinks"),
-        ResolveError::Io(source) => LayerError::Entry {
-            entry: entry.display().to_string(),
-            source,
-        },
+        ResolveError::Io(source) => LayerError::Entry { entry: entry.display().to_string(), source },
     }
 }
 
@@ -247,15 +212,7 @@ fn resolve_error(entry: &Path, e: ResolveError) -> LayerError {
 /// absolute targets restart at `root`, and `..` never climbs above it. With `create`, missing
 /// directories are made; otherwise they are an error.
 fn resolve_in_root(root: &Path, rel: &Path, create: bool) -> Result<PathBuf, ResolveError> {
-    resolve(
-        root,
-        rel,
-        if create {
-            Resolve::CreateDirs
-        } else {
-            Resolve::Dirs
-        },
-    )
+    resolve(root, rel, if create { Resolve::CreateDirs } else { Resolve::Dirs })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -270,11 +227,7 @@ enum Resolve {
 
 fn resolve(root: &Path, rel: &Path, how: Resolve) -> Result<PathBuf, ResolveError> {
     let create = how == Resolve::CreateDirs;
-    let mut todo: Vec<OsString> = rel
-        .components()
-        .rev()
-        .map(|c| c.as_os_str().to_os_string())
-        .collect();
+    let mut todo: Vec<OsString> = rel.components().rev().map(|c| c.as_os_str().to_os_string()).collect();
     let mut cur: Vec<OsString> = Vec::new();
     let mut followed = 0;
     while let Some(part) = todo.pop() {
@@ -311,11 +264,7 @@ fn resolve(root: &Path, rel: &Path, how: Resolve) -> Result<PathBuf, ResolveErro
             Ok(m) if m.is_dir() => cur.push(part),
             Ok(_) if how == Resolve::Lookup && todo.is_empty() => cur.push(part),
             Ok(_) => return Err(ResolveError::NotADirectory),
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    && how == Resolve::Lookup
-                    && todo.is_empty() =>
-            {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && how == Resolve::Lookup && todo.is_empty() => {
                 cur.push(part)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
@@ -352,8 +301,7 @@ fn make_whiteout(path: &Path) -> io::Result<()> {
 }
 
 fn set_opaque(dir: &Path) -> io::Result<()> {
-    let c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let name = c"trusted.overlay.opaque";
     // SAFETY: both strings are NUL-terminated and outlive the call; the value is 1 byte.
     let rc = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
@@ -386,10 +334,7 @@ fn finish(path: &Path, chown: bool, uid: u64, gid: u64, mode: Option<u32>) -> io
 /// Resolves `path` (absolute or relative) inside `root` as the container would see it, following
 /// symlinks without ever leaving `root`. Returns the host path of what it names, if it exists.
 pub fn lookup_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
-    let rel: PathBuf = path
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
-        .collect();
+    let rel: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir)).collect();
     let found = resolve(root, &rel, Resolve::Lookup).ok()?;
     fs::symlink_metadata(&found).is_ok().then_some(found)
 }
@@ -451,10 +396,7 @@ mod tests {
         for e in entries {
             let (mut h, data): (tar::Header, &[u8]) = match e {
                 E::Dir(p) => (raw_header(EntryType::Directory, p, 0), b""),
-                E::File(p, c) => (
-                    raw_header(EntryType::Regular, p, c.len() as u64),
-                    c.as_bytes(),
-                ),
+                E::File(p, c) => (raw_header(EntryType::Regular, p, c.len() as u64), c.as_bytes()),
                 E::Symlink(p, t) => {
                     let mut h = raw_header(EntryType::Symlink, p, 0);
                     set_link(&mut h, t);
@@ -485,17 +427,10 @@ mod tests {
     fn rejected(entries: &[E], entry: &str, reason: &str) {
         let (tmp, result) = check(entries);
         match result {
-            Err(LayerError::Rejected {
-                entry: e,
-                reason: r,
-            }) => assert_eq!((e.as_str(), r), (entry, reason)),
+            Err(LayerError::Rejected { entry: e, reason: r }) => assert_eq!((e.as_str(), r), (entry, reason)),
             other => panic!("expected {entry:?} to be rejected ({reason}), got {other:?}"),
         }
-        assert_eq!(
-            fs::read_dir(tmp.path().join("outside")).unwrap().count(),
-            0,
-            "nothing written outside"
-        );
+        assert_eq!(fs::read_dir(tmp.path().join("outside")).unwrap().count(), 0, "nothing written outside");
     }
 
     #[test]
@@ -509,59 +444,21 @@ mod tests {
         let stats = r.unwrap();
         assert_eq!(stats.entries, 4);
         let root = tmp.path().join("root");
-        assert_eq!(
-            fs::read_to_string(root.join("etc/hostname")).unwrap(),
-            "box\n"
-        );
-        assert_eq!(
-            fs::read_link(root.join("bin")).unwrap(),
-            Path::new("usr/bin")
-        );
+        assert_eq!(fs::read_to_string(root.join("etc/hostname")).unwrap(), "box\n");
+        assert_eq!(fs::read_link(root.join("bin")).unwrap(), Path::new("usr/bin"));
         assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "x");
     }
 
     #[test]
     fn escaping_paths_are_rejected() {
-        rejected(
-            &[E::File("../outside/x", "pwned")],
-            "../outside/x",
-            "path contains '..'",
-        );
-        rejected(
-            &[E::File("a/../../outside/x", "pwned")],
-            "a/../../outside/x",
-            "path contains '..'",
-        );
-        rejected(
-            &[E::File("/etc/passwd", "pwned")],
-            "/etc/passwd",
-            "absolute path",
-        );
-        rejected(
-            &[E::Char("dev/sda")],
-            "dev/sda",
-            "device nodes are not allowed in layers",
-        );
-        rejected(
-            &[E::File("f", "x"), E::Hardlink("h", "../outside/x")],
-            "h",
-            "hardlink target escapes the layer root",
-        );
-        rejected(
-            &[E::Hardlink("h", "missing")],
-            "h",
-            "hardlink target is not in the layer",
-        );
-        rejected(
-            &[E::Dir("d/"), E::Hardlink("h", "d")],
-            "h",
-            "hardlink to a directory",
-        );
-        rejected(
-            &[E::File("f", "x"), E::File("f/g", "y")],
-            "f/g",
-            "a parent is not a directory",
-        );
+        rejected(&[E::File("../outside/x", "pwned")], "../outside/x", "path contains '..'");
+        rejected(&[E::File("a/../../outside/x", "pwned")], "a/../../outside/x", "path contains '..'");
+        rejected(&[E::File("/etc/passwd", "pwned")], "/etc/passwd", "absolute path");
+        rejected(&[E::Char("dev/sda")], "dev/sda", "device nodes are not allowed in layers");
+        rejected(&[E::File("f", "x"), E::Hardlink("h", "../outside/x")], "h", "hardlink target escapes the layer root");
+        rejected(&[E::Hardlink("h", "missing")], "h", "hardlink target is not in the layer");
+        rejected(&[E::Dir("d/"), E::Hardlink("h", "d")], "h", "hardlink to a directory");
+        rejected(&[E::File("f", "x"), E::File("f/g", "y")], "f/g", "a parent is not a directory");
     }
 
     #[test]
@@ -581,18 +478,10 @@ mod tests {
             E::File("up/y", "pwned"),
         ];
         unpack(&archive(&entries)[..], &root).unwrap();
-        assert_eq!(
-            fs::read_dir(&outside).unwrap().count(),
-            0,
-            "nothing written outside"
-        );
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside");
         let inside = root.join(abs.trim_start_matches('/')).join("x");
         assert_eq!(fs::read_to_string(inside).unwrap(), "pwned");
-        assert_eq!(
-            fs::read_to_string(root.join("y")).unwrap(),
-            "pwned",
-            "'..' stops at the root"
-        );
+        assert_eq!(fs::read_to_string(root.join("y")).unwrap(), "pwned", "'..' stops at the root");
         // A file replacing a symlink replaces the link itself, never its target.
         let entries = [E::Symlink("l", abs), E::File("l", "new")];
         unpack(&archive(&entries)[..], &root).unwrap();
@@ -603,11 +492,7 @@ mod tests {
     #[test]
     fn symlink_loops_are_rejected() {
         rejected(
-            &[
-                E::Symlink("a", "b"),
-                E::Symlink("b", "a"),
-                E::File("a/x", "y"),
-            ],
+            &[E::Symlink("a", "b"), E::Symlink("b", "a"), E::File("a/x", "y")],
             "a/x",
             "too many levels of symlinks",
         );
@@ -620,12 +505,8 @@ mod tests {
         if !nix::unistd::geteuid().is_root() {
             panic!("this test needs root (mknod and trusted xattrs); CI runs as root");
         }
-        let (tmp, r) = check(&[
-            E::Dir("etc/"),
-            E::File("etc/.wh.motd", ""),
-            E::Dir("var/"),
-            E::File("var/.wh..wh..opq", ""),
-        ]);
+        let (tmp, r) =
+            check(&[E::Dir("etc/"), E::File("etc/.wh.motd", ""), E::Dir("var/"), E::File("var/.wh..wh..opq", "")]);
         assert_eq!(r.unwrap().whiteouts, 2);
         let root = tmp.path().join("root");
         let m = fs::symlink_metadata(root.join("etc/motd")).unwrap();
@@ -633,14 +514,8 @@ mod tests {
         let mut value = [0u8; 1];
         let path = CString::new(root.join("var").as_os_str().as_bytes()).unwrap();
         // SAFETY: valid C strings and a 1-byte buffer.
-        let n = unsafe {
-            libc::lgetxattr(
-                path.as_ptr(),
-                c"trusted.overlay.opaque".as_ptr(),
-                value.as_mut_ptr().cast(),
-                1,
-            )
-        };
+        let n =
+            unsafe { libc::lgetxattr(path.as_ptr(), c"trusted.overlay.opaque".as_ptr(), value.as_mut_ptr().cast(), 1) };
         assert_eq!((n, value[0]), (1, b'y'));
         assert!(!root.join("var/.wh..wh..opq").exists());
     }
@@ -659,10 +534,7 @@ mod tests {
         fs::create_dir(&dest).unwrap();
         unpack(&tar1[..], &dest).unwrap();
         assert_eq!(fs::read_to_string(dest.join("a/b/f")).unwrap(), "hello");
-        assert_eq!(
-            fs::read_link(dest.join("link")).unwrap(),
-            Path::new("a/b/f")
-        );
+        assert_eq!(fs::read_link(dest.join("link")).unwrap(), Path::new("a/b/f"));
     }
 
     fn arb_path() -> impl Strategy<Value = &'static str> {
@@ -687,17 +559,7 @@ mod tests {
     }
 
     fn arb_entry() -> impl Strategy<Value = E> {
-        let targets = prop::sample::select(vec![
-            "a",
-            "..",
-            "../..",
-            "/",
-            "/tmp",
-            "a/b",
-            "l",
-            "l2",
-            "../outside",
-        ]);
+        let targets = prop::sample::select(vec!["a", "..", "../..", "/", "/tmp", "a/b", "l", "l2", "../outside"]);
         prop_oneof![
             arb_path().prop_map(E::Dir),
             arb_path().prop_map(|p| E::File(p, "data")),

@@ -46,10 +46,7 @@ impl FromStr for Reference {
     type Err = ParseReferenceError;
 
     fn from_str(input: &str) -> Result<Reference, ParseReferenceError> {
-        let err = |reason| ParseReferenceError {
-            input: input.to_string(),
-            reason,
-        };
+        let err = |reason| ParseReferenceError { input: input.to_string(), reason };
         if input.is_empty() {
             return Err(err("it is empty"));
         }
@@ -57,13 +54,9 @@ impl FromStr for Reference {
             return Err(err("it is too long"));
         }
         let (rest, digest) = match input.split_once('@') {
-            Some((rest, d)) => (
-                rest,
-                Some(
-                    d.parse::<Digest>()
-                        .map_err(|_| err("the digest is not sha256:<64 hex digits>"))?,
-                ),
-            ),
+            Some((rest, d)) => {
+                (rest, Some(d.parse::<Digest>().map_err(|_| err("the digest is not sha256:<64 hex digits>"))?))
+            }
             None => (input, None),
         };
         // A ':' after the last '/' starts the tag; one before it belongs to a registry port.
@@ -90,22 +83,18 @@ impl FromStr for Reference {
             }
         }
         if !components.iter().all(|c| valid_path_component(c)) {
-            return Err(err("name components must be lowercase letters and digits, separated by '.', '_', '__' or '-'"));
+            return Err(err(
+                "name components must be lowercase letters and digits, separated by '.', '_', '__' or '-'",
+            ));
         }
         let tag = match tag {
             Some(t) if !valid_tag(t) => {
-                return Err(err(
-                    "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                ))
+                return Err(err("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"))
             }
             Some(t) => t.to_string(),
             None => DEFAULT_TAG.to_string(),
         };
-        Ok(Reference {
-            name: name.to_string(),
-            tag,
-            digest,
-        })
+        Ok(Reference { name: name.to_string(), tag, digest })
     }
 }
 
@@ -114,14 +103,11 @@ fn valid_host(host: &str) -> bool {
         Some((h, p)) => (h, Some(p)),
         None => (host, None),
     };
-    let port_ok =
-        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     let host_ok = !h.is_empty()
         && h.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
@@ -162,8 +148,7 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-')
+        && b.iter().all(|&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.' || x == b'-')
 }
 
 impl fmt::Display for Reference {
@@ -182,9 +167,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn check(input: &str, expected: Result<(&str, &str), &str>) {
-        let got = input
-            .parse::<Reference>()
-            .map(|r| (r.name().to_string(), r.tag().to_string()));
+        let got = input.parse::<Reference>().map(|r| (r.name().to_string(), r.tag().to_string()));
         match expected {
             Ok((name, tag)) => assert_eq!(got, Ok((name.to_string(), tag.to_string())), "{input}"),
             Err(reason) => assert_eq!(got.unwrap_err().reason, reason, "{input}"),
@@ -196,31 +179,19 @@ mod tests {
         check("busybox", Ok(("busybox", "latest")));
         check("busybox:1.36", Ok(("busybox", "1.36")));
         check("team/app:v2", Ok(("team/app", "v2")));
-        check(
-            "localhost:5000/team/app",
-            Ok(("localhost:5000/team/app", "latest")),
-        );
-        check(
-            "registry.local:5000/app:v1",
-            Ok(("registry.local:5000/app", "v1")),
-        );
+        check("localhost:5000/team/app", Ok(("localhost:5000/team/app", "latest")));
+        check("registry.local:5000/app:v1", Ok(("registry.local:5000/app", "v1")));
         check("my_app__x-y.z:TAG_1", Ok(("my_app__x-y.z", "TAG_1")));
         check("", Err("it is empty"));
         check(":tag", Err("the name is empty"));
-        check("Busybox", Err("name components must be lowercase letters and digits, separated by '.', '_', '__' or '-'"));
+        check(
+            "Busybox",
+            Err("name components must be lowercase letters and digits, separated by '.', '_', '__' or '-'"),
+        );
         check("a//b", Err("name components must be lowercase letters and digits, separated by '.', '_', '__' or '-'"));
-        check(
-            "app:",
-            Err("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"),
-        );
-        check(
-            "app:-x",
-            Err("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"),
-        );
-        check(
-            "app@sha256:zz",
-            Err("the digest is not sha256:<64 hex digits>"),
-        );
+        check("app:", Err("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"));
+        check("app:-x", Err("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"));
+        check("app@sha256:zz", Err("the digest is not sha256:<64 hex digits>"));
     }
 
     #[test]

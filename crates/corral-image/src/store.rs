@@ -12,9 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use oci_spec::image::{
-    Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
-};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType};
 
 use crate::digest::{Digest, DigestReader, DigestWriter};
 use crate::layer::{self, LayerError};
@@ -31,11 +29,7 @@ pub enum StoreError {
     #[error("blob {digest} is corrupt: its content hashes to {actual}")]
     CorruptBlob { digest: Digest, actual: Digest },
     #[error("blob {digest} is not valid {what}: {reason}")]
-    BadDocument {
-        digest: Digest,
-        what: &'static str,
-        reason: String,
-    },
+    BadDocument { digest: Digest, what: &'static str, reason: String },
     #[error("unpacking layer {digest}: {source}")]
     Layer {
         digest: Digest,
@@ -53,11 +47,7 @@ pub enum StoreError {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| StoreError::Io { action, path, source }
 }
 
 /// An image resolved from the store: its manifest and config, verified.
@@ -72,11 +62,7 @@ pub struct Image {
 impl Image {
     /// The layer blob digests, bottom first.
     pub fn layers(&self) -> Result<Vec<Digest>, StoreError> {
-        self.manifest
-            .layers()
-            .iter()
-            .map(|d| oci_digest(d, &self.manifest_digest))
-            .collect()
+        self.manifest.layers().iter().map(|d| oci_digest(d, &self.manifest_digest)).collect()
     }
 
     /// The image id, as `docker images` shows it: the config digest.
@@ -101,9 +87,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store under `state_root`.
     pub fn open(state_root: &Path) -> Result<Store, StoreError> {
-        let store = Store {
-            root: state_root.to_path_buf(),
-        };
+        let store = Store { root: state_root.to_path_buf() };
         for dir in [store.blobs_dir(), store.layers_dir(), store.tmp_dir()] {
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
@@ -113,13 +97,7 @@ impl Store {
         }
         let index = store.index_path();
         if !index.exists() {
-            write_atomic(
-                &index,
-                empty_index()
-                    .to_string()
-                    .map_err(|e| bad_index(e.to_string()))?
-                    .as_bytes(),
-            )?;
+            write_atomic(&index, empty_index().to_string().map_err(|e| bad_index(e.to_string()))?.as_bytes())?;
         }
         Ok(store)
     }
@@ -166,13 +144,8 @@ impl Store {
     }
 
     /// Stores `content`, which must hash to `expected`; anything else is rejected as corrupt.
-    pub fn put_blob_expecting(
-        &self,
-        content: &mut dyn Read,
-        expected: &Digest,
-    ) -> Result<u64, StoreError> {
-        self.write_blob_checked(|w| io::copy(content, w).map(drop), Some(expected))
-            .map(|(_, n)| n)
+    pub fn put_blob_expecting(&self, content: &mut dyn Read, expected: &Digest) -> Result<u64, StoreError> {
+        self.write_blob_checked(|w| io::copy(content, w).map(drop), Some(expected)).map(|(_, n)| n)
     }
 
     fn write_blob_checked(
@@ -186,14 +159,9 @@ impl Store {
         let mut w = DigestWriter::new(io::BufWriter::new(file));
         produce(&mut w).map_err(io_err("writing", &tmp_path))?;
         let (digest, size, buf) = w.finish();
-        buf.into_inner()
-            .map_err(|e| e.into_error())
-            .map_err(io_err("writing", &tmp_path))?;
+        buf.into_inner().map_err(|e| e.into_error()).map_err(io_err("writing", &tmp_path))?;
         if let Some(expected) = expected.filter(|e| **e != digest) {
-            return Err(StoreError::CorruptBlob {
-                digest: expected.clone(),
-                actual: digest,
-            });
+            return Err(StoreError::CorruptBlob { digest: expected.clone(), actual: digest });
         }
         tmp.commit(&self.blob_path(&digest))?;
         Ok((digest, size))
@@ -207,21 +175,12 @@ impl Store {
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(digest);
         let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::MissingBlob {
-                digest: digest.clone(),
-            },
-            _ => StoreError::Io {
-                action: "reading",
-                path: path.clone(),
-                source: e,
-            },
+            io::ErrorKind::NotFound => StoreError::MissingBlob { digest: digest.clone() },
+            _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
         })?;
         let actual = Digest::of(&bytes);
         if &actual != digest {
-            return Err(StoreError::CorruptBlob {
-                digest: digest.clone(),
-                actual,
-            });
+            return Err(StoreError::CorruptBlob { digest: digest.clone(), actual });
         }
         Ok(bytes)
     }
@@ -230,23 +189,14 @@ impl Store {
     pub fn verify_blob(&self, digest: &Digest) -> Result<u64, StoreError> {
         let path = self.blob_path(digest);
         let f = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::MissingBlob {
-                digest: digest.clone(),
-            },
-            _ => StoreError::Io {
-                action: "reading",
-                path: path.clone(),
-                source: e,
-            },
+            io::ErrorKind::NotFound => StoreError::MissingBlob { digest: digest.clone() },
+            _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
         })?;
         let mut r = DigestReader::new(io::BufReader::new(f));
         io::copy(&mut r, &mut io::sink()).map_err(io_err("reading", &path))?;
         let (actual, size) = r.finish();
         if &actual != digest {
-            return Err(StoreError::CorruptBlob {
-                digest: digest.clone(),
-                actual,
-            });
+            return Err(StoreError::CorruptBlob { digest: digest.clone(), actual });
         }
         Ok(size)
     }
@@ -269,28 +219,19 @@ impl Store {
     /// Loads the image whose manifest has this digest.
     pub fn image(&self, manifest_digest: &Digest) -> Result<Image, StoreError> {
         let manifest_bytes = self.read_blob(manifest_digest)?;
-        let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| {
-            StoreError::BadDocument {
-                digest: manifest_digest.clone(),
-                what: "an image manifest",
-                reason: e.to_string(),
-            }
+        let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| StoreError::BadDocument {
+            digest: manifest_digest.clone(),
+            what: "an image manifest",
+            reason: e.to_string(),
         })?;
         let config_digest = oci_digest(manifest.config(), manifest_digest)?;
         let config_bytes = self.read_blob(&config_digest)?;
-        let config = ImageConfiguration::from_reader(&config_bytes[..]).map_err(|e| {
-            StoreError::BadDocument {
-                digest: config_digest.clone(),
-                what: "an image config",
-                reason: e.to_string(),
-            }
+        let config = ImageConfiguration::from_reader(&config_bytes[..]).map_err(|e| StoreError::BadDocument {
+            digest: config_digest.clone(),
+            what: "an image config",
+            reason: e.to_string(),
         })?;
-        Ok(Image {
-            manifest_digest: manifest_digest.clone(),
-            manifest,
-            config_digest,
-            config,
-        })
+        Ok(Image { manifest_digest: manifest_digest.clone(), manifest, config_digest, config })
     }
 
     /// Every tag, sorted by name.
@@ -298,20 +239,11 @@ impl Store {
         let index = self.read_index()?;
         let mut out = Vec::new();
         for m in index.manifests() {
-            let Some(name) = m
-                .annotations()
-                .as_ref()
-                .and_then(|a| a.get(REF_NAME_ANNOTATION))
-            else {
+            let Some(name) = m.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)) else {
                 continue;
             };
-            let digest =
-                Digest::from_str(m.digest().as_ref()).map_err(|e| bad_index(e.to_string()))?;
-            out.push(TagEntry {
-                name: name.clone(),
-                manifest: digest,
-                size: m.size(),
-            });
+            let digest = Digest::from_str(m.digest().as_ref()).map_err(|e| bad_index(e.to_string()))?;
+            out.push(TagEntry { name: name.clone(), manifest: digest, size: m.size() });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -328,11 +260,7 @@ impl Store {
 
     /// Removes a tag, then every blob and unpacked layer no tag still needs (except the layers
     /// listed in `in_use`, which running containers hold). Returns the removed blob count.
-    pub fn remove(
-        &self,
-        reference: &Reference,
-        in_use: &HashSet<Digest>,
-    ) -> Result<usize, StoreError> {
+    pub fn remove(&self, reference: &Reference, in_use: &HashSet<Digest>) -> Result<usize, StoreError> {
         let name = reference.tagged();
         let mut found = false;
         self.update_index(|entries| found = entries.remove(&name).is_some())?;
@@ -384,35 +312,21 @@ impl Store {
             return Ok(dir);
         }
         let path = self.blob_path(digest);
-        let tmp = self
-            .tmp_dir()
-            .join(format!("layer-{}-{}", digest.short(), std::process::id()));
+        let tmp = self.tmp_dir().join(format!("layer-{}-{}", digest.short(), std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
         let result = (|| {
             let f = File::open(&path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => StoreError::MissingBlob {
-                    digest: digest.clone(),
-                },
-                _ => StoreError::Io {
-                    action: "reading",
-                    path: path.clone(),
-                    source: e,
-                },
+                io::ErrorKind::NotFound => StoreError::MissingBlob { digest: digest.clone() },
+                _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
             })?;
             let mut hashed = DigestReader::new(io::BufReader::new(f));
             let decoded = maybe_gunzip(&mut hashed).map_err(io_err("reading", &path))?;
-            layer::unpack(decoded, &tmp).map_err(|source| StoreError::Layer {
-                digest: digest.clone(),
-                source,
-            })?;
+            layer::unpack(decoded, &tmp).map_err(|source| StoreError::Layer { digest: digest.clone(), source })?;
             io::copy(&mut hashed, &mut io::sink()).map_err(io_err("reading", &path))?;
             let (actual, _) = hashed.finish();
             if &actual != digest {
-                return Err(StoreError::CorruptBlob {
-                    digest: digest.clone(),
-                    actual,
-                });
+                return Err(StoreError::CorruptBlob { digest: digest.clone(), actual });
             }
             Ok(())
         })();
@@ -427,11 +341,7 @@ impl Store {
                 let _ = fs::remove_dir_all(&tmp);
                 Ok(dir)
             }
-            Err(e) => Err(StoreError::Io {
-                action: "renaming",
-                path: tmp,
-                source: e,
-            }),
+            Err(e) => Err(StoreError::Io { action: "renaming", path: tmp, source: e }),
         }
     }
 
@@ -441,23 +351,15 @@ impl Store {
         ImageIndex::from_reader(&bytes[..]).map_err(|e| bad_index(e.to_string()))
     }
 
-    fn update_index(
-        &self,
-        change: impl FnOnce(&mut BTreeMap<String, (Digest, u64)>),
-    ) -> Result<(), StoreError> {
+    fn update_index(&self, change: impl FnOnce(&mut BTreeMap<String, (Digest, u64)>)) -> Result<(), StoreError> {
         let _lock = self.lock_index()?;
         let mut index = self.read_index()?;
         let mut untagged = Vec::new();
         let mut entries = BTreeMap::new();
         for m in index.manifests() {
-            match m
-                .annotations()
-                .as_ref()
-                .and_then(|a| a.get(REF_NAME_ANNOTATION))
-            {
+            match m.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)) {
                 Some(name) => {
-                    let d = Digest::from_str(m.digest().as_ref())
-                        .map_err(|e| bad_index(e.to_string()))?;
+                    let d = Digest::from_str(m.digest().as_ref()).map_err(|e| bad_index(e.to_string()))?;
                     entries.insert(name.clone(), (d, m.size()));
                 }
                 None => untagged.push(m.clone()),
@@ -467,11 +369,7 @@ impl Store {
         let mut manifests = untagged;
         for (name, (digest, size)) in entries {
             let mut d = Descriptor::new(MediaType::ImageManifest, size, to_oci(&digest));
-            d.set_annotations(Some(
-                [(REF_NAME_ANNOTATION.to_string(), name)]
-                    .into_iter()
-                    .collect(),
-            ));
+            d.set_annotations(Some([(REF_NAME_ANNOTATION.to_string(), name)].into_iter().collect()));
             manifests.push(d);
         }
         index.set_manifests(manifests);
@@ -481,32 +379,18 @@ impl Store {
 
     fn lock_index(&self) -> Result<File, StoreError> {
         let path = self.images_dir().join("index.lock");
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("opening", &path))?;
+        let f =
+            File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err("opening", &path))?;
         // SAFETY: flock on a file descriptor we own; released when the file is closed.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(StoreError::Io {
-                action: "locking",
-                path,
-                source: io::Error::last_os_error(),
-            });
+            return Err(StoreError::Io { action: "locking", path, source: io::Error::last_os_error() });
         }
         Ok(f)
     }
 
     fn tmp_file(&self) -> Result<TmpFile, StoreError> {
-        let path = self
-            .tmp_dir()
-            .join(format!("blob-{}-{:016x}", std::process::id(), rand_u64()));
-        let file = File::options()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("creating", &path))?;
+        let path = self.tmp_dir().join(format!("blob-{}-{:016x}", std::process::id(), rand_u64()));
+        let file = File::options().create_new(true).write(true).open(&path).map_err(io_err("creating", &path))?;
         Ok(TmpFile { path, file })
     }
 }
@@ -518,9 +402,7 @@ struct TmpFile {
 
 impl TmpFile {
     fn commit(self, dest: &Path) -> Result<(), StoreError> {
-        self.file
-            .sync_all()
-            .map_err(io_err("syncing", &self.path))?;
+        self.file.sync_all().map_err(io_err("syncing", &self.path))?;
         fs::rename(&self.path, dest).map_err(io_err("renaming", &self.path))
     }
 }
@@ -565,11 +447,7 @@ fn empty_index() -> ImageIndex {
 }
 
 fn bad_index(reason: String) -> StoreError {
-    StoreError::BadDocument {
-        digest: Digest::of(b""),
-        what: "an image index (index.json)",
-        reason,
-    }
+    StoreError::BadDocument { digest: Digest::of(b""), what: "an image index (index.json)", reason }
 }
 
 /// Our digest from a descriptor's, naming the document that held it on error.
@@ -615,15 +493,9 @@ mod tests {
             }
             other => panic!("expected a corrupt blob, got {other:?}"),
         }
-        assert!(matches!(
-            s.verify_blob(&d),
-            Err(StoreError::CorruptBlob { .. })
-        ));
+        assert!(matches!(s.verify_blob(&d), Err(StoreError::CorruptBlob { .. })));
         let wrong = Digest::of(b"other");
-        assert!(matches!(
-            s.put_blob_expecting(&mut &b"hello"[..], &wrong),
-            Err(StoreError::CorruptBlob { .. })
-        ));
+        assert!(matches!(s.put_blob_expecting(&mut &b"hello"[..], &wrong), Err(StoreError::CorruptBlob { .. })));
         assert!(!s.has_blob(&wrong));
     }
 
@@ -638,13 +510,7 @@ mod tests {
         bytes[last] ^= 0xff;
         fs::write(s.blob_path(&layer), bytes).unwrap();
         let err = s.unpacked_layer(&layer).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::CorruptBlob { .. } | StoreError::Layer { .. }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::CorruptBlob { .. } | StoreError::Layer { .. }), "{err}");
         assert!(!s.layers_dir().join(layer.hex()).exists());
     }
 
@@ -654,26 +520,15 @@ mod tests {
         let v1 = import_tree(&s, "app:v1");
         let v2 = import_tree(&s, "app:v2");
         assert_ne!(v1.id(), v2.id());
-        assert_eq!(
-            s.resolve(&"app:v1".parse().unwrap())
-                .unwrap()
-                .manifest_digest,
-            v1.manifest_digest
-        );
-        assert!(
-            matches!(s.resolve(&"app:v3".parse().unwrap()), Err(StoreError::UnknownImage(n)) if n == "app:v3")
-        );
+        assert_eq!(s.resolve(&"app:v1".parse().unwrap()).unwrap().manifest_digest, v1.manifest_digest);
+        assert!(matches!(s.resolve(&"app:v3".parse().unwrap()), Err(StoreError::UnknownImage(n)) if n == "app:v3"));
         let names: Vec<String> = s.tags().unwrap().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["app:v1", "app:v2"]);
-        s.remove(&"app:v1".parse().unwrap(), &HashSet::new())
-            .unwrap();
+        s.remove(&"app:v1".parse().unwrap(), &HashSet::new()).unwrap();
         assert!(!s.has_blob(&v1.manifest_digest));
         assert!(!s.layers_dir().join(v1.layers().unwrap()[0].hex()).exists());
         assert!(s.has_blob(&v2.manifest_digest), "the other image is kept");
-        assert!(matches!(
-            s.remove(&"app:v1".parse().unwrap(), &HashSet::new()),
-            Err(StoreError::UnknownImage(_))
-        ));
+        assert!(matches!(s.remove(&"app:v1".parse().unwrap(), &HashSet::new()), Err(StoreError::UnknownImage(_))));
     }
 
     #[test]

@@ -37,16 +37,9 @@ pub enum ControlError {
 
 /// Starts the shim for the created container in `dir`, detached from the caller's session, and
 /// waits until it reports the container running. Returns the container's init pid.
-pub fn start(
-    corral_exe: &Path,
-    state_root: &Path,
-    dir: &ContainerDir,
-) -> Result<i32, ControlError> {
+pub fn start(corral_exe: &Path, state_root: &Path, dir: &ContainerDir) -> Result<i32, ControlError> {
     let id = dir.id();
-    let spawn_err = |source| ControlError::Spawn {
-        id: id.clone(),
-        source,
-    };
+    let spawn_err = |source| ControlError::Spawn { id: id.clone(), source };
     let (read_end, write_end) = nix::unistd::pipe().map_err(|e| spawn_err(e.into()))?;
     let log = std::fs::File::create(dir.shim_log()).map_err(spawn_err)?;
     let write_fd = write_end.as_raw_fd();
@@ -85,10 +78,7 @@ fn parse_ready(id: &str, line: &str) -> Result<i32, ControlError> {
         None if line.is_empty() => "the shim exited without a word (see its shim.log)".to_string(),
         None => format!("unexpected shim reply {line:?}"),
     };
-    Err(ControlError::StartFailed {
-        id: id.to_string(),
-        message,
-    })
+    Err(ControlError::StartFailed { id: id.to_string(), message })
 }
 
 /// The write end of the ready pipe, inside the shim.
@@ -101,22 +91,15 @@ pub fn ready_pipe() -> Option<std::fs::File> {
 /// Sends one control command to the container's shim.
 pub fn send(dir: &ContainerDir, command: &str) -> Result<(), ControlError> {
     let id = dir.id();
-    let not_running = |source| ControlError::NotRunning {
-        id: id.clone(),
-        source,
-    };
+    let not_running = |source| ControlError::NotRunning { id: id.clone(), source };
     let mut s = UnixStream::connect(dir.socket()).map_err(not_running)?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .map_err(not_running)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).map_err(not_running)?;
     writeln!(s, "{command}").map_err(not_running)?;
     let mut reply = String::new();
     s.read_to_string(&mut reply).map_err(not_running)?;
     match reply.trim_end() {
         "ok" => Ok(()),
-        other => Err(ControlError::Refused {
-            id,
-            message: other.strip_prefix("error ").unwrap_or(other).to_string(),
-        }),
+        other => Err(ControlError::Refused { id, message: other.strip_prefix("error ").unwrap_or(other).to_string() }),
     }
 }
 

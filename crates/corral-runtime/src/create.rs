@@ -10,9 +10,7 @@ use corral_image::{Digest, Reference, Store};
 use crate::parse::Volume;
 use crate::rootfs;
 use crate::spec::{self, RootKind, SANDBOX_PATH};
-use crate::state::{
-    io_err, ContainerDir, ContainerRecord, Containers, ImageRecord, StateError, VolumeRecord,
-};
+use crate::state::{io_err, ContainerDir, ContainerRecord, Containers, ImageRecord, StateError, VolumeRecord};
 
 /// What the user asked for, already parsed.
 #[derive(Debug, Clone, Default)]
@@ -61,14 +59,8 @@ pub fn create(
             return Err(CreateError::MissingVolume(v.host.clone()));
         }
     }
-    let image = req
-        .image
-        .as_ref()
-        .map(|r| store.resolve(r).map(|img| (r, img)))
-        .transpose()?;
-    let image_config = image
-        .as_ref()
-        .and_then(|(_, img)| img.config.config().clone());
+    let image = req.image.as_ref().map(|r| store.resolve(r).map(|img| (r, img))).transpose()?;
+    let image_config = image.as_ref().and_then(|(_, img)| img.config.config().clone());
 
     let mut args: Vec<String> = Vec::new();
     if let Some(c) = &image_config {
@@ -80,10 +72,7 @@ pub fn create(
         args.extend(c.cmd().clone().unwrap_or_default());
     }
     if args.is_empty() {
-        let what = req
-            .image
-            .as_ref()
-            .map_or_else(|| "(host)".to_string(), |r| r.to_string());
+        let what = req.image.as_ref().map_or_else(|| "(host)".to_string(), |r| r.to_string());
         return Err(CreateError::NoCommand(what));
     }
 
@@ -92,17 +81,11 @@ pub fn create(
         None => Vec::new(),
     };
     // Unpack (or find cached) layers now: a broken layer is an error before anything exists.
-    let layer_dirs: Vec<PathBuf> = layers
-        .iter()
-        .map(|d| store.unpacked_layer(d))
-        .collect::<Result<_, _>>()?;
+    let layer_dirs: Vec<PathBuf> = layers.iter().map(|d| store.unpacked_layer(d)).collect::<Result<_, _>>()?;
 
     let containers = Containers::new(state_root);
     let id = crate::state::new_id();
-    let name = req
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("c-{}", &id[..8]));
+    let name = req.name.clone().unwrap_or_else(|| format!("c-{}", &id[..8]));
     containers.reserve_name(&name, &id)?;
     let dir = containers.dir_of(&id);
     let result = (|| {
@@ -115,10 +98,7 @@ pub fn create(
                 .unwrap_or((DEFAULT_UID, DEFAULT_UID))
         });
         let (base_passwd, base_group) = if image.is_some() {
-            (
-                rootfs::read_from_layers(&layer_dirs, "/etc/passwd"),
-                rootfs::read_from_layers(&layer_dirs, "/etc/group"),
-            )
+            (rootfs::read_from_layers(&layer_dirs, "/etc/passwd"), rootfs::read_from_layers(&layer_dirs, "/etc/group"))
         } else {
             (
                 fs::read_to_string("/etc/passwd").unwrap_or_default(),
@@ -126,31 +106,22 @@ pub fn create(
             )
         };
         let home = rootfs::home_of(&base_passwd, uid).unwrap_or_else(|| "/".to_string());
-        let hostname = req.hostname.clone().unwrap_or_else(|| {
-            crate::parse::hostname(&name).unwrap_or_else(|_| id[..12].to_string())
-        });
+        let hostname = req
+            .hostname
+            .clone()
+            .unwrap_or_else(|| crate::parse::hostname(&name).unwrap_or_else(|_| id[..12].to_string()));
         let env = merge_env(
-            image_config
-                .as_ref()
-                .and_then(|c| c.env().clone())
-                .unwrap_or_default(),
+            image_config.as_ref().and_then(|c| c.env().clone()).unwrap_or_default(),
             &req.env,
             &hostname,
             &home,
             image.is_none(),
         );
-        let cwd = req
-            .workdir
-            .clone()
-            .unwrap_or_else(|| match (&image_config, &image) {
-                (_, None) => SANDBOX_PATH.to_string(),
-                (Some(c), _) => c
-                    .working_dir()
-                    .clone()
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or_else(|| "/".into()),
-                (None, _) => "/".to_string(),
-            });
+        let cwd = req.workdir.clone().unwrap_or_else(|| match (&image_config, &image) {
+            (_, None) => SANDBOX_PATH.to_string(),
+            (Some(c), _) => c.working_dir().clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+            (None, _) => "/".to_string(),
+        });
         let record = ContainerRecord {
             id: id.clone(),
             name: name.clone(),
@@ -171,11 +142,7 @@ pub fn create(
             volumes: req
                 .volumes
                 .iter()
-                .map(|v| VolumeRecord {
-                    host: v.host.clone(),
-                    container: v.container.clone(),
-                    readonly: v.readonly,
-                })
+                .map(|v| VolumeRecord { host: v.host.clone(), container: v.container.clone(), readonly: v.readonly })
                 .collect(),
             created: now.to_string(),
             stop_grace_secs: req.stop_grace_secs,
@@ -213,19 +180,12 @@ fn merge_env(
     host_task: bool,
 ) -> Vec<String> {
     let mut out: Vec<(String, String)> = Vec::new();
-    let set = |k: &str, v: &str, out: &mut Vec<(String, String)>| match out
-        .iter_mut()
-        .find(|(ek, _)| ek == k)
-    {
+    let set = |k: &str, v: &str, out: &mut Vec<(String, String)>| match out.iter_mut().find(|(ek, _)| ek == k) {
         Some(e) => e.1 = v.to_string(),
         None => out.push((k.to_string(), v.to_string())),
     };
     if image_env.is_empty() || host_task {
-        set(
-            "PATH",
-            corral_image::import::DEFAULT_PATH.trim_start_matches("PATH="),
-            &mut out,
-        );
+        set("PATH", corral_image::import::DEFAULT_PATH.trim_start_matches("PATH="), &mut out);
     }
     for kv in image_env {
         let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
@@ -281,16 +241,7 @@ mod tests {
             "/home/u",
             false,
         );
-        assert_eq!(
-            env,
-            [
-                "PATH=/bin",
-                "A=user",
-                "HOSTNAME=box",
-                "B=x=y",
-                "HOME=/home/u"
-            ]
-        );
+        assert_eq!(env, ["PATH=/bin", "A=user", "HOSTNAME=box", "B=x=y", "HOME=/home/u"]);
         let host = merge_env(vec![], &[], "h", "/", true);
         assert!(host.iter().any(|e| e == "CORRAL_SANDBOX=/sandbox"));
         assert!(host[0].starts_with("PATH=/usr/local/sbin"));

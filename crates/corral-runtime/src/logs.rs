@@ -67,8 +67,7 @@ impl LogWriter {
             buf.extend_from_slice(line);
             buf.push(b'\n');
             let entry_len = (buf.len() - start) as u64;
-            if self.size + start as u64 + entry_len > self.max_bytes && self.size + start as u64 > 0
-            {
+            if self.size + start as u64 + entry_len > self.max_bytes && self.size + start as u64 > 0 {
                 self.file.write_all(&buf[..start])?;
                 self.rotate()?;
                 buf.drain(..start);
@@ -136,11 +135,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let n = name
-                .strip_prefix(LOG_FILE)?
-                .strip_prefix('.')?
-                .parse()
-                .ok()?;
+            let n = name.strip_prefix(LOG_FILE)?.strip_prefix('.')?.parse().ok()?;
             Some((n, e.path()))
         })
         .collect();
@@ -183,8 +178,7 @@ pub fn read(
     let inotify = if follow {
         let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
         fs::create_dir_all(logs_dir)?;
-        let flags =
-            AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+        let flags = AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
         ino.add_watch(logs_dir, flags)?;
         ino.add_watch(watch_also, flags | AddWatchFlags::IN_CLOSE_WRITE)?;
         Some(ino)
@@ -210,10 +204,7 @@ pub fn read(
         let finished = done();
         // Rotation: the file we hold was renamed away; finish it, then switch to the new one.
         let fresh_ino = fs::metadata(&current).ok().map(|m| m.ino());
-        let held_ino = file
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map(|m| m.ino());
+        let held_ino = file.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.ino());
         if fresh_ino != held_ino {
             if let Some(f) = file.as_mut() {
                 pump(f, &mut pending, sink)?;
@@ -233,10 +224,7 @@ pub fn read(
 
 fn wait_for_event(inotify: &Inotify, timeout: Duration) -> io::Result<()> {
     use std::os::fd::AsFd;
-    let mut fds = [nix::poll::PollFd::new(
-        inotify.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
+    let mut fds = [nix::poll::PollFd::new(inotify.as_fd(), nix::poll::PollFlags::POLLIN)];
     let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
     match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -250,9 +238,7 @@ fn wait_for_event(inotify: &Inotify, timeout: Duration) -> io::Result<()> {
 
 /// Seeks helper for tests and tools: the current log's size.
 pub fn current_size(logs_dir: &Path) -> u64 {
-    File::open(logs_dir.join(LOG_FILE))
-        .and_then(|mut f| f.seek(io::SeekFrom::End(0)))
-        .unwrap_or(0)
+    File::open(logs_dir.join(LOG_FILE)).and_then(|mut f| f.seek(io::SeekFrom::End(0))).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -276,24 +262,12 @@ mod tests {
         w.write(Stream::Stdout, b"one\ntwo\npart", "T").unwrap();
         w.write(Stream::Stderr, b"err\n", "T").unwrap();
         let text = fs::read_to_string(tmp.path().join(LOG_FILE)).unwrap();
-        assert_eq!(
-            text,
-            "T stdout F one\nT stdout F two\nT stdout P part\nT stderr F err\n"
-        );
+        assert_eq!(text, "T stdout F one\nT stdout F two\nT stdout P part\nT stderr F err\n");
         let entries = collect(tmp.path());
-        let out: Vec<u8> = entries
-            .iter()
-            .filter(|e| e.stream == Stream::Stdout)
-            .flat_map(|e| e.content.clone())
-            .collect();
+        let out: Vec<u8> =
+            entries.iter().filter(|e| e.stream == Stream::Stdout).flat_map(|e| e.content.clone()).collect();
         assert_eq!(out, b"one\ntwo\npart");
-        assert_eq!(
-            entries.last().unwrap(),
-            &Entry {
-                stream: Stream::Stderr,
-                content: b"err\n".to_vec()
-            }
-        );
+        assert_eq!(entries.last().unwrap(), &Entry { stream: Stream::Stderr, content: b"err\n".to_vec() });
     }
 
     #[test]
@@ -306,19 +280,11 @@ mod tests {
             l.push(b'\n');
             w.write(Stream::Stdout, &l, "T").unwrap();
         }
-        let mut names: Vec<String> = fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let mut names: Vec<String> =
+            fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
-        assert_eq!(
-            names,
-            ["container.log", "container.log.1", "container.log.2"]
-        );
-        let total: u64 = names
-            .iter()
-            .map(|n| fs::metadata(tmp.path().join(n)).unwrap().len())
-            .sum();
+        assert_eq!(names, ["container.log", "container.log.1", "container.log.2"]);
+        let total: u64 = names.iter().map(|n| fs::metadata(tmp.path().join(n)).unwrap().len()).sum();
         assert!(total <= 3 * 4096, "logs hold {total} bytes");
         assert!(collect(tmp.path()).iter().all(|e| e.content.len() == 1001));
     }
@@ -327,12 +293,6 @@ mod tests {
     fn malformed_lines_are_skipped() {
         assert_eq!(decode(b"garbage"), None);
         assert_eq!(decode(b"T stdin F x"), None);
-        assert_eq!(
-            decode(b"T stdout F "),
-            Some(Entry {
-                stream: Stream::Stdout,
-                content: b"\n".to_vec()
-            })
-        );
+        assert_eq!(decode(b"T stdout F "), Some(Entry { stream: Stream::Stdout, content: b"\n".to_vec() }));
     }
 }

@@ -12,11 +12,7 @@ pub struct ParseError {
 }
 
 fn err(what: &'static str, input: &str, reason: &'static str) -> ParseError {
-    ParseError {
-        what,
-        input: input.to_string(),
-        reason,
-    }
+    ParseError { what, input: input.to_string(), reason }
 }
 
 /// The smallest memory limit we accept; below this even a shell cannot start.
@@ -34,19 +30,10 @@ pub fn mem_bytes(input: &str) -> Result<u64, ParseError> {
         _ => (s, 1 << 20),
     };
     if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(err(
-            WHAT,
-            input,
-            "expected a number of MiB, optionally with a k, m or g suffix",
-        ));
+        return Err(err(WHAT, input, "expected a number of MiB, optionally with a k, m or g suffix"));
     }
-    let value: f64 = num.parse().map_err(|_| {
-        err(
-            WHAT,
-            input,
-            "expected a number of MiB, optionally with a k, m or g suffix",
-        )
-    })?;
+    let value: f64 =
+        num.parse().map_err(|_| err(WHAT, input, "expected a number of MiB, optionally with a k, m or g suffix"))?;
     let bytes = value * mult as f64;
     if !bytes.is_finite() || bytes > (1u64 << 50) as f64 {
         return Err(err(WHAT, input, "too large"));
@@ -61,10 +48,7 @@ pub fn mem_bytes(input: &str) -> Result<u64, ParseError> {
 /// `--cpus`: a positive number of cpus, fractions allowed (`0.5`), at most 1024.
 pub fn cpus(input: &str) -> Result<f64, ParseError> {
     const WHAT: &str = "cpu count";
-    let v: f64 = input
-        .trim()
-        .parse()
-        .map_err(|_| err(WHAT, input, "expected a number such as 0.5 or 2"))?;
+    let v: f64 = input.trim().parse().map_err(|_| err(WHAT, input, "expected a number such as 0.5 or 2"))?;
     if !v.is_finite() || v < 0.01 {
         return Err(err(WHAT, input, "must be at least 0.01"));
     }
@@ -77,10 +61,7 @@ pub fn cpus(input: &str) -> Result<f64, ParseError> {
 /// `--pids`: the most processes and threads the container may have, at least 1.
 pub fn pids(input: &str) -> Result<i64, ParseError> {
     const WHAT: &str = "pids limit";
-    let v: i64 = input
-        .trim()
-        .parse()
-        .map_err(|_| err(WHAT, input, "expected a whole number"))?;
+    let v: i64 = input.trim().parse().map_err(|_| err(WHAT, input, "expected a whole number"))?;
     if v < 1 {
         return Err(err(WHAT, input, "must be at least 1"));
     }
@@ -98,13 +79,7 @@ pub fn user(input: &str) -> Result<(u32, u32), ParseError> {
         s.parse::<u32>()
             .ok()
             .filter(|v| *v != u32::MAX)
-            .ok_or_else(|| {
-                err(
-                    WHAT,
-                    input,
-                    "expected UID[:GID] with numeric ids below 4294967295",
-                )
-            })
+            .ok_or_else(|| err(WHAT, input, "expected UID[:GID] with numeric ids below 4294967295"))
     };
     let uid = id(u)?;
     let gid = match g {
@@ -116,17 +91,11 @@ pub fn user(input: &str) -> Result<(u32, u32), ParseError> {
 
 /// `--env K=V`. A bare `K` takes its value from `lookup` (the caller's environment), as
 /// `docker run -e K` does; unset, it is an error.
-pub fn env(
-    input: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<(String, String), ParseError> {
+pub fn env(input: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<(String, String), ParseError> {
     const WHAT: &str = "environment variable";
     let (k, v) = match input.split_once('=') {
         Some((k, v)) => (k, v.to_string()),
-        None => (
-            input,
-            lookup(input).ok_or_else(|| err(WHAT, input, "has no '=' and is not set here"))?,
-        ),
+        None => (input, lookup(input).ok_or_else(|| err(WHAT, input, "has no '=' and is not set here"))?),
     };
     if k.is_empty() {
         return Err(err(WHAT, input, "the name is empty"));
@@ -165,39 +134,23 @@ pub fn volume(input: &str) -> Result<Volume, ParseError> {
         return Err(err(WHAT, input, "the host path must be absolute"));
     }
     if !ctr.is_absolute() || ctr == Path::new("/") {
-        return Err(err(
-            WHAT,
-            input,
-            "the container path must be absolute and not /",
-        ));
+        return Err(err(WHAT, input, "the container path must be absolute and not /"));
     }
     if ctr.components().any(|c| c == Component::ParentDir) {
         return Err(err(WHAT, input, "the container path must not contain '..'"));
     }
-    Ok(Volume {
-        host: host.to_path_buf(),
-        container: ctr.to_path_buf(),
-        readonly,
-    })
+    Ok(Volume { host: host.to_path_buf(), container: ctr.to_path_buf(), readonly })
 }
 
 /// A signal by name (`TERM`, `SIGTERM`, `sigkill`) or number (`9`).
 pub fn signal(input: &str) -> Result<i32, ParseError> {
     const WHAT: &str = "signal";
     if let Ok(n) = input.parse::<i32>() {
-        return if (1..=64).contains(&n) {
-            Ok(n)
-        } else {
-            Err(err(WHAT, input, "numbers must be 1-64"))
-        };
+        return if (1..=64).contains(&n) { Ok(n) } else { Err(err(WHAT, input, "numbers must be 1-64")) };
     }
     let upper = input.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    SIGNALS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| err(WHAT, input, "unknown signal name"))
+    SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| err(WHAT, input, "unknown signal name"))
 }
 
 const SIGNALS: &[(&str, i32)] = &[
@@ -234,10 +187,7 @@ const SIGNALS: &[(&str, i32)] = &[
 
 /// The name of a signal number, for status lines (`SIGKILL`).
 pub fn signal_name(sig: i32) -> String {
-    SIGNALS
-        .iter()
-        .find(|(_, v)| *v == sig)
-        .map_or_else(|| format!("signal {sig}"), |(n, _)| format!("SIG{n}"))
+    SIGNALS.iter().find(|(_, v)| *v == sig).map_or_else(|| format!("signal {sig}"), |(n, _)| format!("SIG{n}"))
 }
 
 /// A container name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 characters.
@@ -246,17 +196,11 @@ pub fn name(input: &str) -> Result<String, ParseError> {
     let ok = !input.is_empty()
         && input.len() <= 64
         && input.as_bytes()[0].is_ascii_alphanumeric()
-        && input
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        && input.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
     if ok {
         Ok(input.to_string())
     } else {
-        Err(err(
-            WHAT,
-            input,
-            "must be 1-64 of [a-zA-Z0-9_.-], starting with a letter or digit",
-        ))
+        Err(err(WHAT, input, "must be 1-64 of [a-zA-Z0-9_.-], starting with a letter or digit"))
     }
 }
 
@@ -274,11 +218,7 @@ pub fn hostname(input: &str) -> Result<String, ParseError> {
     if ok {
         Ok(input.to_string())
     } else {
-        Err(err(
-            WHAT,
-            input,
-            "must be letters, digits and '-' in dot-separated labels, at most 63 characters",
-        ))
+        Err(err(WHAT, input, "must be letters, digits and '-' in dot-separated labels, at most 63 characters"))
     }
 }
 
@@ -300,57 +240,34 @@ mod tests {
     #[test]
     fn memory() {
         let mib = 1u64 << 20;
-        for (input, want) in [
-            ("512", 512 * mib),
-            ("64m", 64 * mib),
-            ("1g", 1 << 30),
-            ("1.5G", 3 << 29),
-            ("8192k", 8 * mib),
-        ] {
+        for (input, want) in
+            [("512", 512 * mib), ("64m", 64 * mib), ("1g", 1 << 30), ("1.5G", 3 << 29), ("8192k", 8 * mib)]
+        {
             assert_eq!(mem_bytes(input), Ok(want), "{input}");
         }
         for (input, reason) in [
-            (
-                "",
-                "expected a number of MiB, optionally with a k, m or g suffix",
-            ),
-            (
-                "abc",
-                "expected a number of MiB, optionally with a k, m or g suffix",
-            ),
-            (
-                "-5",
-                "expected a number of MiB, optionally with a k, m or g suffix",
-            ),
-            (
-                "1.2.3",
-                "expected a number of MiB, optionally with a k, m or g suffix",
-            ),
+            ("", "expected a number of MiB, optionally with a k, m or g suffix"),
+            ("abc", "expected a number of MiB, optionally with a k, m or g suffix"),
+            ("-5", "expected a number of MiB, optionally with a k, m or g suffix"),
+            ("1.2.3", "expected a number of MiB, optionally with a k, m or g suffix"),
             ("1", "must be at least 6 MiB"),
             ("99999999999g", "too large"),
         ] {
             assert_eq!(mem_bytes(input).unwrap_err().reason, reason, "{input}");
         }
-        assert_eq!(mem_bytes("lots").unwrap_err().to_string(), "invalid memory limit \"lots\": expected a number of MiB, optionally with a k, m or g suffix");
+        assert_eq!(
+            mem_bytes("lots").unwrap_err().to_string(),
+            "invalid memory limit \"lots\": expected a number of MiB, optionally with a k, m or g suffix"
+        );
     }
 
     #[test]
     fn cpus_users_pids() {
         assert_eq!(cpus("0.5"), Ok(0.5));
-        assert!(
-            cpus("0").is_err()
-                && cpus("NaN").is_err()
-                && cpus("inf").is_err()
-                && cpus("2000").is_err()
-        );
+        assert!(cpus("0").is_err() && cpus("NaN").is_err() && cpus("inf").is_err() && cpus("2000").is_err());
         assert_eq!(user("1000"), Ok((1000, 1000)));
         assert_eq!(user("1000:50"), Ok((1000, 50)));
-        assert!(
-            user("root").is_err()
-                && user("1:").is_err()
-                && user("-1").is_err()
-                && user("4294967295").is_err()
-        );
+        assert!(user("root").is_err() && user("1:").is_err() && user("-1").is_err() && user("4294967295").is_err());
         assert_eq!(pids("64"), Ok(64));
         assert!(pids("0").is_err() && pids("x").is_err());
     }
@@ -360,14 +277,8 @@ mod tests {
         let none = |_: &str| None;
         assert_eq!(env("A=b=c", none), Ok(("A".into(), "b=c".into())));
         assert_eq!(env("A=", none), Ok(("A".into(), "".into())));
-        assert_eq!(
-            env("HOME", |_| Some("/root".into())),
-            Ok(("HOME".into(), "/root".into()))
-        );
-        assert_eq!(
-            env("NOPE", none).unwrap_err().reason,
-            "has no '=' and is not set here"
-        );
+        assert_eq!(env("HOME", |_| Some("/root".into())), Ok(("HOME".into(), "/root".into())));
+        assert_eq!(env("NOPE", none).unwrap_err().reason, "has no '=' and is not set here");
         assert_eq!(env("=x", none).unwrap_err().reason, "the name is empty");
     }
 
@@ -375,21 +286,14 @@ mod tests {
     fn volumes() {
         assert_eq!(
             volume("/data:/srv:ro"),
-            Ok(Volume {
-                host: "/data".into(),
-                container: "/srv".into(),
-                readonly: true
-            })
+            Ok(Volume { host: "/data".into(), container: "/srv".into(), readonly: true })
         );
         assert!(!volume("/data:/srv").unwrap().readonly);
         for (input, reason) in [
             ("data:/srv", "the host path must be absolute"),
             ("/data:srv", "the container path must be absolute and not /"),
             ("/data:/", "the container path must be absolute and not /"),
-            (
-                "/data:/a/../etc",
-                "the container path must not contain '..'",
-            ),
+            ("/data:/a/../etc", "the container path must not contain '..'"),
             ("/data:/srv:rx", "the mode must be ro or rw"),
             ("/data", "expected HOST:CONTAINER[:ro|rw]"),
         ] {
@@ -409,21 +313,10 @@ mod tests {
     #[test]
     fn names_and_hostnames() {
         assert!(name("web-1.a_b").is_ok());
-        assert!(
-            name("-x").is_err()
-                && name("").is_err()
-                && name("a/b").is_err()
-                && name(&"a".repeat(65)).is_err()
-        );
+        assert!(name("-x").is_err() && name("").is_err() && name("a/b").is_err() && name(&"a".repeat(65)).is_err());
         assert!(hostname("box-1.local").is_ok());
-        assert!(
-            hostname("-box").is_err()
-                && hostname("a..b").is_err()
-                && hostname("under_score").is_err()
-        );
-        assert!(
-            workdir("/srv/app").is_ok() && workdir("srv").is_err() && workdir("/a/../b").is_err()
-        );
+        assert!(hostname("-box").is_err() && hostname("a..b").is_err() && hostname("under_score").is_err());
+        assert!(workdir("/srv/app").is_ok() && workdir("srv").is_err() && workdir("/a/../b").is_err());
     }
 
     proptest! {

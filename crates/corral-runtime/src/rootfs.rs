@@ -25,9 +25,7 @@ pub fn host_root_kind() -> Result<RootKind, StateError> {
         if HOST_PRIVATE.iter().any(|p| name == *p) {
             continue;
         }
-        let ft = entry
-            .file_type()
-            .map_err(io_err("inspecting", &entry.path()))?;
+        let ft = entry.file_type().map_err(io_err("inspecting", &entry.path()))?;
         if ft.is_dir() {
             dirs.push(entry.path());
         }
@@ -61,26 +59,12 @@ pub fn mount_overlay(dir: &ContainerDir, layers: &[PathBuf]) -> Result<(), State
     for d in [dir.rootfs(), dir.upper(), dir.work()] {
         fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
     }
-    let lower: Vec<String> = layers
-        .iter()
-        .rev()
-        .map(|p| p.display().to_string())
-        .collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        dir.upper().display(),
-        dir.work().display()
-    );
+    let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+    let data =
+        format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), dir.upper().display(), dir.work().display());
     let rootfs = dir.rootfs();
-    mount(
-        Some("overlay"),
-        &rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| io_err("mounting the overlay at", &rootfs)(e.into()))
+    mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
+        .map_err(|e| io_err("mounting the overlay at", &rootfs)(e.into()))
 }
 
 /// Unmounts the rootfs and the network namespace, if mounted. Idempotent.
@@ -124,14 +108,8 @@ pub fn write_etc(
 pub fn passwd_with(base: &str, uid: u32, gid: u32) -> String {
     let mut out = normalized(base);
     if !has_id(base, uid) {
-        let name = if uid == 65534 {
-            "nobody".to_string()
-        } else {
-            format!("u{uid}")
-        };
-        out.push_str(&format!(
-            "{name}:x:{uid}:{gid}:corral user:/:/sbin/nologin\n"
-        ));
+        let name = if uid == 65534 { "nobody".to_string() } else { format!("u{uid}") };
+        out.push_str(&format!("{name}:x:{uid}:{gid}:corral user:/:/sbin/nologin\n"));
     }
     out
 }
@@ -140,11 +118,7 @@ pub fn passwd_with(base: &str, uid: u32, gid: u32) -> String {
 pub fn group_with(base: &str, gid: u32) -> String {
     let mut out = normalized(base);
     if !has_id(base, gid) {
-        let name = if gid == 65534 {
-            "nogroup".to_string()
-        } else {
-            format!("g{gid}")
-        };
+        let name = if gid == 65534 { "nogroup".to_string() } else { format!("g{gid}") };
         out.push_str(&format!("{name}:x:{gid}:\n"));
     }
     out
@@ -159,8 +133,7 @@ pub fn home_of(passwd: &str, uid: u32) -> Option<String> {
 }
 
 fn has_id(file: &str, id: u32) -> bool {
-    file.lines()
-        .any(|l| l.split(':').nth(2).and_then(|f| f.parse::<u32>().ok()) == Some(id))
+    file.lines().any(|l| l.split(':').nth(2).and_then(|f| f.parse::<u32>().ok()) == Some(id))
 }
 
 fn normalized(base: &str) -> String {
@@ -172,9 +145,7 @@ fn normalized(base: &str) -> String {
 }
 
 fn hosts(hostname: &str) -> String {
-    format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    )
+    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
 }
 
 /// Reads a file from the topmost layer that has it (layers bottom first), or "" if none does.
@@ -191,19 +162,13 @@ pub fn read_from_layers(layers: &[PathBuf], path: &str) -> String {
 
 /// Finds `program` as the container will: a path is looked up as it is, a bare name on `PATH`.
 pub fn find_program(rootfs: &Path, program: &str, env: &[String], cwd: &str) -> bool {
-    let exists =
-        |p: &Path| corral_image::layer::lookup_in_root(rootfs, p).is_some_and(|f| f.is_file());
+    let exists = |p: &Path| corral_image::layer::lookup_in_root(rootfs, p).is_some_and(|f| f.is_file());
     if program.contains('/') {
         let p = Path::new(cwd).join(program);
         return exists(&p);
     }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .any(|d| exists(&Path::new(d).join(program)))
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':').filter(|d| !d.is_empty()).any(|d| exists(&Path::new(d).join(program)))
 }
 
 /// Removes the container's cgroups in every hierarchy, if something left them behind.
@@ -220,9 +185,7 @@ pub fn remove_cgroups(id: &str) -> Result<(), StateError> {
     for path in candidates {
         match fs::remove_dir(&path) {
             Ok(()) => {}
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(libc::ENOTDIR) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {}
             Err(e) => return Err(io_err("removing cgroup", &path)(e)),
         }
     }
@@ -233,20 +196,13 @@ pub fn remove_cgroups(id: &str) -> Result<(), StateError> {
 pub fn oom_killed(id: &str) -> bool {
     let rel = crate::spec::cgroup_path(id);
     let rel = rel.strip_prefix("/").unwrap_or(&rel);
-    let v1 = Path::new("/sys/fs/cgroup/memory")
-        .join(rel)
-        .join("memory.oom_control");
+    let v1 = Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control");
     let v2 = Path::new("/sys/fs/cgroup").join(rel).join("memory.events");
-    [v1, v2]
-        .iter()
-        .any(|p| fs::read_to_string(p).is_ok_and(|s| oom_kill_count(&s) > 0))
+    [v1, v2].iter().any(|p| fs::read_to_string(p).is_ok_and(|s| oom_kill_count(&s) > 0))
 }
 
 fn oom_kill_count(text: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -257,14 +213,8 @@ mod tests {
     fn unknown_uids_get_passwd_and_group_entries() {
         let base = "root:x:0:0:root:/root:/bin/sh";
         assert_eq!(passwd_with(base, 0, 0), "root:x:0:0:root:/root:/bin/sh\n");
-        assert_eq!(
-            passwd_with(base, 1234, 99),
-            format!("{base}\nu1234:x:1234:99:corral user:/:/sbin/nologin\n")
-        );
-        assert_eq!(
-            passwd_with("", 65534, 65534),
-            "nobody:x:65534:65534:corral user:/:/sbin/nologin\n"
-        );
+        assert_eq!(passwd_with(base, 1234, 99), format!("{base}\nu1234:x:1234:99:corral user:/:/sbin/nologin\n"));
+        assert_eq!(passwd_with("", 65534, 65534), "nobody:x:65534:65534:corral user:/:/sbin/nologin\n");
         assert_eq!(group_with("root:x:0:\n", 99), "root:x:0:\ng99:x:99:\n");
         assert_eq!(home_of(base, 0).as_deref(), Some("/root"));
         assert_eq!(home_of(base, 5), None);
@@ -272,14 +222,8 @@ mod tests {
 
     #[test]
     fn oom_kill_counts_are_read_from_either_format() {
-        assert_eq!(
-            oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
-            2
-        );
-        assert_eq!(
-            oom_kill_count("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n"),
-            1
-        );
+        assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 2);
+        assert_eq!(oom_kill_count("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n"), 1);
         assert_eq!(oom_kill_count("oom_kill_disable 0\n"), 0);
     }
 
@@ -293,9 +237,6 @@ mod tests {
         assert!(find_program(tmp.path(), "app", &env, "/"));
         assert!(find_program(tmp.path(), "/bin/app", &env, "/"));
         assert!(!find_program(tmp.path(), "nope", &env, "/"));
-        assert!(
-            !find_program(tmp.path(), "/usr/bin", &env, "/"),
-            "a directory is not a program"
-        );
+        assert!(!find_program(tmp.path(), "/usr/bin", &env, "/"), "a directory is not a program");
     }
 }

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capabilities, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespace,
-    LinuxNamespaceType, LinuxPids, LinuxResources, Mount, Process, Root, Spec, User,
+    Capabilities, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespace, LinuxNamespaceType,
+    LinuxPids, LinuxResources, Mount, Process, Root, Spec, User,
 };
 
 use crate::seccomp;
@@ -73,11 +73,7 @@ pub fn build(record: &ContainerRecord, dir: &ContainerDir, root: &RootKind) -> S
         }
         mounts.push(tmpfs("/tmp", &["nosuid", "nodev", "mode=1777"]));
         mounts.push(tmpfs("/run", &["nosuid", "nodev", "mode=755"]));
-        mounts.push(bind(
-            &dir.sandbox(),
-            Path::new(SANDBOX_PATH),
-            &["rbind", "rw", "nosuid", "nodev"],
-        ));
+        mounts.push(bind(&dir.sandbox(), Path::new(SANDBOX_PATH), &["rbind", "rw", "nosuid", "nodev"]));
     }
     for file in ["passwd", "group", "hosts", "hostname"] {
         mounts.push(bind(
@@ -129,9 +125,7 @@ fn resources(record: &ContainerRecord) -> LinuxResources {
     if let Some(cpus) = record.cpus {
         let mut cpu = LinuxCpu::default();
         cpu.set_shares(Some((cpus * 1024.0).round().max(2.0) as u64));
-        cpu.set_quota(Some(
-            (cpus * CPU_PERIOD_US as f64).round().max(1000.0) as i64
-        ));
+        cpu.set_quota(Some((cpus * CPU_PERIOD_US as f64).round().max(1000.0) as i64));
         cpu.set_period(Some(CPU_PERIOD_US));
         res.set_cpu(Some(cpu));
     }
@@ -198,10 +192,7 @@ mod tests {
         let spec = build(&record(), &dir, &RootKind::Image);
         let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         let cpu = res.cpu().as_ref().unwrap();
-        assert_eq!(
-            (cpu.shares(), cpu.quota(), cpu.period()),
-            (Some(512), Some(50_000), Some(100_000))
-        );
+        assert_eq!((cpu.shares(), cpu.quota(), cpu.period()), (Some(512), Some(50_000), Some(100_000)));
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
         assert_eq!(res.pids().as_ref().unwrap().limit(), 32);
         assert_eq!(
@@ -218,44 +209,19 @@ mod tests {
         assert_eq!((p.user().uid(), p.user().gid()), (65534, 65534));
         assert_eq!(p.no_new_privileges(), Some(true));
         let caps = p.capabilities().as_ref().unwrap();
-        assert!(
-            caps.bounding().as_ref().unwrap().is_empty()
-                && caps.effective().as_ref().unwrap().is_empty()
-        );
+        assert!(caps.bounding().as_ref().unwrap().is_empty() && caps.effective().as_ref().unwrap().is_empty());
         let linux = spec.linux().as_ref().unwrap();
-        assert!(linux
-            .masked_paths()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .any(|p| p == "/proc/kcore"));
-        assert!(linux
-            .readonly_paths()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .any(|p| p == "/proc/sys"));
+        assert!(linux.masked_paths().as_ref().unwrap().iter().any(|p| p == "/proc/kcore"));
+        assert!(linux.readonly_paths().as_ref().unwrap().iter().any(|p| p == "/proc/sys"));
         assert!(linux.seccomp().is_some());
-        let ns: Vec<_> = linux
-            .namespaces()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|n| n.typ())
-            .collect();
+        let ns: Vec<_> = linux.namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect();
         assert_eq!(ns.len(), 6);
     }
 
     #[test]
     fn host_tasks_get_a_read_only_root_and_a_sandbox() {
         let dir = ContainerDir { dir: "/c/x".into() };
-        let spec = build(
-            &record(),
-            &dir,
-            &RootKind::Host {
-                dirs: vec!["/usr".into()],
-            },
-        );
+        let spec = build(&record(), &dir, &RootKind::Host { dirs: vec!["/usr".into()] });
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
         let mounts = spec.mounts().as_ref().unwrap();
         assert!(mounts.iter().any(|m| m.destination() == Path::new("/usr")));

@@ -21,11 +21,7 @@ pub enum StateError {
     #[error("container name {0:?} is already in use")]
     NameInUse(String),
     #[error("container {id}: {what} is unreadable: {reason}")]
-    Corrupt {
-        id: String,
-        what: &'static str,
-        reason: String,
-    },
+    Corrupt { id: String, what: &'static str, reason: String },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -37,11 +33,7 @@ pub enum StateError {
 
 pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
     let path = path.to_path_buf();
-    move |source| StateError::Io {
-        action,
-        path,
-        source,
-    }
+    move |source| StateError::Io { action, path, source }
 }
 
 /// The on-disk record of a container, written once when it is created. This is a persistence
@@ -219,15 +211,11 @@ impl ContainerDir {
     pub fn read_status(&self) -> Result<Option<ExitStatus>, StateError> {
         let path = self.status();
         match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StateError::Corrupt {
-                        id: self.id(),
-                        what: "status.json",
-                        reason: e.to_string(),
-                    })
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StateError::Corrupt {
+                id: self.id(),
+                what: "status.json",
+                reason: e.to_string(),
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("reading", &path)(e)),
         }
@@ -242,8 +230,7 @@ impl ContainerDir {
         if let Some(status) = self.read_status()? {
             return Ok(State::Exited(status));
         }
-        let shim_alive =
-            read_pid(&self.shim_pid()).is_some_and(|pid| process_alive(pid, &self.dir));
+        let shim_alive = read_pid(&self.shim_pid()).is_some_and(|pid| process_alive(pid, &self.dir));
         // Re-check: the shim writes status.json just before it exits.
         if !shim_alive {
             return Ok(match self.read_status()? {
@@ -258,21 +245,13 @@ impl ContainerDir {
     }
 
     pub fn id(&self) -> String {
-        self.dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 }
 
 /// Reads a pid file; a missing or malformed one reads as no pid.
 pub fn read_pid(path: &Path) -> Option<i32> {
-    fs::read_to_string(path)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
+    fs::read_to_string(path).ok()?.trim().parse().ok().filter(|p| *p > 0)
 }
 
 /// Whether `pid` is alive and is a corral shim for this container (guards against pid reuse by
@@ -281,10 +260,7 @@ fn process_alive(pid: i32, dir: &Path) -> bool {
     let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let id = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let is_shim = cmdline.split(|b| *b == 0).any(|arg| arg == id.as_bytes());
     // A zombie has an empty cmdline; it is gone for our purposes.
     is_shim && !cmdline.is_empty()
@@ -312,15 +288,11 @@ pub struct Containers {
 
 impl Containers {
     pub fn new(state_root: &Path) -> Containers {
-        Containers {
-            root: state_root.to_path_buf(),
-        }
+        Containers { root: state_root.to_path_buf() }
     }
 
     pub fn dir_of(&self, id: &str) -> ContainerDir {
-        ContainerDir {
-            dir: self.root.join("containers").join(id),
-        }
+        ContainerDir { dir: self.root.join("containers").join(id) }
     }
 
     fn names_dir(&self) -> PathBuf {
@@ -368,11 +340,7 @@ impl Containers {
         let dir = self.names_dir();
         fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         let path = dir.join(name);
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
+        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut f) => {
                 use std::io::Write;
                 f.write_all(id.as_bytes()).map_err(io_err("writing", &path))
@@ -408,23 +376,14 @@ mod tests {
     use super::*;
 
     fn status(code: Option<i32>, signal: Option<i32>, oom: bool) -> ExitStatus {
-        ExitStatus {
-            code,
-            signal,
-            oom_killed: oom,
-            finished: String::new(),
-            error: None,
-        }
+        ExitStatus { code, signal, oom_killed: oom, finished: String::new(), error: None }
     }
 
     #[test]
     fn exit_status_maps_to_shell_codes() {
         assert_eq!(status(Some(3), None, false).shell_code(), 3);
         assert_eq!(status(None, Some(9), true).shell_code(), 137);
-        assert_eq!(
-            status(None, Some(9), true).describe(),
-            "killed by SIGKILL, oom-killed"
-        );
+        assert_eq!(status(None, Some(9), true).describe(), "killed by SIGKILL, oom-killed");
         assert_eq!(status(Some(0), None, false).describe(), "exited (0)");
     }
 
@@ -441,10 +400,7 @@ mod tests {
         fs::remove_dir_all(c.dir_of("a1").dir).unwrap();
         c.reserve_name("web", "b2").unwrap();
         c.release_name("web", "a1");
-        assert!(
-            c.names_dir().join("web").exists(),
-            "only the owner releases a name"
-        );
+        assert!(c.names_dir().join("web").exists(), "only the owner releases a name");
         c.release_name("web", "b2");
         assert!(!c.names_dir().join("web").exists());
     }
@@ -457,9 +413,6 @@ mod tests {
         fs::create_dir_all(&d.dir).unwrap();
         assert_eq!(d.state().unwrap(), State::Lost);
         d.write_status(&status(Some(0), None, false)).unwrap();
-        assert_eq!(
-            d.state().unwrap(),
-            State::Exited(status(Some(0), None, false))
-        );
+        assert_eq!(d.state().unwrap(), State::Exited(status(Some(0), None, false)));
     }
 }

@@ -49,8 +49,7 @@ pub fn run(state_root: &Path, id: &str) -> Result<(), ShimError> {
     let containers = Containers::new(state_root);
     let dir = containers.dir_of(id);
     let record = dir.read_record()?;
-    fs::write(dir.shim_pid(), std::process::id().to_string())
-        .map_err(io_err("writing shim.pid"))?;
+    fs::write(dir.shim_pid(), std::process::id().to_string()).map_err(io_err("writing shim.pid"))?;
     // SAFETY: ignoring SIGPIPE and SIGHUP, so a vanished client or terminal cannot kill us.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -70,11 +69,7 @@ pub fn run(state_root: &Path, id: &str) -> Result<(), ShimError> {
             return Err(e);
         }
     };
-    tracing::info!(
-        container = id,
-        pid = running.pid.as_raw(),
-        "container running"
-    );
+    tracing::info!(container = id, pid = running.pid.as_raw(), "container running");
     if let Some(mut r) = ready.take() {
         let _ = writeln!(r, "ok {}", running.pid);
     }
@@ -125,28 +120,16 @@ struct Running {
     listener: UnixListener,
 }
 
-fn start(
-    state_root: &Path,
-    dir: &ContainerDir,
-    record: &ContainerRecord,
-) -> Result<Running, ShimError> {
+fn start(state_root: &Path, dir: &ContainerDir, record: &ContainerRecord) -> Result<Running, ShimError> {
     let rootfs_path = dir.rootfs();
     let check_root: PathBuf = match &record.image {
         Some(image) => {
-            let store = corral_image::Store::open(state_root)
-                .map_err(|e| ShimError::Start(e.to_string()))?;
+            let store = corral_image::Store::open(state_root).map_err(|e| ShimError::Start(e.to_string()))?;
             let mut layers = Vec::new();
             for l in &image.layers {
-                let d = l
-                    .parse()
-                    .map_err(|e: corral_image::digest::ParseDigestError| {
-                        ShimError::Start(e.to_string())
-                    })?;
-                layers.push(
-                    store
-                        .unpacked_layer(&d)
-                        .map_err(|e| ShimError::Start(e.to_string()))?,
-                );
+                let d =
+                    l.parse().map_err(|e: corral_image::digest::ParseDigestError| ShimError::Start(e.to_string()))?;
+                layers.push(store.unpacked_layer(&d).map_err(|e| ShimError::Start(e.to_string()))?);
             }
             rootfs::mount_overlay(dir, &layers)?;
             rootfs_path.clone()
@@ -155,17 +138,14 @@ fn start(
     };
     let program = &record.args[0];
     if !rootfs::find_program(&check_root, program, &record.env, &record.cwd) {
-        return Err(ShimError::Start(format!(
-            "command not found in the container: {program}"
-        )));
+        return Err(ShimError::Start(format!("command not found in the container: {program}")));
     }
-    corral_runtime::netns::create(&dir.netns())
-        .map_err(io_err("creating the network namespace"))?;
+    corral_runtime::netns::create(&dir.netns()).map_err(io_err("creating the network namespace"))?;
 
-    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| io_err("creating pipes")(e.into()))?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| io_err("creating pipes")(e.into()))?;
+    let (out_r, out_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("creating pipes")(e.into()))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("creating pipes")(e.into()))?;
     let youki_root = dir.youki_root();
     fs::create_dir_all(&youki_root).map_err(io_err("creating the runtime state directory"))?;
     let lc = |e: libcontainer::error::LibcontainerError| ShimError::Start(e.to_string());
@@ -184,9 +164,7 @@ fn start(
             // The init process says why it gave up on its stderr; pass the gist on.
             set_nonblocking(err_r.as_fd());
             let mut detail = vec![0u8; 16 * 1024];
-            let n = fs::File::from(err_r.try_clone().expect("dup"))
-                .read(&mut detail)
-                .unwrap_or(0);
+            let n = fs::File::from(err_r.try_clone().expect("dup")).read(&mut detail).unwrap_or(0);
             let detail = String::from_utf8_lossy(&detail[..n]);
             tracing::error!(output = %detail, "container init output");
             match detail.lines().rev().find(|l| l.contains("ERROR")) {
@@ -199,22 +177,13 @@ fn start(
         let _ = container.delete(true);
         return Err(lc(e));
     }
-    let pid = container
-        .pid()
-        .ok_or_else(|| ShimError::Start("libcontainer reported no init pid".into()))?;
+    let pid = container.pid().ok_or_else(|| ShimError::Start("libcontainer reported no init pid".into()))?;
     fs::write(dir.init_pid(), pid.to_string()).map_err(io_err("writing init.pid"))?;
     let pidfd = pidfd_open(pid).map_err(io_err("opening a pidfd for the container"))?;
     for fd in [&out_r, &err_r] {
         set_nonblocking(fd.as_fd());
     }
-    Ok(Running {
-        container,
-        pid,
-        pidfd,
-        stdout: Some(out_r),
-        stderr: Some(err_r),
-        listener,
-    })
+    Ok(Running { container, pid, pidfd, stdout: Some(out_r), stderr: Some(err_r), listener })
 }
 
 impl Running {
@@ -222,10 +191,7 @@ impl Running {
     fn supervise(&mut self, dir: &ContainerDir, record: &ContainerRecord) -> ExitStatus {
         let mut log = LogWriter::open(&dir.logs(), record.log_max_bytes, record.log_max_files).ok();
         if log.is_none() {
-            tracing::error!(
-                container = record.id,
-                "cannot open the log file; output is dropped"
-            );
+            tracing::error!(container = record.id, "cannot open the log file; output is dropped");
         }
         let mut kill_at: Option<Instant> = None;
         let mut exited: Option<WaitStatus> = None;
@@ -245,23 +211,16 @@ impl Running {
             }
             let deadline = [kill_at, drain_until].into_iter().flatten().min();
             let timeout = deadline.map_or(PollTimeout::NONE, |d| {
-                PollTimeout::try_from(
-                    d.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1,
-                )
-                .unwrap_or(PollTimeout::MAX)
+                PollTimeout::try_from(d.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1)
+                    .unwrap_or(PollTimeout::MAX)
             });
             let mut fds = Vec::with_capacity(4);
             let out_fd = self.stdout.as_ref().map(|f| f.as_fd());
             let err_fd = self.stderr.as_ref().map(|f| f.as_fd());
             let mut slots = [None; 4];
-            for (i, fd) in [
-                out_fd,
-                err_fd,
-                (exited.is_none()).then(|| self.pidfd.as_fd()),
-                Some(self.listener.as_fd()),
-            ]
-            .into_iter()
-            .enumerate()
+            for (i, fd) in [out_fd, err_fd, (exited.is_none()).then(|| self.pidfd.as_fd()), Some(self.listener.as_fd())]
+                .into_iter()
+                .enumerate()
             {
                 if let Some(fd) = fd {
                     slots[i] = Some(fds.len());
@@ -276,15 +235,9 @@ impl Running {
                     break;
                 }
             }
-            let ready = |slot: Option<usize>| {
-                slot.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()))
-            };
-            let (out_ready, err_ready, pid_ready, ctl_ready) = (
-                ready(slots[0]),
-                ready(slots[1]),
-                ready(slots[2]),
-                ready(slots[3]),
-            );
+            let ready = |slot: Option<usize>| slot.is_some_and(|i| fds[i].revents().is_some_and(|r| !r.is_empty()));
+            let (out_ready, err_ready, pid_ready, ctl_ready) =
+                (ready(slots[0]), ready(slots[1]), ready(slots[2]), ready(slots[3]));
             drop(fds);
             if out_ready && !copy_output(&mut self.stdout, Stream::Stdout, log.as_mut()) {
                 self.stdout = None;
@@ -319,21 +272,10 @@ impl Running {
             Some(WaitStatus::Signaled(_, s, _)) => (None, Some(s as i32)),
             _ => (None, None),
         };
-        ExitStatus {
-            code,
-            signal,
-            oom_killed,
-            finished: corral_runtime::now(),
-            error: None,
-        }
+        ExitStatus { code, signal, oom_killed, finished: corral_runtime::now(), error: None }
     }
 
-    fn answer(
-        &mut self,
-        mut conn: UnixStream,
-        record: &ContainerRecord,
-        kill_at: &mut Option<Instant>,
-    ) {
+    fn answer(&mut self, mut conn: UnixStream, record: &ContainerRecord, kill_at: &mut Option<Instant>) {
         let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
         let mut buf = [0u8; 256];
         let mut line = Vec::new();
@@ -393,8 +335,7 @@ fn copy_output(pipe: &mut Option<OwnedFd>, stream: Stream, log: Option<&mut LogW
 fn bind_socket(path: &Path) -> Result<UnixListener, ShimError> {
     let _ = fs::remove_file(path);
     let l = UnixListener::bind(path).map_err(io_err("binding the control socket"))?;
-    l.set_nonblocking(true)
-        .map_err(io_err("binding the control socket"))?;
+    l.set_nonblocking(true).map_err(io_err("binding the control socket"))?;
     Ok(l)
 }
 
@@ -419,17 +360,47 @@ fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
 fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
     let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
     };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
     }
+}
+
+/// Runs the OCI bundle at `bundle` to completion, as `crun run` does: create, start, wait,
+/// delete, in this (single-threaded) process. Returns the shell exit code. Used to measure the
+/// runtime layer on its own, against crun and runc, on the same bundle.
+pub fn run_bundle(bundle: &Path, state_dir: &Path, id: &str) -> Result<i32, ShimError> {
+    fs::create_dir_all(state_dir).map_err(io_err("creating the runtime state directory"))?;
+    let lc = |e: libcontainer::error::LibcontainerError| ShimError::Start(e.to_string());
+    let t0 = std::time::Instant::now();
+    let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_root_path(state_dir)
+        .map_err(lc)?
+        .validate_id()
+        .map_err(lc)?
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(lc)?;
+    let t1 = std::time::Instant::now();
+    container.start().map_err(lc)?;
+    let t2 = std::time::Instant::now();
+    let pid = container.pid().ok_or_else(|| ShimError::Start("libcontainer reported no init pid".into()))?;
+    let code = loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, c)) => break c,
+            Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io_err("waiting for the container")(e.into())),
+        }
+    };
+    let t3 = std::time::Instant::now();
+    container.delete(true).map_err(lc)?;
+    let t4 = std::time::Instant::now();
+    tracing::debug!(create = ?(t1 - t0), start = ?(t2 - t1), wait = ?(t3 - t2), delete = ?(t4 - t3), "bundle run phases");
+    Ok(code)
 }

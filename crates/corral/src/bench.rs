@@ -1,13 +1,223 @@
 //! `corral bench`: measurements against peers, run by hand (never in pass/fail tests).
+//!
+//! `lifecycle` times create, start, `/bin/true`, wait and delete of one bundle with corral's
+//! runtime layer (`corral oci-run`, youki's libcontainer), crun and runc, round-robin so that
+//! drift hits every runtime alike, plus the whole `corral run` path (image store, overlay,
+//! network namespace, shim, logs). It runs in a private mount namespace with the cgroup v2
+//! mount of a hybrid host hidden, which crun needs there.
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use corral_image::{Reference, Store};
+use corral_runtime::spec::{self, RootKind};
+use corral_runtime::state::{ContainerDir, ContainerRecord};
 
 use crate::cli::BenchCommand;
 
-pub fn run(_root: &Path, cmd: BenchCommand) -> Result<()> {
+pub fn run(root: &Path, cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Lifecycle { .. } => anyhow::bail!("not yet"),
+        BenchCommand::Lifecycle { runs, image } => lifecycle(root, runs, &image),
     }
+}
+
+struct Runtime {
+    name: String,
+    command: Box<dyn Fn(usize) -> Command>,
+    samples: Vec<Duration>,
+}
+
+fn lifecycle(root: &Path, runs: usize, image: &str) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    private_mounts()?;
+    let store = Store::open(root)?;
+    let reference: Reference = image.parse()?;
+    let img = store.resolve(&reference).with_context(|| {
+        format!(
+            "the benchmark needs image {reference} under {} (scripts/make-busybox-image.sh makes it)",
+            root.display()
+        )
+    })?;
+    let work = tempdir()?;
+    let bundle = work.join("bundle");
+    let rootfs = bundle.join("rootfs");
+    fs::create_dir_all(&rootfs)?;
+    for layer in img.layers()? {
+        let dir = store.unpacked_layer(&layer)?;
+        let st = Command::new("cp").arg("-a").arg(format!("{}/.", dir.display())).arg(&rootfs).status()?;
+        if !st.success() {
+            bail!("copying layer {layer} into the bundle failed");
+        }
+    }
+    fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&bench_spec())?)?;
+
+    let exe = std::env::current_exe()?;
+    let mut runtimes: Vec<Runtime> = Vec::new();
+    {
+        let (bundle, state, exe) = (bundle.clone(), work.join("corral-state"), exe.clone());
+        runtimes.push(Runtime {
+            name: "corral oci-run (libcontainer)".into(),
+            command: Box::new(move |i| {
+                let mut c = Command::new(&exe);
+                c.arg("oci-run")
+                    .arg("--bundle")
+                    .arg(&bundle)
+                    .arg("--state")
+                    .arg(&state)
+                    .arg(format!("bench-corral-{i}"));
+                c
+            }),
+            samples: Vec::new(),
+        });
+    }
+    for peer in ["crun", "runc"] {
+        if which(peer).is_none() {
+            eprintln!("bench: {peer} is not installed (apt-get install {peer}); skipping it");
+            continue;
+        }
+        let (bundle, state) = (bundle.clone(), work.join(format!("{peer}-state")));
+        let peer_name = peer.to_string();
+        runtimes.push(Runtime {
+            name: peer.into(),
+            command: Box::new(move |i| {
+                let mut c = Command::new(&peer_name);
+                c.arg("--root")
+                    .arg(&state)
+                    .arg("run")
+                    .arg("--bundle")
+                    .arg(&bundle)
+                    .arg(format!("bench-{peer_name}-{i}"));
+                c
+            }),
+            samples: Vec::new(),
+        });
+    }
+    {
+        let (root, exe, image) = (root.to_path_buf(), exe.clone(), image.to_string());
+        runtimes.push(Runtime {
+            name: "corral run --rm (image, overlay, netns, shim, logs)".into(),
+            command: Box::new(move |_| {
+                let mut c = Command::new(&exe);
+                c.arg("--root").arg(&root).args(["run", "--rm", "--image", &image, "--", "/bin/true"]);
+                c
+            }),
+            samples: Vec::new(),
+        });
+    }
+
+    // One unmeasured warm-up each, then round-robin.
+    for rt in &mut runtimes {
+        time_one(rt, usize::MAX).with_context(|| format!("warming up {}", rt.name))?;
+        rt.samples.clear();
+    }
+    // Round-robin, starting each round with the next runtime, so that none always follows the
+    // same neighbour (the kernel's cgroup attach cost depends on what ran just before).
+    let n = runtimes.len();
+    for i in 0..runs {
+        for k in 0..n {
+            let rt = &mut runtimes[(i + k) % n];
+            time_one(rt, i).with_context(|| format!("run {i} of {}", rt.name))?;
+        }
+    }
+    if std::env::var_os("CORRAL_BENCH_KEEP").is_none() {
+        let _ = fs::remove_dir_all(&work);
+    } else {
+        eprintln!("bench: the bundle is kept in {}", bundle.display());
+    }
+
+    println!("Container lifecycle: create, start, /bin/true, wait, delete ({runs} runs each, rotating round-robin)\n");
+    println!("| runtime | min ms | median ms | p90 ms |");
+    println!("|---|---:|---:|---:|");
+    for rt in &mut runtimes {
+        rt.samples.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let pick = |q: f64| rt.samples[((rt.samples.len() - 1) as f64 * q).round() as usize];
+        println!("| {} | {:.1} | {:.1} | {:.1} |", rt.name, ms(rt.samples[0]), ms(pick(0.5)), ms(pick(0.9)));
+    }
+    Ok(())
+}
+
+fn time_one(rt: &mut Runtime, i: usize) -> Result<()> {
+    let mut cmd = (rt.command)(i);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let out = cmd.output()?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        bail!("{} failed: {}", rt.name, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    rt.samples.push(took);
+    Ok(())
+}
+
+/// The bundle's spec: corral's defaults (namespaces, seccomp, masked paths, nobody) for
+/// `/bin/true`, with a fresh network namespace and no generated /etc files.
+fn bench_spec() -> oci_spec::runtime::Spec {
+    let record = ContainerRecord {
+        id: "bench".into(),
+        name: "bench".into(),
+        image: None,
+        args: vec!["/bin/true".into()],
+        env: vec![corral_image::import::DEFAULT_PATH.to_string()],
+        cwd: "/".into(),
+        uid: 65534,
+        gid: 65534,
+        hostname: "bench".into(),
+        cpus: None,
+        mem_bytes: Some(64 << 20),
+        pids: Some(64),
+        volumes: vec![],
+        created: String::new(),
+        stop_grace_secs: 0,
+        log_max_bytes: 0,
+        log_max_files: 0,
+    };
+    let dir = ContainerDir { dir: PathBuf::from("/nonexistent") };
+    let mut spec = spec::build(&record, &dir, &RootKind::Image);
+    if let Some(mounts) = spec.mounts().clone() {
+        spec.set_mounts(Some(mounts.into_iter().filter(|m| !m.destination().starts_with("/etc")).collect()));
+    }
+    if let Some(mut linux) = spec.linux().clone() {
+        if let Some(ns) = linux.namespaces().clone() {
+            linux.set_namespaces(Some(
+                ns.into_iter()
+                    .map(|mut n| {
+                        n.set_path(None);
+                        n
+                    })
+                    .collect(),
+            ));
+        }
+        linux.set_cgroups_path(Some(PathBuf::from("/corral-bench")));
+        spec.set_linux(Some(linux));
+    }
+    spec
+}
+
+/// Enters a private mount namespace and hides the cgroup v2 mount of a hybrid host.
+fn private_mounts() -> Result<()> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("entering a private mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("making mounts private")?;
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if unified.is_dir() {
+        let _ = umount2(unified, MntFlags::MNT_DETACH);
+    }
+    Ok(())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("corral-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -5,19 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "corral",
-    version,
-    about = "A datacenter operating system in one binary"
-)]
+#[command(name = "corral", version, about = "A datacenter operating system in one binary")]
 pub struct Cli {
     /// Where corral keeps its state: images, layers, containers.
-    #[arg(
-        long,
-        global = true,
-        env = "CORRAL_ROOT",
-        default_value = "/var/lib/corral"
-    )]
+    #[arg(long, global = true, env = "CORRAL_ROOT", default_value = "/var/lib/corral")]
     pub root: PathBuf,
 
     #[command(subcommand)]
@@ -47,6 +38,20 @@ pub enum Command {
     /// The per-container monitor process (started by `corral run`, not by hand).
     #[command(hide = true)]
     Shim(ShimArgs),
+    /// Run an OCI bundle to completion, as `crun run` does (for benchmarks and debugging).
+    #[command(hide = true)]
+    OciRun(OciRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OciRunArgs {
+    /// The bundle directory (with config.json and the rootfs).
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// Where the runtime keeps the container's state while it runs.
+    #[arg(long)]
+    pub state: PathBuf,
+    pub id: String,
 }
 
 #[derive(Debug, Args)]

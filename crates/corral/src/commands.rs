@@ -14,27 +14,18 @@ use corral_runtime::{control, parse};
 use crate::cli::{Cli, Command, ImageCommand, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs};
 
 pub fn init_tracing(cli: &Cli) {
-    let default = if matches!(cli.command, Command::Shim(_)) {
-        "info"
-    } else {
-        "warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
-        .unwrap_or_else(|_| default.into());
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    // The shim's log is for operators; the CLI speaks up only when something failed.
+    let default = if matches!(cli.command, Command::Shim(_)) { "info" } else { "error" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| default.into());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     // The shim forks the container's init, which inherits this subscriber and then replaces
     // fd 2 with the container's stderr: log to a private copy of fd 2, so the runtime's own
     // messages stay in shim.log and never reach the container's output.
-    let private = std::os::fd::AsFd::as_fd(&std::io::stderr())
-        .try_clone_to_owned()
-        .ok();
+    let private = std::os::fd::AsFd::as_fd(&std::io::stderr()).try_clone_to_owned().ok();
     match private {
-        Some(fd) if matches!(cli.command, Command::Shim(_)) => fmt
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(std::fs::File::from(fd)))
-            .init(),
+        Some(fd) if matches!(cli.command, Command::Shim(_) | Command::OciRun(_)) => {
+            fmt.with_ansi(false).with_writer(std::sync::Mutex::new(std::fs::File::from(fd))).init()
+        }
         _ => fmt.with_writer(std::io::stderr).init(),
     }
 }
@@ -56,9 +47,13 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Image(cmd) => image(root, cmd).map(|_| 0),
         Command::Bench(cmd) => crate::bench::run(root, cmd).map(|_| 0),
+        Command::OciRun(args) => {
+            let code = corral_shim::run_bundle(&args.bundle, &args.state, &args.id)
+                .with_context(|| format!("running bundle {}", args.bundle.display()))?;
+            Ok(code.clamp(0, 255) as u8)
+        }
         Command::Shim(args) => {
-            corral_shim::run(root, &args.id)
-                .with_context(|| format!("shim for container {}", args.id))?;
+            corral_shim::run(root, &args.id).with_context(|| format!("shim for container {}", args.id))?;
             Ok(0)
         }
     }
@@ -71,28 +66,16 @@ fn open_store(root: &Path) -> Result<Store> {
 fn run(root: &Path, args: RunArgs) -> Result<u8> {
     let req = CreateRequest {
         name: args.name.as_deref().map(parse::name).transpose()?,
-        image: args
-            .image
-            .as_deref()
-            .map(str::parse::<Reference>)
-            .transpose()?,
+        image: args.image.as_deref().map(str::parse::<Reference>).transpose()?,
         command: args.command,
-        env: args
-            .env
-            .iter()
-            .map(|e| parse::env(e, |k| std::env::var(k).ok()))
-            .collect::<Result<_, _>>()?,
+        env: args.env.iter().map(|e| parse::env(e, |k| std::env::var(k).ok())).collect::<Result<_, _>>()?,
         workdir: args.workdir.as_deref().map(parse::workdir).transpose()?,
         user: args.user.as_deref().map(parse::user).transpose()?,
         hostname: args.hostname.as_deref().map(parse::hostname).transpose()?,
         cpus: args.cpus.as_deref().map(parse::cpus).transpose()?,
         mem_bytes: args.mem.as_deref().map(parse::mem_bytes).transpose()?,
         pids: args.pids.as_deref().map(parse::pids).transpose()?,
-        volumes: args
-            .volumes
-            .iter()
-            .map(|v| parse::volume(v))
-            .collect::<Result<_, _>>()?,
+        volumes: args.volumes.iter().map(|v| parse::volume(v)).collect::<Result<_, _>>()?,
         stop_grace_secs: args.stop_timeout,
         log_max_bytes: args.log_max_size,
         log_max_files: args.log_max_files,
@@ -104,13 +87,6 @@ fn run(root: &Path, args: RunArgs) -> Result<u8> {
     let record = dir.read_record()?;
     let exe = std::env::current_exe().context("finding the corral executable")?;
     if let Err(e) = control::start(&exe, root, &dir) {
-        if std::env::var_os("CORRAL_DEBUG_SHIM").is_some() {
-            eprint!(
-                "{}",
-                std::fs::read_to_string(dir.shim_log()).unwrap_or_default()
-            );
-            return Err(e.into());
-        }
         create::remove(&containers, &dir, name.as_deref().unwrap_or(&record.name));
         return Err(e.into());
     }
@@ -171,24 +147,15 @@ fn print_logs(dir: &ContainerDir, follow: bool) -> Result<()> {
 fn wait_for_exit(dir: &ContainerDir) -> Result<i32> {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     let ino = Inotify::init(InitFlags::IN_CLOEXEC).context("watching the container")?;
-    ino.add_watch(
-        &dir.dir,
-        AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_CLOSE_WRITE,
-    )
-    .with_context(|| format!("watching {}", dir.dir.display()))?;
+    ino.add_watch(&dir.dir, AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_CLOSE_WRITE)
+        .with_context(|| format!("watching {}", dir.dir.display()))?;
     loop {
         match dir.state()? {
             State::Exited(s) => return Ok(s.shell_code()),
-            State::Lost => bail!(
-                "container {} was lost: its shim died without recording an exit",
-                dir.id()
-            ),
+            State::Lost => bail!("container {} was lost: its shim died without recording an exit", dir.id()),
             State::Running { .. } | State::Created => {
                 use std::os::fd::AsFd;
-                let mut fds = [nix::poll::PollFd::new(
-                    ino.as_fd(),
-                    nix::poll::PollFlags::POLLIN,
-                )];
+                let mut fds = [nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN)];
                 // Wake at least once a second to notice a shim that died without a word.
                 let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16));
                 if fds[0].revents().is_some_and(|r| !r.is_empty()) {
@@ -225,28 +192,15 @@ fn ps(root: &Path, args: PsArgs) -> Result<()> {
         }
         return Ok(());
     }
-    println!(
-        "{:<16}  {:<20}  {:<20}  {:<24}  STATUS",
-        "ID", "NAME", "IMAGE", "COMMAND"
-    );
+    println!("{:<16}  {:<20}  {:<20}  {:<24}  STATUS", "ID", "NAME", "IMAGE", "COMMAND");
     for (r, s) in rows {
-        let image = r
-            .image
-            .as_ref()
-            .map_or("(host)".to_string(), |i| i.reference.clone());
+        let image = r.image.as_ref().map_or("(host)".to_string(), |i| i.reference.clone());
         let mut cmd = r.args.join(" ");
         if cmd.len() > 24 {
             cmd.truncate(21);
             cmd.push_str("...");
         }
-        println!(
-            "{:<16}  {:<20}  {:<20}  {:<24}  {}",
-            r.id,
-            r.name,
-            image,
-            cmd,
-            s.label()
-        );
+        println!("{:<16}  {:<20}  {:<20}  {:<24}  {}", r.id, r.name, image, cmd, s.label());
     }
     Ok(())
 }
@@ -314,21 +268,14 @@ fn image(root: &Path, cmd: ImageCommand) -> Result<()> {
                 let img = store.image(&t.manifest)?;
                 let size: u64 = img.manifest.layers().iter().map(|l| l.size()).sum();
                 let created = img.config.created().clone().unwrap_or_default();
-                println!(
-                    "{:<40}  {:<12}  {:<30}  {}",
-                    t.name,
-                    img.id().short(),
-                    created,
-                    human_size(size)
-                );
+                println!("{:<40}  {:<12}  {:<30}  {}", t.name, img.id().short(), created, human_size(size));
             }
         }
         ImageCommand::Inspect { reference } => {
             let r: Reference = reference.parse()?;
             let img = store.resolve(&r)?;
             let json = store.read_blob(img.id())?;
-            let value: serde_json::Value =
-                serde_json::from_slice(&json).context("decoding the image config")?;
+            let value: serde_json::Value = serde_json::from_slice(&json).context("decoding the image config")?;
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
         ImageCommand::Rm { reference } => {

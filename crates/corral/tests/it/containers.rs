@@ -21,23 +21,14 @@ fn the_pid_namespace_hides_host_processes() {
     let mut lines = out.lines();
     let count: usize = lines.next().unwrap().trim().parse().unwrap();
     assert!(count <= 4, "the container sees {count} processes: {out}");
-    assert!(
-        lines.next().unwrap().starts_with("sh -c"),
-        "pid 1 is the container's command: {out}"
-    );
+    assert!(lines.next().unwrap().starts_with("sh -c"), "pid 1 is the container's command: {out}");
 }
 
 #[test]
 fn hostname_is_its_own_and_defaults_to_the_name() {
     let env = Env::new();
-    assert_eq!(
-        env.ok(&["run", "--image", BB, "--hostname", "box1", "--", "hostname"]),
-        "box1\n"
-    );
-    assert_eq!(
-        env.ok(&["run", "--image", BB, "--name", "web-7", "--", "hostname"]),
-        "web-7\n"
-    );
+    assert_eq!(env.ok(&["run", "--image", BB, "--hostname", "box1", "--", "hostname"]), "box1\n");
+    assert_eq!(env.ok(&["run", "--image", BB, "--name", "web-7", "--", "hostname"]), "web-7\n");
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert_ne!(host, "box1");
 }
@@ -46,32 +37,13 @@ fn hostname_is_its_own_and_defaults_to_the_name() {
 fn writes_to_root_do_not_reach_the_host_or_other_containers() {
     let env = Env::new();
     let marker = "corral-it-marker-4711";
-    env.ok(&[
-        "run",
-        "--image",
-        BB,
-        "--user",
-        "0",
-        "--",
-        "sh",
-        "-c",
-        &format!("echo x > /{marker} && cat /{marker}"),
-    ]);
+    env.ok(&["run", "--image", BB, "--user", "0", "--", "sh", "-c", &format!("echo x > /{marker} && cat /{marker}")]);
     assert!(!std::path::Path::new(&format!("/{marker}")).exists());
     let layers = env.root.path().join("layers");
-    let found = std::process::Command::new("find")
-        .arg(&layers)
-        .arg("-name")
-        .arg(marker)
-        .output()
-        .unwrap();
+    let found = std::process::Command::new("find").arg(&layers).arg("-name").arg(marker).output().unwrap();
     assert!(found.stdout.is_empty(), "the shared layer was written to");
     let out = env.corral(&["run", "--image", BB, "--", "ls", &format!("/{marker}")]);
-    assert_ne!(
-        out.status.code(),
-        Some(0),
-        "a second container sees the first one's file"
-    );
+    assert_ne!(out.status.code(), Some(0), "a second container sees the first one's file");
 }
 
 #[test]
@@ -79,77 +51,27 @@ fn containers_run_as_nobody_and_any_uid_has_a_passwd_entry() {
     let env = Env::new();
     assert_eq!(env.ok(&["run", "--image", BB, "--", "id", "-u"]), "65534\n");
     assert_eq!(
-        env.ok(&[
-            "run",
-            "--image",
-            BB,
-            "--user",
-            "1234:4321",
-            "--",
-            "sh",
-            "-c",
-            "id -u; id -g; whoami; id -gn"
-        ]),
+        env.ok(&["run", "--image", BB, "--user", "1234:4321", "--", "sh", "-c", "id -u; id -g; whoami; id -gn"]),
         "1234\n4321\nu1234\ng4321\n"
     );
     // No capabilities, even for uid 0.
-    let caps = env.ok(&[
-        "run",
-        "--image",
-        BB,
-        "--user",
-        "0",
-        "--",
-        "sh",
-        "-c",
-        "grep CapEff /proc/self/status",
-    ]);
-    assert_eq!(
-        caps.split_whitespace().nth(1),
-        Some("0000000000000000"),
-        "{caps}"
-    );
-    let nnp = env.ok(&[
-        "run",
-        "--image",
-        BB,
-        "--",
-        "sh",
-        "-c",
-        "grep NoNewPrivs /proc/self/status",
-    ]);
+    let caps = env.ok(&["run", "--image", BB, "--user", "0", "--", "sh", "-c", "grep CapEff /proc/self/status"]);
+    assert_eq!(caps.split_whitespace().nth(1), Some("0000000000000000"), "{caps}");
+    let nnp = env.ok(&["run", "--image", BB, "--", "sh", "-c", "grep NoNewPrivs /proc/self/status"]);
     assert!(nnp.ends_with("1\n"), "{nnp}");
 }
 
 #[test]
 fn sensitive_proc_paths_are_masked_and_seccomp_applies() {
     let env = Env::new();
-    let masked: Vec<&str> = [
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/timer_list",
-        "/proc/sched_debug",
-        "/proc/latency_stats",
-    ]
-    .into_iter()
-    .filter(|p| std::fs::metadata(p).is_ok())
-    .collect();
-    assert!(
-        !masked.is_empty(),
-        "this host has none of the masked /proc files"
-    );
+    let masked: Vec<&str> =
+        ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats"]
+            .into_iter()
+            .filter(|p| std::fs::metadata(p).is_ok())
+            .collect();
+    assert!(!masked.is_empty(), "this host has none of the masked /proc files");
     for p in &masked {
-        let out = env.ok(&[
-            "run",
-            "--image",
-            BB,
-            "--user",
-            "0",
-            "--",
-            "sh",
-            "-c",
-            &format!("wc -c < {p}"),
-        ]);
+        let out = env.ok(&["run", "--image", BB, "--user", "0", "--", "sh", "-c", &format!("wc -c < {p}")]);
         assert_eq!(out.trim(), "0", "{p} is masked");
     }
     let out = env.ok(&["run", "--image", BB, "--user", "0", "--", "sh", "-c", "grep Seccomp: /proc/self/status; echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo ro; mount -t tmpfs none /mnt 2>/dev/null || echo no-mount"]);
@@ -166,10 +88,7 @@ fn cgroup_limits_are_visible_inside() {
     } else {
         "cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/cpu.weight /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max"
     };
-    let out = env.ok(&[
-        "run", "--image", BB, "--cpus", "0.5", "--mem", "48", "--pids", "20", "--", "sh", "-c",
-        script,
-    ]);
+    let out = env.ok(&["run", "--image", BB, "--cpus", "0.5", "--mem", "48", "--pids", "20", "--", "sh", "-c", script]);
     let lines: Vec<&str> = out.lines().collect();
     if cgroup_v1() {
         assert_eq!(lines, ["50000", "512", "50331648", "20"]);
@@ -197,12 +116,7 @@ fn a_memory_hog_is_oom_killed_and_reported() {
         "bs=128M",
         "count=1",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(137),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
     let c = env.ps().into_iter().find(|c| c["name"] == "hog").unwrap();
     assert_eq!(c["oomKilled"], true, "{c}");
     assert!(c["status"].as_str().unwrap().contains("oom-killed"), "{c}");
@@ -229,33 +143,21 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
     let id = id.trim().to_string();
     if cgroup_v1() {
         let events = format!("/sys/fs/cgroup/pids/corral/{id}/pids.events");
-        eventually(
-            "fork failures at the pids limit",
-            Duration::from_secs(30),
-            || {
-                std::fs::read_to_string(&events)
-                    .is_ok_and(|s| s.trim().strip_prefix("max ").is_some_and(|n| n != "0"))
-            },
-        );
-        let current: u64 =
-            std::fs::read_to_string(format!("/sys/fs/cgroup/pids/corral/{id}/pids.current"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
+        eventually("fork failures at the pids limit", Duration::from_secs(30), || {
+            std::fs::read_to_string(&events).is_ok_and(|s| s.trim().strip_prefix("max ").is_some_and(|n| n != "0"))
+        });
+        let current: u64 = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/corral/{id}/pids.current"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(current <= 24, "{current} processes");
     } else {
         let events = format!("/sys/fs/cgroup/corral/{id}/pids.events");
-        eventually(
-            "fork failures at the pids limit",
-            Duration::from_secs(30),
-            || {
-                std::fs::read_to_string(&events).is_ok_and(|s| {
-                    s.lines()
-                        .any(|l| l.starts_with("max ") && !l.ends_with(" 0"))
-                })
-            },
-        );
+        eventually("fork failures at the pids limit", Duration::from_secs(30), || {
+            std::fs::read_to_string(&events)
+                .is_ok_and(|s| s.lines().any(|l| l.starts_with("max ") && !l.ends_with(" 0")))
+        });
     }
     env.ok(&["rm", "--force", &id]);
     assert!(cgroup_dirs(&id).is_empty());
@@ -264,12 +166,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
 #[test]
 fn exit_codes_and_signals_propagate() {
     let env = Env::new();
-    assert_eq!(
-        env.corral(&["run", "--image", BB, "--", "sh", "-c", "exit 42"])
-            .status
-            .code(),
-        Some(42)
-    );
+    assert_eq!(env.corral(&["run", "--image", BB, "--", "sh", "-c", "exit 42"]).status.code(), Some(42));
     // A signal sent to the container: 128 + SIGKILL.
     let id = env.ok(&["run", "-d", "--image", BB, "--", "sleep", "1000"]);
     let id = id.trim();
@@ -288,23 +185,11 @@ fn exit_codes_and_signals_propagate() {
         "trap 'exit 7' TERM; echo ready; while :; do sleep 1; done",
     ]);
     let id = id.trim();
-    eventually("the trap is set", Duration::from_secs(10), || {
-        env.ok(&["logs", id]).contains("ready")
-    });
+    eventually("the trap is set", Duration::from_secs(10), || env.ok(&["logs", id]).contains("ready"));
     env.ok(&["kill", id]);
     assert_eq!(env.ok(&["wait", id]), "7\n");
     // Graceful stop of one that ignores it: SIGKILL after the grace period.
-    let id = env.ok(&[
-        "run",
-        "-d",
-        "--stop-timeout",
-        "1",
-        "--image",
-        BB,
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    let id = env.ok(&["run", "-d", "--stop-timeout", "1", "--image", BB, "--", "sleep", "1000"]);
     let id = id.trim();
     env.ok(&["kill", id]);
     assert_eq!(env.ok(&["wait", id]), "137\n");
@@ -313,16 +198,7 @@ fn exit_codes_and_signals_propagate() {
 #[test]
 fn logs_survive_the_caller_and_can_be_followed() {
     let env = Env::new();
-    let id = env.ok(&[
-        "run",
-        "-d",
-        "--image",
-        BB,
-        "--",
-        "sh",
-        "-c",
-        "echo hello; echo oops >&2; sleep 1; echo bye",
-    ]);
+    let id = env.ok(&["run", "-d", "--image", BB, "--", "sh", "-c", "echo hello; echo oops >&2; sleep 1; echo bye"]);
     let id = id.trim();
     // The `run -d` process has exited; a new process follows until the container ends.
     let out = env.cmd(&["logs", "-f", id]).output().unwrap();
@@ -353,49 +229,27 @@ fn log_files_are_capped_and_rotated() {
     let id = id.trim();
     env.ok(&["wait", id]);
     let logs = env.containers_dir().join(id).join("logs");
-    let total: u64 = std::fs::read_dir(&logs)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let total: u64 = std::fs::read_dir(&logs).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert!(total < 3 * 8192 + 4096, "logs take {total} bytes");
     let out = env.ok(&["logs", id]);
     assert!(out.ends_with("line-1999\n"), "the newest output is kept");
-    assert!(
-        !out.contains("line-0\n"),
-        "the oldest output was rotated away"
-    );
+    assert!(!out.contains("line-0\n"), "the oldest output was rotated away");
 }
 
 #[test]
 fn state_survives_the_processes_that_started_it_and_nothing_leaks_after_rm() {
     let env = Env::new();
-    let id = env.ok(&[
-        "run", "-d", "--name", "svc", "--image", BB, "--", "sleep", "1000",
-    ]);
+    let id = env.ok(&["run", "-d", "--name", "svc", "--image", BB, "--", "sleep", "1000"]);
     let id = id.trim().to_string();
     assert_eq!(env.ps_of(&id)["state"], "running");
-    assert!(
-        !cgroup_dirs(&id).is_empty(),
-        "a running container has cgroups"
-    );
+    assert!(!cgroup_dirs(&id).is_empty(), "a running container has cgroups");
     let dir = env.containers_dir().join(&id);
-    assert!(
-        !mounts_under(&dir).is_empty(),
-        "a running container has its rootfs mounted"
-    );
+    assert!(!mounts_under(&dir).is_empty(), "a running container has its rootfs mounted");
     let err = env.fails(&["rm", "svc"], 125);
     assert!(err.contains("is running"), "{err}");
     env.ok(&["rm", "--force", "svc"]);
-    assert!(
-        cgroup_dirs(&id).is_empty(),
-        "cgroups left: {:?}",
-        cgroup_dirs(&id)
-    );
-    assert!(
-        mounts_under(&dir).is_empty(),
-        "mounts left: {:?}",
-        mounts_under(&dir)
-    );
+    assert!(cgroup_dirs(&id).is_empty(), "cgroups left: {:?}", cgroup_dirs(&id));
+    assert!(mounts_under(&dir).is_empty(), "mounts left: {:?}", mounts_under(&dir));
     assert!(!dir.exists());
     // The name is free again.
     env.ok(&["run", "--name", "svc", "--rm", "--image", BB, "--", "true"]);
@@ -444,23 +298,8 @@ fn volumes_are_bound_read_write_or_read_only() {
         ]),
         "from-host"
     );
-    assert_eq!(
-        std::fs::read_to_string(host.path().join("out")).unwrap(),
-        "out\n"
-    );
-    let out = env.corral(&[
-        "run",
-        "--image",
-        BB,
-        "--user",
-        "0",
-        "-v",
-        &ro,
-        "--",
-        "sh",
-        "-c",
-        "echo x > /data/nope",
-    ]);
+    assert_eq!(std::fs::read_to_string(host.path().join("out")).unwrap(), "out\n");
+    let out = env.corral(&["run", "--image", BB, "--user", "0", "-v", &ro, "--", "sh", "-c", "echo x > /data/nope"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(!host.path().join("nope").exists());
 }
@@ -492,70 +331,28 @@ fn bad_input_is_refused_with_one_line_naming_it_and_nothing_left() {
     let missing = "/does/not/exist/corral";
     let volume = format!("{missing}:/x");
     for (args, needle) in [
-        (
-            vec!["run", "--image", "nope", "--", "true"],
-            "unknown image \"nope:latest\"",
-        ),
-        (
-            vec!["run", "--image", "Bad/Ref", "--", "true"],
-            "invalid image reference \"Bad/Ref\"",
-        ),
-        (
-            vec!["run", "--image", BB, "--mem", "lots", "--", "true"],
-            "invalid memory limit \"lots\"",
-        ),
-        (
-            vec!["run", "--image", BB, "--cpus=-1", "--", "true"],
-            "invalid cpu count \"-1\"",
-        ),
-        (
-            vec!["run", "--image", BB, "--user", "root", "--", "true"],
-            "invalid user \"root\"",
-        ),
-        (
-            vec!["run", "--image", BB],
-            "no command given and image busybox:latest has no entrypoint or cmd",
-        ),
-        (
-            vec!["run", "--image", BB, "--", "/no/such/program"],
-            "command not found in the container: /no/such/program",
-        ),
-        (
-            vec!["run", "--image", BB, "--", "nosuchprogram"],
-            "command not found in the container: nosuchprogram",
-        ),
+        (vec!["run", "--image", "nope", "--", "true"], "unknown image \"nope:latest\""),
+        (vec!["run", "--image", "Bad/Ref", "--", "true"], "invalid image reference \"Bad/Ref\""),
+        (vec!["run", "--image", BB, "--mem", "lots", "--", "true"], "invalid memory limit \"lots\""),
+        (vec!["run", "--image", BB, "--cpus=-1", "--", "true"], "invalid cpu count \"-1\""),
+        (vec!["run", "--image", BB, "--user", "root", "--", "true"], "invalid user \"root\""),
+        (vec!["run", "--image", BB], "no command given and image busybox:latest has no entrypoint or cmd"),
+        (vec!["run", "--image", BB, "--", "/no/such/program"], "command not found in the container: /no/such/program"),
+        (vec!["run", "--image", BB, "--", "nosuchprogram"], "command not found in the container: nosuchprogram"),
         (
             vec!["run", "--image", BB, "-v", &volume, "--", "true"],
             "volume host path /does/not/exist/corral does not exist",
         ),
-        (
-            vec!["run", "--image", BB, "-v", "relative:/x", "--", "true"],
-            "invalid volume \"relative:/x\"",
-        ),
+        (vec!["run", "--image", BB, "-v", "relative:/x", "--", "true"], "invalid volume \"relative:/x\""),
     ] {
         let err = env.fails(&args, 125);
         assert!(err.contains(needle), "{args:?}: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, got {err}"
-        );
-        assert!(
-            env.container_ids().is_empty(),
-            "{args:?} left a container behind"
-        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, got {err}");
+        assert!(env.container_ids().is_empty(), "{args:?} left a container behind");
     }
-    env.ok(&[
-        "run", "-d", "--name", "taken", "--image", BB, "--", "sleep", "1000",
-    ]);
-    let err = env.fails(
-        &["run", "--name", "taken", "--image", BB, "--", "true"],
-        125,
-    );
-    assert!(
-        err.contains("container name \"taken\" is already in use"),
-        "{err}"
-    );
+    env.ok(&["run", "-d", "--name", "taken", "--image", BB, "--", "sleep", "1000"]);
+    let err = env.fails(&["run", "--name", "taken", "--image", BB, "--", "true"], 125);
+    assert!(err.contains("container name \"taken\" is already in use"), "{err}");
     assert_eq!(env.container_ids().len(), 1);
     let err = env.fails(&["logs", "ghost"], 125);
     assert!(err.contains("no such container: \"ghost\""), "{err}");

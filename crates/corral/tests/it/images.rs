@@ -6,8 +6,7 @@ use crate::support::Env;
 fn import_list_inspect_and_remove() {
     let env = Env::new();
     assert!(env.ok(&["image", "ls"]).contains("busybox:latest"));
-    let config: serde_json::Value =
-        serde_json::from_str(&env.ok(&["image", "inspect", "busybox"])).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", "busybox"])).unwrap();
     assert_eq!(config["os"], "linux");
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
     // Import from a tarball, gzipped.
@@ -35,8 +34,7 @@ fn import_list_inspect_and_remove() {
 #[test]
 fn a_corrupted_blob_is_reported_not_used() {
     let env = Env::new();
-    let config: serde_json::Value =
-        serde_json::from_str(&env.ok(&["image", "inspect", "busybox"])).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", "busybox"])).unwrap();
     assert!(config.is_object());
     let blobs = env.root.path().join("images/blobs/sha256");
     // Corrupt every small blob (the manifest and config): the image must not resolve.

@@ -4,3 +4,4 @@ mod support;
 
 mod containers;
 mod images;
+mod tidy;

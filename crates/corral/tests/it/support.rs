@@ -19,14 +19,8 @@ fn repo_root() -> PathBuf {
 impl Env {
     /// A fresh root with `busybox:latest` imported by the repository's script.
     pub fn new() -> Env {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "these tests run real containers and need root"
-        );
-        let root = tempfile::Builder::new()
-            .prefix("corral-it")
-            .tempdir_in("/tmp")
-            .unwrap();
+        assert!(nix::unistd::geteuid().is_root(), "these tests run real containers and need root");
+        let root = tempfile::Builder::new().prefix("corral-it").tempdir_in("/tmp").unwrap();
         let env = Env { root };
         let out = Command::new("bash")
             .arg(repo_root().join("scripts/make-busybox-image.sh"))
@@ -34,19 +28,13 @@ impl Env {
             .env("CORRAL_ROOT", env.root.path())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "making the busybox image failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "making the busybox image failed: {}", String::from_utf8_lossy(&out.stderr));
         env
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(corral_exe());
-        c.args(args)
-            .env("CORRAL_ROOT", self.root.path())
-            .env_remove("CORRAL_LOG");
+        c.args(args).env("CORRAL_ROOT", self.root.path()).env_remove("CORRAL_LOG");
         c
     }
 
@@ -70,12 +58,7 @@ impl Env {
     /// Runs corral, asserts it failed with `code`, returns stderr.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.corral(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "corral {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(code), "corral {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stderr).unwrap()
     }
 
@@ -86,26 +69,17 @@ impl Env {
     /// Container ids on disk.
     pub fn container_ids(&self) -> Vec<String> {
         std::fs::read_dir(self.containers_dir())
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().into_string().unwrap())
-                    .collect()
-            })
+            .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
             .unwrap_or_default()
     }
 
     /// `corral ps --json`, one value per container.
     pub fn ps(&self) -> Vec<serde_json::Value> {
-        self.ok(&["ps", "--json"])
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.ok(&["ps", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     pub fn ps_of(&self, id: &str) -> serde_json::Value {
-        self.ps()
-            .into_iter()
-            .find(|c| c["id"] == id)
-            .unwrap_or_else(|| panic!("no container {id} in ps"))
+        self.ps().into_iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no container {id} in ps"))
     }
 }
 
@@ -152,10 +126,7 @@ pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
 pub fn mounts_under(dir: &Path) -> Vec<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let d = dir.to_string_lossy().into_owned();
-    info.lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|mp| mp.starts_with(&d)))
-        .map(String::from)
-        .collect()
+    info.lines().filter(|l| l.split(' ').nth(4).is_some_and(|mp| mp.starts_with(&d))).map(String::from).collect()
 }
 
 pub fn cgroup_v1() -> bool {

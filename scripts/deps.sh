@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages corral needs to build and to run containers, if any is missing.
+#   scripts/deps.sh [--bench]    (--bench adds the peers the benchmarks compare against)
+set -euo pipefail
+
+packages=(busybox-static libseccomp-dev pkg-config iproute2 file)
+if [ "${1:-}" = "--bench" ]; then
+    packages+=(crun runc)
+fi
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

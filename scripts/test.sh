@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's second command: install what the tests need, then run every test.
+# Needs root: the tests run real containers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+cargo fmt --all -- --check
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
