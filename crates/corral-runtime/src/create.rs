@@ -41,6 +41,8 @@ pub enum CreateError {
     Image(#[from] corral_image::store::StoreError),
     #[error("no command given and image {0} has no entrypoint or cmd")]
     NoCommand(String),
+    #[error("the image's user {0:?} is not in its /etc/passwd or /etc/group")]
+    UnknownUser(String),
     #[error("volume host path {0} does not exist")]
     MissingVolume(PathBuf),
     #[error(transparent)]
@@ -90,13 +92,6 @@ pub fn create(
     let dir = containers.dir_of(&id);
     let result = (|| {
         fs::create_dir_all(dir.bundle()).map_err(io_err("creating", &dir.bundle()))?;
-        let (uid, gid) = req.user.unwrap_or_else(|| {
-            // An image that names a numeric USER runs as it; otherwise nobody.
-            image_config
-                .as_ref()
-                .and_then(|c| c.user().as_deref().and_then(|u| crate::parse::user(u).ok()))
-                .unwrap_or((DEFAULT_UID, DEFAULT_UID))
-        });
         let (base_passwd, base_group) = if image.is_some() {
             (rootfs::read_from_layers(&layer_dirs, "/etc/passwd"), rootfs::read_from_layers(&layer_dirs, "/etc/group"))
         } else {
@@ -104,6 +99,15 @@ pub fn create(
                 fs::read_to_string("/etc/passwd").unwrap_or_default(),
                 fs::read_to_string("/etc/group").unwrap_or_default(),
             )
+        };
+        let (uid, gid) = match req.user {
+            Some(ids) => ids,
+            // The image's USER, by id or by name in its own passwd and group; else nobody.
+            None => match image_config.as_ref().and_then(|c| c.user().clone()).filter(|u| !u.is_empty()) {
+                Some(user) => rootfs::resolve_user(&user, &base_passwd, &base_group)
+                    .ok_or_else(|| CreateError::UnknownUser(user.clone()))?,
+                None => (DEFAULT_UID, DEFAULT_UID),
+            },
         };
         let home = rootfs::home_of(&base_passwd, uid).unwrap_or_else(|| "/".to_string());
         let hostname = req

@@ -132,6 +132,40 @@ pub fn home_of(passwd: &str, uid: u32) -> Option<String> {
     })
 }
 
+/// Resolves an image's `USER` (`name`, `uid`, `name:group`, `uid:gid`) against its passwd and
+/// group files. A user without a group takes its passwd entry's group (or its uid when numeric).
+pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Option<(u32, u32)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let entry = |file: &str, name: &str| -> Option<Vec<String>> {
+        file.lines().map(|l| l.split(':').map(String::from).collect::<Vec<_>>()).find(|f| f.len() >= 3 && f[0] == name)
+    };
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(uid) => (uid, None),
+        Err(_) => {
+            let f = entry(passwd, u)?;
+            (f[2].parse().ok()?, f.get(3).and_then(|g| g.parse().ok()))
+        }
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => entry(group, g)?[2].parse().ok()?,
+        },
+        None => primary
+            .or_else(|| {
+                passwd.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| f[3].parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(uid),
+    };
+    Some((uid, gid))
+}
+
 fn has_id(file: &str, id: u32) -> bool {
     file.lines().any(|l| l.split(':').nth(2).and_then(|f| f.parse::<u32>().ok()) == Some(id))
 }
@@ -218,6 +252,19 @@ mod tests {
         assert_eq!(group_with("root:x:0:\n", 99), "root:x:0:\ng99:x:99:\n");
         assert_eq!(home_of(base, 0).as_deref(), Some("/root"));
         assert_eq!(home_of(base, 5), None);
+    }
+
+    #[test]
+    fn image_users_resolve_by_name_or_id() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nweb:x:101:102:web:/srv:/bin/false\n";
+        let group = "root:x:0:\nweb:x:102:\nstaff:x:50:\n";
+        assert_eq!(resolve_user("web", passwd, group), Some((101, 102)));
+        assert_eq!(resolve_user("web:staff", passwd, group), Some((101, 50)));
+        assert_eq!(resolve_user("101", passwd, group), Some((101, 102)));
+        assert_eq!(resolve_user("4000", passwd, group), Some((4000, 4000)));
+        assert_eq!(resolve_user("4000:7", passwd, group), Some((4000, 7)));
+        assert_eq!(resolve_user("ghost", passwd, group), None);
+        assert_eq!(resolve_user("web:ghosts", passwd, group), None);
     }
 
     #[test]
