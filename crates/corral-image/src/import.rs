@@ -4,16 +4,11 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use flate2::write::GzEncoder;
-use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, HistoryBuilder, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os,
-    RootFsBuilder,
-};
+use oci_spec::image::{Arch, ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, Os, RootFsBuilder};
 
-use crate::digest::{Digest, DigestWriter};
 use crate::layer;
 use crate::reference::Reference;
-use crate::store::{to_oci, Image, Store, StoreError};
+use crate::store::{Image, LayerBlob, Store, StoreError};
 
 /// The PATH an image gets when nothing else says, as Docker and Podman set it.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -40,21 +35,14 @@ pub enum ImportError {
 pub fn import(store: &Store, source: &Path, reference: &Reference, now: &str) -> Result<Image, ImportError> {
     let meta =
         fs::metadata(source).map_err(|e| ImportError::Source { path: source.display().to_string(), source: e })?;
-    let mut diff_id = None;
-    let (layer_digest, layer_size) = store
-        .write_blob(|w| {
-            let gz = GzEncoder::new(w, flate2::Compression::fast());
-            let mut tarred = DigestWriter::new(gz);
+    let layer = store
+        .write_layer(|w| {
             if meta.is_dir() {
-                layer::pack_dir(source, &mut tarred)?;
+                layer::pack_dir(source, w).map(drop)
             } else {
                 let mut input = layer::open_maybe_gzip(source)?;
-                io::copy(&mut input, &mut tarred)?;
+                io::copy(&mut input, w).map(drop)
             }
-            let (d, _, gz) = tarred.finish();
-            gz.finish()?.flush()?;
-            diff_id = Some(d);
-            Ok(())
         })
         .map_err(|e| match e {
             StoreError::Io { source: io_e, .. } => {
@@ -62,27 +50,25 @@ pub fn import(store: &Store, source: &Path, reference: &Reference, now: &str) ->
             }
             other => ImportError::Store(other),
         })?;
-    let diff_id: Digest = diff_id.expect("set by the writer");
     // Unpack now: a hostile or broken archive is refused at import, not at first run.
-    if let Err(e) = store.unpacked_layer(&layer_digest) {
-        let _ = fs::remove_file(store.blob_path(&layer_digest));
+    if let Err(e) = store.unpacked_layer(&layer.digest) {
+        let _ = fs::remove_file(store.blob_path(&layer.digest));
         return Err(ImportError::Layer { path: source.display().to_string(), source: e });
     }
     let created_by = format!("corral image import {}", source.display());
-    one_layer_image(store, reference, (layer_digest, layer_size), diff_id, now, &created_by)
+    one_layer_image(store, reference, layer, now, &created_by)
 }
 
 /// Writes config and manifest for a single gzip layer and tags the result.
 fn one_layer_image(
     store: &Store,
     reference: &Reference,
-    (layer_digest, layer_size): (Digest, u64),
-    diff_id: Digest,
+    layer: LayerBlob,
     now: &str,
     created_by: &str,
 ) -> Result<Image, ImportError> {
     let bad = |e: oci_spec::OciSpecError| StoreError::BadDocument {
-        digest: layer_digest.clone(),
+        digest: layer.digest.clone(),
         what: "an image config",
         reason: e.to_string(),
     };
@@ -91,7 +77,7 @@ fn one_layer_image(
         .architecture(host_arch())
         .os(Os::Linux)
         .config(ConfigBuilder::default().env(vec![DEFAULT_PATH.to_string()]).build().map_err(bad)?)
-        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![diff_id.to_string()]).build().map_err(bad)?)
+        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![layer.diff_id.to_string()]).build().map_err(bad)?)
         .history(vec![HistoryBuilder::default()
             .created(now.to_string())
             .created_by(created_by.to_string())
@@ -99,22 +85,13 @@ fn one_layer_image(
             .map_err(bad)?])
         .build()
         .map_err(bad)?;
-    let config_json = config.to_string().map_err(bad)?;
-    let (config_digest, config_size) = store.put_blob_bytes(config_json.as_bytes())?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(MediaType::ImageConfig, config_size, to_oci(&config_digest)))
-        .layers(vec![Descriptor::new(MediaType::ImageLayerGzip, layer_size, to_oci(&layer_digest))])
-        .build()
-        .map_err(bad)?;
-    let manifest_json = manifest.to_string().map_err(bad)?;
-    let (manifest_digest, _) = store.put_blob_bytes(manifest_json.as_bytes())?;
+    let manifest_digest = store.put_image(&config, &[layer])?;
     store.tag(reference, &manifest_digest)?;
     Ok(store.image(&manifest_digest)?)
 }
 
-fn host_arch() -> Arch {
+/// The architecture of this machine, as OCI names it.
+pub fn host_arch() -> Arch {
     match std::env::consts::ARCH {
         "aarch64" => Arch::ARM64,
         "arm" => Arch::ARM,

@@ -6,6 +6,7 @@
 pub mod digest;
 pub mod import;
 pub mod layer;
+pub mod layout;
 pub mod reference;
 pub mod store;
 

@@ -71,6 +71,15 @@ impl Image {
     }
 }
 
+/// A stored layer: the digest and size of its compressed blob, and the digest of its tar
+/// (the config's `diff_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+}
+
 /// One tag in the store.
 #[derive(Debug, Clone)]
 pub struct TagEntry {
@@ -136,6 +145,46 @@ impl Store {
         produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(Digest, u64), StoreError> {
         self.write_blob_checked(produce, None)
+    }
+
+    /// Stores a gzip-compressed layer from the uncompressed tar stream `produce` writes.
+    pub fn write_layer(&self, produce: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<LayerBlob, StoreError> {
+        let mut diff_id = None;
+        let (digest, size) = self.write_blob(|w| {
+            let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+            let mut tarred = DigestWriter::new(gz);
+            produce(&mut tarred)?;
+            let (d, _, gz) = tarred.finish();
+            gz.finish()?.flush()?;
+            diff_id = Some(d);
+            Ok(())
+        })?;
+        Ok(LayerBlob { digest, size, diff_id: diff_id.expect("set by the writer") })
+    }
+
+    /// Writes `config` and a manifest over `layers` (bottom first); returns the manifest digest.
+    pub fn put_image(&self, config: &ImageConfiguration, layers: &[LayerBlob]) -> Result<Digest, StoreError> {
+        let bad = |e: oci_spec::OciSpecError| StoreError::BadDocument {
+            digest: Digest::of(b""),
+            what: "a new image",
+            reason: e.to_string(),
+        };
+        let config_json = config.to_string().map_err(bad)?;
+        let (config_digest, config_size) = self.put_blob_bytes(config_json.as_bytes())?;
+        let manifest = oci_spec::image::ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(Descriptor::new(MediaType::ImageConfig, config_size, to_oci(&config_digest)))
+            .layers(
+                layers
+                    .iter()
+                    .map(|l| Descriptor::new(MediaType::ImageLayerGzip, l.size, to_oci(&l.digest)))
+                    .collect::<Vec<_>>(),
+            )
+            .build()
+            .map_err(bad)?;
+        let manifest_json = manifest.to_string().map_err(bad)?;
+        Ok(self.put_blob_bytes(manifest_json.as_bytes())?.0)
     }
 
     /// Streams `content` into the store and returns its digest and size.

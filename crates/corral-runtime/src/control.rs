@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::state::ContainerDir;
+use crate::state::{ContainerDir, ExitStatus, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -33,6 +33,16 @@ pub enum ControlError {
     },
     #[error("container {id}: the shim refused: {message}")]
     Refused { id: String, message: String },
+    #[error("container {id} was lost: its shim died without recording an exit")]
+    Lost { id: String },
+    #[error("waiting for container {id}: {source}")]
+    Wait {
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// Starts the shim for the created container in `dir`, detached from the caller's session, and
@@ -100,6 +110,32 @@ pub fn send(dir: &ContainerDir, command: &str) -> Result<(), ControlError> {
     match reply.trim_end() {
         "ok" => Ok(()),
         other => Err(ControlError::Refused { id, message: other.strip_prefix("error ").unwrap_or(other).to_string() }),
+    }
+}
+
+/// Blocks until the container has ended and returns how. Watches the container directory with
+/// inotify (the shim renames status.json into place), waking at least once a second to notice a
+/// shim that died without a word.
+pub fn wait(dir: &ContainerDir) -> Result<ExitStatus, ControlError> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    use std::os::fd::AsFd;
+    let id = dir.id();
+    let wait_err = |e: nix::errno::Errno| ControlError::Wait { id: id.clone(), source: e.into() };
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC).map_err(wait_err)?;
+    ino.add_watch(&dir.dir, AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_CLOSE_WRITE)
+        .map_err(wait_err)?;
+    loop {
+        match dir.state()? {
+            State::Exited(s) => return Ok(s),
+            State::Lost => return Err(ControlError::Lost { id }),
+            State::Running { .. } | State::Created => {
+                let mut fds = [nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16));
+                if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                    let _ = ino.read_events();
+                }
+            }
+        }
     }
 }
 

@@ -10,15 +10,20 @@ use corral_image::{Digest, Reference, Store};
 use crate::parse::Volume;
 use crate::rootfs;
 use crate::spec::{self, RootKind, SANDBOX_PATH};
-use crate::state::{io_err, ContainerDir, ContainerRecord, Containers, ImageRecord, StateError, VolumeRecord};
+use crate::state::{
+    io_err, ContainerDir, ContainerRecord, Containers, EtcFiles, ImageRecord, StateError, VolumeRecord,
+};
 
 /// What the user asked for, already parsed.
 #[derive(Debug, Clone, Default)]
 pub struct CreateRequest {
     pub name: Option<String>,
     pub image: Option<Reference>,
-    /// The command; empty means the image's entrypoint and cmd.
+    /// The command; empty means the image's cmd.
     pub command: Vec<String>,
+    /// Replaces the image's entrypoint (`Some(vec![])` runs the command without one).
+    pub entrypoint: Option<Vec<String>>,
+    pub etc: EtcFiles,
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
     pub user: Option<(u32, u32)>,
@@ -65,8 +70,9 @@ pub fn create(
     let image_config = image.as_ref().and_then(|(_, img)| img.config.config().clone());
 
     let mut args: Vec<String> = Vec::new();
-    if let Some(c) = &image_config {
-        args.extend(c.entrypoint().clone().unwrap_or_default());
+    match &req.entrypoint {
+        Some(e) => args.extend(e.iter().cloned()),
+        None => args.extend(image_config.as_ref().and_then(|c| c.entrypoint().clone()).unwrap_or_default()),
     }
     if !req.command.is_empty() {
         args.extend(req.command.iter().cloned());
@@ -152,6 +158,7 @@ pub fn create(
             stop_grace_secs: req.stop_grace_secs,
             log_max_bytes: req.log_max_bytes,
             log_max_files: req.log_max_files,
+            etc: req.etc,
         };
         let kind = if image.is_some() {
             RootKind::Image

@@ -8,7 +8,7 @@ use oci_spec::runtime::{
 };
 
 use crate::seccomp;
-use crate::state::{ContainerDir, ContainerRecord};
+use crate::state::{ContainerDir, ContainerRecord, EtcFiles};
 
 /// CFS period for `--cpus`, as Docker uses.
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -75,7 +75,11 @@ pub fn build(record: &ContainerRecord, dir: &ContainerDir, root: &RootKind) -> S
         mounts.push(tmpfs("/run", &["nosuid", "nodev", "mode=755"]));
         mounts.push(bind(&dir.sandbox(), Path::new(SANDBOX_PATH), &["rbind", "rw", "nosuid", "nodev"]));
     }
-    for file in ["passwd", "group", "hosts", "hostname"] {
+    let etc_files: &[&str] = match record.etc {
+        EtcFiles::All => &["passwd", "group", "hosts", "hostname"],
+        EtcFiles::NetworkOnly => &["hosts", "hostname"],
+    };
+    for file in etc_files {
         mounts.push(bind(
             &dir.etc().join(file),
             &Path::new("/etc").join(file),
@@ -183,6 +187,7 @@ mod tests {
             stop_grace_secs: 10,
             log_max_bytes: 1 << 20,
             log_max_files: 2,
+            etc: EtcFiles::All,
         }
     }
 

@@ -59,6 +59,18 @@ pub struct ContainerRecord {
     pub stop_grace_secs: u64,
     pub log_max_bytes: u64,
     pub log_max_files: u32,
+    #[serde(default)]
+    pub etc: EtcFiles,
+}
+
+/// Which `/etc` files corral generates and binds (read-only) over the image's.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum EtcFiles {
+    /// passwd and group (with an entry for the container's user), hosts and hostname.
+    #[default]
+    All,
+    /// hosts and hostname only: the image's passwd and group stay writable (build steps).
+    NetworkOnly,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -176,6 +176,7 @@ fn bench_spec() -> oci_spec::runtime::Spec {
         stop_grace_secs: 0,
         log_max_bytes: 0,
         log_max_files: 0,
+        etc: corral_runtime::state::EtcFiles::All,
     };
     let dir = ContainerDir { dir: PathBuf::from("/nonexistent") };
     let mut spec = spec::build(&record, &dir, &RootKind::Image);

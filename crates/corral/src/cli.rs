@@ -29,6 +29,8 @@ pub enum Command {
     Rm(RmArgs),
     /// Wait for a container to end and print its exit code.
     Wait(WaitArgs),
+    /// Build an image from a Containerfile.
+    Build(BuildArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -59,6 +61,9 @@ pub struct RunArgs {
     /// The image to run (NAME[:TAG]); without it, the command runs on the host's filesystem.
     #[arg(long)]
     pub image: Option<String>,
+    /// Replace the image's entrypoint ("" for none).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
     /// A name for the container (default: generated).
     #[arg(long)]
     pub name: Option<String>,
@@ -104,6 +109,24 @@ pub struct RunArgs {
     /// The command and its arguments (default: the image's entrypoint and cmd).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The image to make, NAME[:TAG].
+    #[arg(long, short = 't')]
+    pub tag: String,
+    /// The Containerfile (default: CONTEXT/Containerfile, else CONTEXT/Dockerfile).
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// K=V values for ARG instructions.
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Run every step, ignoring the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The build context directory.
+    pub context: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +181,14 @@ pub enum ImageCommand {
     Inspect { reference: String },
     /// Remove an image tag, and whatever no other image needs.
     Rm { reference: String },
+    /// Write an image as an OCI image layout directory (readable by skopeo, umoci, ...).
+    Export { reference: String, dir: PathBuf },
+    /// Load the images of an OCI image layout directory.
+    Load {
+        dir: PathBuf,
+        /// Tag the image NAME:TAG (default: the layout's own name for it).
+        reference: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,10 +8,10 @@ use anyhow::{bail, Context, Result};
 use corral_image::{Reference, Store};
 use corral_runtime::create::{self, CreateRequest};
 use corral_runtime::logs::{self, Stream};
-use corral_runtime::state::{ContainerDir, Containers, State};
+use corral_runtime::state::{ContainerDir, Containers, EtcFiles, State};
 use corral_runtime::{control, parse};
 
-use crate::cli::{Cli, Command, ImageCommand, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs};
+use crate::cli::{BuildArgs, Cli, Command, ImageCommand, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs};
 
 pub fn init_tracing(cli: &Cli) {
     // The shim's log is for operators; the CLI speaks up only when something failed.
@@ -45,6 +45,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             println!("{}", status);
             Ok(0)
         }
+        Command::Build(args) => build(root, args).map(|_| 0),
         Command::Image(cmd) => image(root, cmd).map(|_| 0),
         Command::Bench(cmd) => crate::bench::run(root, cmd).map(|_| 0),
         Command::OciRun(args) => {
@@ -68,6 +69,8 @@ fn run(root: &Path, args: RunArgs) -> Result<u8> {
         name: args.name.as_deref().map(parse::name).transpose()?,
         image: args.image.as_deref().map(str::parse::<Reference>).transpose()?,
         command: args.command,
+        entrypoint: args.entrypoint.map(|e| if e.is_empty() { Vec::new() } else { vec![e] }),
+        etc: EtcFiles::All,
         env: args.env.iter().map(|e| parse::env(e, |k| std::env::var(k).ok())).collect::<Result<_, _>>()?,
         workdir: args.workdir.as_deref().map(parse::workdir).transpose()?,
         user: args.user.as_deref().map(parse::user).transpose()?,
@@ -145,25 +148,8 @@ fn print_logs(dir: &ContainerDir, follow: bool) -> Result<()> {
 
 /// Blocks until the container has ended; returns its shell exit code.
 fn wait_for_exit(dir: &ContainerDir) -> Result<i32> {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    let ino = Inotify::init(InitFlags::IN_CLOEXEC).context("watching the container")?;
-    ino.add_watch(&dir.dir, AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_CLOSE_WRITE)
-        .with_context(|| format!("watching {}", dir.dir.display()))?;
-    loop {
-        match dir.state()? {
-            State::Exited(s) => return Ok(s.shell_code()),
-            State::Lost => bail!("container {} was lost: its shim died without recording an exit", dir.id()),
-            State::Running { .. } | State::Created => {
-                use std::os::fd::AsFd;
-                let mut fds = [nix::poll::PollFd::new(ino.as_fd(), nix::poll::PollFlags::POLLIN)];
-                // Wake at least once a second to notice a shim that died without a word.
-                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16));
-                if fds[0].revents().is_some_and(|r| !r.is_empty()) {
-                    let _ = ino.read_events();
-                }
-            }
-        }
-    }
+    let status = control::wait(dir).with_context(|| format!("waiting for container {}", dir.id()))?;
+    Ok(status.shell_code())
 }
 
 fn ps(root: &Path, args: PsArgs) -> Result<()> {
@@ -278,6 +264,20 @@ fn image(root: &Path, cmd: ImageCommand) -> Result<()> {
             let value: serde_json::Value = serde_json::from_slice(&json).context("decoding the image config")?;
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
+        ImageCommand::Export { reference, dir } => {
+            let r: Reference = reference.parse()?;
+            let img = corral_image::layout::export(&store, &r, &dir)
+                .with_context(|| format!("exporting {r} to {}", dir.display()))?;
+            println!("{}", img.id());
+        }
+        ImageCommand::Load { dir, reference } => {
+            let r: Option<Reference> = reference.as_deref().map(str::parse).transpose()?;
+            let loaded = corral_image::layout::load(&store, &dir, r.as_ref())
+                .with_context(|| format!("loading {}", dir.display()))?;
+            for (r, img) in loaded {
+                println!("{r} {}", img.id());
+            }
+        }
         ImageCommand::Rm { reference } => {
             let r: Reference = reference.parse()?;
             let in_use = create::layers_in_use(&Containers::new(root))?;
@@ -285,6 +285,45 @@ fn image(root: &Path, cmd: ImageCommand) -> Result<()> {
             println!("{r}");
         }
     }
+    Ok(())
+}
+
+fn build(root: &Path, args: BuildArgs) -> Result<()> {
+    let tag: Reference = args.tag.parse()?;
+    let context = args.context.canonicalize().with_context(|| format!("build context {}", args.context.display()))?;
+    if !context.is_dir() {
+        bail!("build context {} is not a directory", context.display());
+    }
+    let containerfile = match args.file {
+        Some(f) => f,
+        None => ["Containerfile", "Dockerfile"]
+            .iter()
+            .map(|n| context.join(n))
+            .find(|p| p.is_file())
+            .with_context(|| format!("no Containerfile or Dockerfile in {} (use -f)", context.display()))?,
+    };
+    let build_args = args
+        .build_args
+        .iter()
+        .map(|a| parse::env(a, |k| std::env::var(k).ok()).map_err(|e| anyhow::anyhow!("--build-arg: {e}")))
+        .collect::<Result<_>>()?;
+    let opts = corral_build::builder::BuildOptions {
+        state_root: root.to_path_buf(),
+        corral_exe: std::env::current_exe().context("finding the corral executable")?,
+        context,
+        containerfile,
+        tag: tag.clone(),
+        build_args,
+        no_cache: args.no_cache,
+    };
+    let store = open_store(root)?;
+    let mut progress = crate::progress::BuildProgress::new();
+    let started = std::time::Instant::now();
+    let id = corral_build::builder::build(&store, &opts, &mut progress)?;
+    progress.finish();
+    let image = store.image(&id)?;
+    eprintln!("Built {tag} ({}) in {:.2}s", image.id().short(), started.elapsed().as_secs_f64());
+    println!("{}", image.id());
     Ok(())
 }
 

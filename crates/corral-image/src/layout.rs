@@ -1,0 +1,124 @@
+//! Exporting images as standalone OCI image layouts, and loading them back, so any OCI tool
+//! (skopeo, umoci, ...) can read what corral builds and corral can run what they write.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::store::{to_oci, Image, Store, StoreError, REF_NAME_ANNOTATION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("{path} is not empty: export needs a new or empty directory")]
+    NotEmpty { path: PathBuf },
+    #[error("{path} is not an OCI image layout: {reason}")]
+    NotALayout { path: PathBuf, reason: String },
+    #[error("the layout names its image {name:?}, which is only a tag: give NAME:TAG")]
+    NeedsName { name: String },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayoutError {
+    let path = path.to_path_buf();
+    move |source| LayoutError::Io { action, path, source }
+}
+
+/// Writes `reference` and its blobs as an OCI image layout in `dir`, tagged with its tag (so
+/// `skopeo inspect oci:DIR:TAG` finds it).
+pub fn export(store: &Store, reference: &Reference, dir: &Path) -> Result<Image, LayoutError> {
+    if dir.exists() && fs::read_dir(dir).map_err(io_err("reading", dir))?.next().is_some() {
+        return Err(LayoutError::NotEmpty { path: dir.to_path_buf() });
+    }
+    let image = store.resolve(reference)?;
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(io_err("creating", &blobs))?;
+    let mut digests = vec![image.manifest_digest.clone(), image.config_digest.clone()];
+    digests.extend(image.layers()?);
+    for d in &digests {
+        let size = store.verify_blob(d)?;
+        let src = store.blob_path(d);
+        let dst = blobs.join(d.hex());
+        if fs::hard_link(&src, &dst).is_err() {
+            fs::copy(&src, &dst).map_err(io_err("copying", &dst))?;
+        }
+        let _ = size;
+    }
+    let manifest_size = fs::metadata(store.blob_path(&image.manifest_digest)).map_err(io_err("reading", dir))?.len();
+    let mut desc = Descriptor::new(MediaType::ImageManifest, manifest_size, to_oci(&image.manifest_digest));
+    desc.set_annotations(Some([(REF_NAME_ANNOTATION.to_string(), reference.tag().to_string())].into_iter().collect()));
+    let index: ImageIndex = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![desc])
+        .build()
+        .expect("a complete index");
+    let text =
+        index.to_string().map_err(|e| LayoutError::NotALayout { path: dir.to_path_buf(), reason: e.to_string() })?;
+    fs::write(dir.join("index.json"), text).map_err(io_err("writing", dir))?;
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err("writing", dir))?;
+    Ok(image)
+}
+
+/// Loads every image of the layout in `dir` into the store, verifying each blob, and tags it
+/// `name` (or the layout's own `org.opencontainers.image.ref.name` when that is a full
+/// reference). Returns the loaded images with their tags.
+pub fn load(store: &Store, dir: &Path, name: Option<&Reference>) -> Result<Vec<(Reference, Image)>, LayoutError> {
+    let not_layout = |reason: String| LayoutError::NotALayout { path: dir.to_path_buf(), reason };
+    let index_bytes = fs::read(dir.join("index.json")).map_err(|e| not_layout(format!("index.json: {e}")))?;
+    let index = ImageIndex::from_reader(&index_bytes[..]).map_err(|e| not_layout(format!("index.json: {e}")))?;
+    if index.manifests().is_empty() {
+        return Err(not_layout("index.json lists no images".into()));
+    }
+    let mut out = Vec::new();
+    for desc in index.manifests() {
+        if *desc.media_type() != MediaType::ImageManifest {
+            return Err(not_layout(format!("{} is a {}, not an image manifest", desc.digest(), desc.media_type())));
+        }
+        let reference = match (name, desc.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION))) {
+            (Some(n), _) => n.clone(),
+            (None, Some(ann)) if ann.contains(':') || ann.contains('/') => {
+                ann.parse().map_err(|e: crate::reference::ParseReferenceError| not_layout(e.to_string()))?
+            }
+            (None, Some(ann)) => return Err(LayoutError::NeedsName { name: ann.clone() }),
+            (None, None) => return Err(LayoutError::NeedsName { name: String::new() }),
+        };
+        let manifest_digest = Digest::from_str(desc.digest().as_ref()).map_err(|e| not_layout(e.to_string()))?;
+        let copy = |d: &Digest| -> Result<(), LayoutError> {
+            if store.has_blob(d) && store.verify_blob(d).is_ok() {
+                return Ok(());
+            }
+            let path = dir.join("blobs/sha256").join(d.hex());
+            let mut f = fs::File::open(&path).map_err(|e| not_layout(format!("blob {d}: {e}")))?;
+            store.put_blob_expecting(&mut f, d)?;
+            Ok(())
+        };
+        copy(&manifest_digest)?;
+        let manifest_bytes = store.read_blob(&manifest_digest)?;
+        let manifest =
+            oci_spec::image::ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| not_layout(e.to_string()))?;
+        copy(&Digest::from_str(manifest.config().digest().as_ref()).map_err(|e| not_layout(e.to_string()))?)?;
+        for l in manifest.layers() {
+            let d = Digest::from_str(l.digest().as_ref()).map_err(|e| not_layout(e.to_string()))?;
+            copy(&d)?;
+            // Unpack now: a hostile layer is refused at load, not at first run.
+            store.unpacked_layer(&d)?;
+        }
+        let image = store.image(&manifest_digest)?;
+        store.tag(&reference, &manifest_digest)?;
+        out.push((reference, image));
+    }
+    Ok(out)
+}
