@@ -3,9 +3,9 @@
 #   scripts/deps.sh [--bench]    (--bench adds the peers the benchmarks compare against)
 set -euo pipefail
 
-packages=(busybox-static libseccomp-dev pkg-config iproute2 file)
+packages=(busybox-static libseccomp-dev pkg-config iproute2 file skopeo umoci docker-registry)
 if [ "${1:-}" = "--bench" ]; then
-    packages+=(crun runc)
+    packages+=(crun runc buildah)
 fi
 missing=()
 for p in "${packages[@]}"; do

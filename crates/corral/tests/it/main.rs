@@ -2,6 +2,7 @@
 
 mod support;
 
+mod build;
 mod containers;
 mod images;
 mod tidy;
