@@ -31,6 +31,10 @@ pub enum Command {
     Wait(WaitArgs),
     /// Build an image from a Containerfile.
     Build(BuildArgs),
+    /// Push an image to a registry (OCI distribution API).
+    Push(PushArgs),
+    /// Pull an image from a registry.
+    Pull(PullArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -127,6 +131,43 @@ pub struct BuildArgs {
     pub no_cache: bool,
     /// The build context directory.
     pub context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Plain HTTP instead of HTTPS.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Registry user name (basic auth, or for a bearer token).
+    #[arg(long, env = "CORRAL_REGISTRY_USERNAME")]
+    pub username: Option<String>,
+    /// Registry password.
+    #[arg(long, env = "CORRAL_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Seconds a transfer may go without receiving or sending any data.
+    #[arg(long, default_value_t = 30)]
+    pub stall_timeout: u64,
+    /// Seconds one request (a whole blob included) may take.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The local image, NAME[:TAG].
+    pub image: String,
+    /// Where to, REGISTRY/REPOSITORY[:TAG] (default: the image's own name).
+    pub destination: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// REGISTRY/REPOSITORY[:TAG|@DIGEST].
+    pub image: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]

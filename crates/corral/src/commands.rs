@@ -11,7 +11,10 @@ use corral_runtime::logs::{self, Stream};
 use corral_runtime::state::{ContainerDir, Containers, EtcFiles, State};
 use corral_runtime::{control, parse};
 
-use crate::cli::{BuildArgs, Cli, Command, ImageCommand, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs};
+use crate::cli::{
+    BuildArgs, Cli, Command, ImageCommand, KillArgs, LogsArgs, PsArgs, PullArgs, PushArgs, RegistryArgs, RmArgs,
+    RunArgs,
+};
 
 pub fn init_tracing(cli: &Cli) {
     // The shim's log is for operators; the CLI speaks up only when something failed.
@@ -46,6 +49,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Build(args) => build(root, args).map(|_| 0),
+        Command::Push(args) => push(root, args).map(|_| 0),
+        Command::Pull(args) => pull(root, args).map(|_| 0),
         Command::Image(cmd) => image(root, cmd).map(|_| 0),
         Command::Bench(cmd) => crate::bench::run(root, cmd).map(|_| 0),
         Command::OciRun(args) => {
@@ -324,6 +329,53 @@ fn build(root: &Path, args: BuildArgs) -> Result<()> {
     let image = store.image(&id)?;
     eprintln!("Built {tag} ({}) in {:.2}s", image.id().short(), started.elapsed().as_secs_f64());
     println!("{}", image.id());
+    Ok(())
+}
+
+fn registry_config(args: &RegistryArgs) -> Result<corral_registry::ClientConfig> {
+    let credentials = match (&args.username, &args.password) {
+        (Some(u), Some(p)) => Some(corral_registry::auth::Credentials { username: u.clone(), password: p.clone() }),
+        (None, None) => None,
+        _ => bail!("--username and --password go together"),
+    };
+    Ok(corral_registry::ClientConfig {
+        insecure: args.insecure,
+        credentials,
+        stall_timeout: std::time::Duration::from_secs(args.stall_timeout.max(1)),
+        request_timeout: std::time::Duration::from_secs(args.timeout.max(1)),
+    })
+}
+
+/// Prints one line per blob as transfers finish.
+struct TransferLines;
+
+impl corral_registry::Events for TransferLines {
+    fn blob_skipped(&self, digest: &corral_image::Digest, size: u64) {
+        eprintln!("{}: already there ({})", digest.short(), human_size(size));
+    }
+    fn blob_progress(&self, _: &corral_image::Digest, _: u64, _: u64) {}
+    fn blob_done(&self, digest: &corral_image::Digest, size: u64) {
+        eprintln!("{}: done ({})", digest.short(), human_size(size));
+    }
+}
+
+fn push(root: &Path, args: PushArgs) -> Result<()> {
+    let local: Reference = args.image.parse()?;
+    let destination = args.destination.clone().unwrap_or_else(|| local.tagged());
+    let target = corral_registry::Target::parse(&destination)?;
+    let store = open_store(root)?;
+    let digest = corral_registry::push::push(&store, &local, &target, registry_config(&args.registry)?, &TransferLines)
+        .with_context(|| format!("pushing {local} to {target}"))?;
+    println!("{target}@{digest}");
+    Ok(())
+}
+
+fn pull(root: &Path, args: PullArgs) -> Result<()> {
+    let target = corral_registry::Target::parse(&args.image)?;
+    let store = open_store(root)?;
+    let image = corral_registry::pull::pull(&store, &target, registry_config(&args.registry)?, &TransferLines)
+        .with_context(|| format!("pulling {target}"))?;
+    println!("{} {}", target.local_reference(), image.id());
     Ok(())
 }
 

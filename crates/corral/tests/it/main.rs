@@ -5,4 +5,5 @@ mod support;
 mod build;
 mod containers;
 mod images;
+mod registry;
 mod tidy;

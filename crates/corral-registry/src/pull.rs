@@ -1,0 +1,234 @@
+//! `corral pull`: the manifest (choosing this platform from an index), then every blob in
+//! parallel, each resumable and verified, then tag.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use corral_image::{Digest, Image, Store};
+use ureq::http::StatusCode;
+
+use crate::client::{Client, ClientConfig, Method, RegistryError};
+use crate::target::Target;
+use crate::Events;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Attempts per blob; each one resumes where the previous stopped.
+const ATTEMPTS: usize = 3;
+
+/// Pulls `target` into the store and tags it with its registry name; returns the image.
+pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn Events) -> Result<Image, RegistryError> {
+    let client = Client::new(&target.registry, config);
+    let scope = format!("repository:{}:pull", target.repository);
+    let (manifest_digest, manifest) = fetch_manifest(&client, store, target, &scope, &target.manifest_ref(), 0)?;
+    let mut blobs: Vec<(Digest, u64)> = Vec::new();
+    let desc = |v: &serde_json::Value| -> Result<(Digest, u64), RegistryError> {
+        let d = v["digest"].as_str().and_then(|d| d.parse().ok());
+        let size = v["size"].as_u64();
+        match (d, size) {
+            (Some(d), Some(s)) => Ok((d, s)),
+            _ => Err(client.error("reading the manifest", "a descriptor lacks a sha256 digest or a size")),
+        }
+    };
+    blobs.push(desc(&manifest["config"])?);
+    for l in manifest["layers"].as_array().into_iter().flatten() {
+        blobs.push(desc(l)?);
+    }
+    let results: Vec<Result<(), RegistryError>> = std::thread::scope(|s| {
+        let per_thread: Vec<Vec<(Digest, u64)>> = (0..crate::push::PARALLEL)
+            .map(|i| blobs.iter().skip(i).step_by(crate::push::PARALLEL).cloned().collect())
+            .collect();
+        let handles: Vec<_> = per_thread
+            .into_iter()
+            .map(|mine| {
+                let (client, scope) = (&client, &scope);
+                s.spawn(move || -> Result<(), RegistryError> {
+                    for (d, size) in mine {
+                        pull_blob(client, store, target, scope, &d, size, events)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("pull threads do not panic")).collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    let image = store.image(&manifest_digest)?;
+    for layer in image.layers()? {
+        store.unpacked_layer(&layer)?;
+    }
+    store.tag(&target.local_reference(), &manifest_digest)?;
+    Ok(image)
+}
+
+/// Fetches and stores a manifest, following an index to this platform's image.
+fn fetch_manifest(
+    client: &Client,
+    store: &Store,
+    target: &Target,
+    scope: &str,
+    reference: &str,
+    depth: usize,
+) -> Result<(Digest, serde_json::Value), RegistryError> {
+    let what = format!("fetching manifest {}/{}:{reference}", target.registry, target.repository);
+    let url = client.url(&format!("/v2/{}/manifests/{reference}", target.repository));
+    let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
+    let mut resp = client.send(Method::Get, &url, scope, &[("Accept", accept)], None, &what)?;
+    if resp.status() == StatusCode::NOT_FOUND {
+        return Err(client.error(&what, "no such image in the registry"));
+    }
+    if !resp.status().is_success() {
+        return Err(client.unexpected(&what, resp));
+    }
+    let mut bytes = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .take(4 << 20)
+        .read_to_end(&mut bytes)
+        .map_err(|e| client.error(&what, e.to_string()))?;
+    let actual = Digest::of(&bytes);
+    let expected = reference.parse::<Digest>().ok().or_else(|| {
+        resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse().ok())
+    });
+    if let Some(expected) = expected {
+        if expected != actual {
+            return Err(client.error(&what, format!("the manifest hashes to {actual}, not {expected}")));
+        }
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| client.error(&what, format!("not JSON: {e}")))?;
+    let media_type = v["mediaType"].as_str().unwrap_or("").to_string();
+    if media_type == OCI_INDEX || media_type == DOCKER_LIST || v.get("manifests").is_some() {
+        if depth > 0 {
+            return Err(client.error(&what, "an index inside an index"));
+        }
+        let arch = corral_image::import::host_arch().to_string();
+        let chosen = v["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch.as_str())
+            .and_then(|m| m["digest"].as_str())
+            .ok_or_else(|| client.error(&what, format!("the index has no linux/{arch} image")))?
+            .to_string();
+        return fetch_manifest(client, store, target, scope, &chosen, depth + 1);
+    }
+    store.put_blob_expecting(&mut &bytes[..], &actual)?;
+    Ok((actual, v))
+}
+
+fn pull_blob(
+    client: &Client,
+    store: &Store,
+    target: &Target,
+    scope: &str,
+    digest: &Digest,
+    size: u64,
+    events: &dyn Events,
+) -> Result<(), RegistryError> {
+    if store.has_blob(digest) && store.verify_blob(digest).is_ok() {
+        events.blob_skipped(digest, size);
+        return Ok(());
+    }
+    let what = format!("pulling blob {digest}");
+    let partial = partial_path(store, digest);
+    let mut last_err = None;
+    for _ in 0..ATTEMPTS {
+        match download(client, target, scope, digest, size, &partial, events, &what) {
+            Ok(()) => {
+                let mut f = fs::File::open(&partial).map_err(|e| client.error(&what, e.to_string()))?;
+                let result = store.put_blob_expecting(&mut f, digest);
+                let _ = fs::remove_file(&partial);
+                result?;
+                events.blob_done(digest, size);
+                return Ok(());
+            }
+            // A timeout or a dropped connection: try again from where it stopped.
+            Err(e @ (RegistryError::Timeout { .. } | RegistryError::Http { .. })) => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.expect("at least one attempt"))
+}
+
+/// Where an interrupted download waits to be resumed.
+pub fn partial_path(store: &Store, digest: &Digest) -> PathBuf {
+    store.images_dir().join("partial").join(digest.hex())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn download(
+    client: &Client,
+    target: &Target,
+    scope: &str,
+    digest: &Digest,
+    size: u64,
+    partial: &PathBuf,
+    events: &dyn Events,
+    what: &str,
+) -> Result<(), RegistryError> {
+    if let Some(dir) = partial.parent() {
+        fs::create_dir_all(dir).map_err(|e| client.error(what, e.to_string()))?;
+    }
+    let have = fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    if have >= size && size > 0 {
+        return Ok(());
+    }
+    let url = client.url(&format!("/v2/{}/blobs/{digest}", target.repository));
+    let headers: Vec<(&str, String)> = if have > 0 { vec![("Range", format!("bytes={have}-"))] } else { vec![] };
+    let mut resp = client.send(Method::Get, &url, scope, &headers, None, what)?;
+    let append = match resp.status() {
+        StatusCode::PARTIAL_CONTENT => true,
+        StatusCode::OK => false,
+        StatusCode::NOT_FOUND => return Err(client.error(what, "the registry does not have this blob")),
+        _ => return Err(client.unexpected(what, resp)),
+    };
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(partial)
+        .map_err(|e| client.error(what, e.to_string()))?;
+    let mut done = if append { have } else { 0 };
+    let mut reader = resp.body_mut().as_reader();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return Err(io_to_registry(client, what, e)),
+        };
+        file.write_all(&buf[..n]).map_err(|e| client.error(what, e.to_string()))?;
+        done += n as u64;
+        if done > size {
+            let _ = fs::remove_file(partial);
+            return Err(
+                client.error(what, format!("the registry sent more than the {size} bytes the manifest promised"))
+            );
+        }
+        events.blob_progress(digest, done, size);
+    }
+    file.sync_all().map_err(|e| client.error(what, e.to_string()))?;
+    if done < size {
+        return Err(RegistryError::Http {
+            registry: client.registry().to_string(),
+            what: what.to_string(),
+            message: format!("the connection ended after {done} of {size} bytes"),
+        });
+    }
+    Ok(())
+}
+
+fn io_to_registry(client: &Client, what: &str, e: io::Error) -> RegistryError {
+    // ureq reports its timeouts inside io errors while a body is read.
+    let text = e.to_string();
+    if text.contains("timeout") || text.contains("timed out") || e.kind() == io::ErrorKind::TimedOut {
+        RegistryError::Timeout { registry: client.registry().to_string(), what: what.to_string(), detail: text }
+    } else {
+        RegistryError::Http { registry: client.registry().to_string(), what: what.to_string(), message: text }
+    }
+}

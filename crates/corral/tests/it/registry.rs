@@ -1,0 +1,120 @@
+//! Push and pull against a real registry (Debian's docker-registry, the CNCF distribution
+//! registry) on loopback, and interoperability with skopeo in both directions.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{eventually, Env};
+
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (scripts/deps.sh)");
+        let reg = Registry { child, addr, _dir: dir };
+        eventually("the registry answers /v2/", Duration::from_secs(20), || reg.get_status("/v2/") == Some(200));
+        reg
+    }
+
+    fn get_status(&self, path: &str) -> Option<u16> {
+        let mut s = TcpStream::connect(&self.addr).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr).ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        resp.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn push_and_pull_through_a_real_registry_and_skopeo() {
+    let reg = Registry::start();
+    let env = Env::new();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Containerfile"), "FROM busybox\nRUN echo pushed > /msg\nCMD [\"cat\", \"/msg\"]\n")
+        .unwrap();
+    // A layer above the chunk size, to go up in several PATCH requests.
+    let big = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..20_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(big.path().join("data.bin"), &data).unwrap();
+    env.ok(&["build", "-t", "app:v1", ctx.path().to_str().unwrap()]);
+    env.ok(&["image", "import", big.path().to_str().unwrap(), "big:v1"]);
+
+    let dest = format!("{}/team/app:v1", reg.addr);
+    let out = env.cmd(&["push", "--insecure", "app:v1", &dest]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("already there"));
+    // Again: every blob is already there (HEAD checks), nothing is uploaded.
+    let out = env.cmd(&["push", "--insecure", "app:v1", &dest]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && log.matches("already there").count() == 3 && !log.contains("done"), "{log}");
+    let big_dest = format!("{}/big:v1", reg.addr);
+    env.ok(&["push", "--insecure", "big:v1", &big_dest]);
+
+    // Pull into a fresh store and run.
+    let other = Env::new();
+    other.ok(&["pull", "--insecure", &dest]);
+    assert_eq!(other.ok(&["run", "--image", &dest]), "pushed\n");
+    other.ok(&["pull", "--insecure", &big_dest]);
+    let pulled: Vec<_> = fs::read_dir(other.root.path().join("layers/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("data.bin"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(pulled.len(), 1);
+    assert!(fs::read(&pulled[0]).unwrap() == data, "the big layer arrived intact");
+    let err = other.fails(&["pull", "--insecure", &format!("{}/team/nope:v1", reg.addr)], 125);
+    assert!(err.contains("no such image in the registry"), "{err}");
+
+    // skopeo reads what corral pushed, and corral pulls what skopeo pushed.
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let st = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{dest}"))
+        .arg(format!("oci:{}:v1", layout.display()))
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "skopeo copy from the registry: {}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/via/skopeo:v2", reg.addr))
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "skopeo copy to the registry: {}", String::from_utf8_lossy(&st.stderr));
+    let via = format!("{}/via/skopeo:v2", reg.addr);
+    other.ok(&["pull", "--insecure", &via]);
+    assert_eq!(other.ok(&["run", "--image", &via]), "pushed\n");
+}
