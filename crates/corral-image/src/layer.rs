@@ -83,7 +83,8 @@ pub fn unpack<R: Read>(archive: R, dest: &Path) -> Result<UnpackStats, LayerErro
         let target = parent.join(&name);
         let header = entry.header().clone();
         let mode = header.mode().map_err(io_err)? & 0o7777;
-        let (uid, gid) = (header.uid().map_err(io_err)?, header.gid().map_err(io_err)?);
+        // Some archivers leave the owner fields blank: that means root, not a broken layer.
+        let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
         match header.entry_type() {
             EntryType::Directory => {
                 match fs::symlink_metadata(&target) {
