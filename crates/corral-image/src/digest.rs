@@ -112,6 +112,20 @@ impl<W: Write> Write for DigestWriter<W> {
     }
 }
 
+/// A running sha256, for bytes that arrive in pieces.
+#[derive(Clone, Default)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> Digest {
+        Digest::from_hasher(self.0)
+    }
+}
+
 /// Wraps a reader and hashes every byte read through it.
 pub struct DigestReader<R> {
     inner: R,

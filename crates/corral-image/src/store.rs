@@ -216,6 +216,15 @@ impl Store {
         Ok((digest, size))
     }
 
+    /// Moves the file at `path` (on the store's filesystem) into the store as blob `expected`.
+    /// `actual` is the digest the caller computed while writing it; a mismatch is refused.
+    pub fn adopt_blob(&self, path: &Path, expected: &Digest, actual: &Digest) -> Result<(), StoreError> {
+        if actual != expected {
+            return Err(StoreError::CorruptBlob { digest: expected.clone(), actual: actual.clone() });
+        }
+        fs::rename(path, self.blob_path(expected)).map_err(io_err("renaming", path))
+    }
+
     pub fn put_blob_bytes(&self, bytes: &[u8]) -> Result<(Digest, u64), StoreError> {
         self.put_blob(&mut &bytes[..])
     }
@@ -361,18 +370,26 @@ impl Store {
             return Ok(dir);
         }
         let path = self.blob_path(digest);
-        let tmp = self.tmp_dir().join(format!("layer-{}-{}", digest.short(), std::process::id()));
+        let f = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingBlob { digest: digest.clone() },
+            _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
+        })?;
+        self.unpack_layer_stream(io::BufReader::new(f), digest)
+    }
+
+    /// Unpacks the layer blob read from `compressed` (gzip or plain tar) into the layer cache,
+    /// checking that what was read hashes to `digest`; nothing is cached otherwise. Lets a pull
+    /// unpack a layer while it downloads.
+    pub fn unpack_layer_stream(&self, compressed: impl Read, digest: &Digest) -> Result<PathBuf, StoreError> {
+        let dir = self.layers_dir().join(digest.hex());
+        let tmp = self.tmp_dir().join(format!("layer-{}-{}-{:x}", digest.short(), std::process::id(), rand_u64()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
         let result = (|| {
-            let f = File::open(&path).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => StoreError::MissingBlob { digest: digest.clone() },
-                _ => StoreError::Io { action: "reading", path: path.clone(), source: e },
-            })?;
-            let mut hashed = DigestReader::new(io::BufReader::new(f));
-            let decoded = maybe_gunzip(&mut hashed).map_err(io_err("reading", &path))?;
+            let mut hashed = DigestReader::new(compressed);
+            let decoded = maybe_gunzip(&mut hashed).map_err(io_err("reading", &tmp))?;
             layer::unpack(decoded, &tmp).map_err(|source| StoreError::Layer { digest: digest.clone(), source })?;
-            io::copy(&mut hashed, &mut io::sink()).map_err(io_err("reading", &path))?;
+            io::copy(&mut hashed, &mut io::sink()).map_err(io_err("reading", &tmp))?;
             let (actual, _) = hashed.finish();
             if &actual != digest {
                 return Err(StoreError::CorruptBlob { digest: digest.clone(), actual });

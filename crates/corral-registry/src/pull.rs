@@ -5,6 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
+use corral_image::digest::Hasher;
 use corral_image::{Digest, Image, Store};
 use ureq::http::StatusCode;
 
@@ -24,7 +25,7 @@ pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn E
     let client = Client::new(&target.registry, config);
     let scope = format!("repository:{}:pull", target.repository);
     let (manifest_digest, manifest) = fetch_manifest(&client, store, target, &scope, &target.manifest_ref(), 0)?;
-    let mut blobs: Vec<(Digest, u64)> = Vec::new();
+    let mut blobs: Vec<(Digest, u64, bool)> = Vec::new();
     let desc = |v: &serde_json::Value| -> Result<(Digest, u64), RegistryError> {
         let d = v["digest"].as_str().and_then(|d| d.parse().ok());
         let size = v["size"].as_u64();
@@ -33,12 +34,14 @@ pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn E
             _ => Err(client.error("reading the manifest", "a descriptor lacks a sha256 digest or a size")),
         }
     };
-    blobs.push(desc(&manifest["config"])?);
+    let (config_digest, config_size) = desc(&manifest["config"])?;
+    blobs.push((config_digest, config_size, false));
     for l in manifest["layers"].as_array().into_iter().flatten() {
-        blobs.push(desc(l)?);
+        let (d, size) = desc(l)?;
+        blobs.push((d, size, true));
     }
     let results: Vec<Result<(), RegistryError>> = std::thread::scope(|s| {
-        let per_thread: Vec<Vec<(Digest, u64)>> = (0..crate::push::PARALLEL)
+        let per_thread: Vec<Vec<(Digest, u64, bool)>> = (0..crate::push::PARALLEL)
             .map(|i| blobs.iter().skip(i).step_by(crate::push::PARALLEL).cloned().collect())
             .collect();
         let handles: Vec<_> = per_thread
@@ -46,8 +49,8 @@ pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn E
             .map(|mine| {
                 let (client, scope) = (&client, &scope);
                 s.spawn(move || -> Result<(), RegistryError> {
-                    for (d, size) in mine {
-                        pull_blob(client, store, target, scope, &d, size, events)?;
+                    for (d, size, is_layer) in mine {
+                        pull_blob(client, store, target, scope, &d, size, is_layer, events)?;
                     }
                     Ok(())
                 })
@@ -58,6 +61,7 @@ pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn E
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     let image = store.image(&manifest_digest)?;
     for layer in image.layers()? {
+        // Already unpacked as it arrived, unless it was there before or resumed.
         store.unpacked_layer(&layer)?;
     }
     store.tag(&target.local_reference(), &manifest_digest)?;
@@ -120,6 +124,7 @@ fn fetch_manifest(
     Ok((actual, v))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pull_blob(
     client: &Client,
     store: &Store,
@@ -127,6 +132,7 @@ fn pull_blob(
     scope: &str,
     digest: &Digest,
     size: u64,
+    is_layer: bool,
     events: &dyn Events,
 ) -> Result<(), RegistryError> {
     if store.has_blob(digest) && store.verify_blob(digest).is_ok() {
@@ -137,12 +143,15 @@ fn pull_blob(
     let partial = partial_path(store, digest);
     let mut last_err = None;
     for _ in 0..ATTEMPTS {
-        match download(client, target, scope, digest, size, &partial, events, &what) {
-            Ok(()) => {
-                let mut f = fs::File::open(&partial).map_err(|e| client.error(&what, e.to_string()))?;
-                let result = store.put_blob_expecting(&mut f, digest);
-                let _ = fs::remove_file(&partial);
-                result?;
+        match download(client, store, target, scope, digest, size, is_layer, &partial, events, &what) {
+            Ok((actual, unpacked)) => {
+                if let Err(e) = store.adopt_blob(&partial, digest, &actual) {
+                    let _ = fs::remove_file(&partial);
+                    return Err(e.into());
+                }
+                if is_layer && !unpacked {
+                    store.unpacked_layer(digest)?;
+                }
                 events.blob_done(digest, size);
                 return Ok(());
             }
@@ -159,24 +168,26 @@ pub fn partial_path(store: &Store, digest: &Digest) -> PathBuf {
     store.images_dir().join("partial").join(digest.hex())
 }
 
+/// Downloads (or resumes) a blob into `partial`. Returns the digest of the whole file and
+/// whether the layer was also unpacked on the way: a download from the first byte feeds an
+/// unpacker thread through a pipe, so unpacking overlaps the transfer.
 #[allow(clippy::too_many_arguments)]
 fn download(
     client: &Client,
+    store: &Store,
     target: &Target,
     scope: &str,
     digest: &Digest,
     size: u64,
+    is_layer: bool,
     partial: &PathBuf,
     events: &dyn Events,
     what: &str,
-) -> Result<(), RegistryError> {
+) -> Result<(Digest, bool), RegistryError> {
     if let Some(dir) = partial.parent() {
         fs::create_dir_all(dir).map_err(|e| client.error(what, e.to_string()))?;
     }
     let have = fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
-    if have >= size && size > 0 {
-        return Ok(());
-    }
     let url = client.url(&format!("/v2/{}/blobs/{digest}", target.repository));
     let headers: Vec<(&str, String)> = if have > 0 { vec![("Range", format!("bytes={have}-"))] } else { vec![] };
     let mut resp = client.send(Method::Get, &url, scope, &headers, None, what)?;
@@ -186,6 +197,19 @@ fn download(
         StatusCode::NOT_FOUND => return Err(client.error(what, "the registry does not have this blob")),
         _ => return Err(client.unexpected(what, resp)),
     };
+    let mut hasher = Hasher::default();
+    if append {
+        // Resuming: the digest covers the bytes already here too.
+        let mut f = fs::File::open(partial).map_err(|e| client.error(what, e.to_string()))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| client.error(what, e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
     let mut file = OpenOptions::new()
         .create(true)
         .write(true)
@@ -194,33 +218,62 @@ fn download(
         .open(partial)
         .map_err(|e| client.error(what, e.to_string()))?;
     let mut done = if append { have } else { 0 };
-    let mut reader = resp.body_mut().as_reader();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => return Err(io_to_registry(client, what, e)),
-        };
-        file.write_all(&buf[..n]).map_err(|e| client.error(what, e.to_string()))?;
-        done += n as u64;
-        if done > size {
-            let _ = fs::remove_file(partial);
-            return Err(
-                client.error(what, format!("the registry sent more than the {size} bytes the manifest promised"))
-            );
+    std::thread::scope(|scope_threads| {
+        let mut tee = None;
+        let mut unpacker = None;
+        if is_layer && !append {
+            if let Ok((reader, writer)) = std::io::pipe() {
+                tee = Some(writer);
+                unpacker =
+                    Some(scope_threads.spawn(move || store.unpack_layer_stream(io::BufReader::new(reader), digest)));
+            }
         }
-        events.blob_progress(digest, done, size);
-    }
-    file.sync_all().map_err(|e| client.error(what, e.to_string()))?;
-    if done < size {
-        return Err(RegistryError::Http {
-            registry: client.registry().to_string(),
-            what: what.to_string(),
-            message: format!("the connection ended after {done} of {size} bytes"),
-        });
-    }
-    Ok(())
+        let mut reader = resp.body_mut().as_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let copied: Result<(), RegistryError> = loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) => break Err(io_to_registry(client, what, e)),
+            };
+            if let Err(e) = file.write_all(&buf[..n]) {
+                break Err(client.error(what, e.to_string()));
+            }
+            hasher.update(&buf[..n]);
+            if let Some(w) = tee.as_mut() {
+                // An unpacker that gave up (a corrupt layer) is noticed when it is joined.
+                if w.write_all(&buf[..n]).is_err() {
+                    tee = None;
+                }
+            }
+            done += n as u64;
+            if done > size {
+                break Err(
+                    client.error(what, format!("the registry sent more than the {size} bytes the manifest promised"))
+                );
+            }
+            events.blob_progress(digest, done, size);
+        };
+        drop(tee);
+        let unpacked = unpacker.map(|h| h.join().expect("the unpacker does not panic"));
+        copied?;
+        file.sync_all().map_err(|e| client.error(what, e.to_string()))?;
+        if done < size {
+            return Err(RegistryError::Http {
+                registry: client.registry().to_string(),
+                what: what.to_string(),
+                message: format!("the connection ended after {done} of {size} bytes"),
+            });
+        }
+        let actual = hasher.clone().finish();
+        let unpacked = match unpacked {
+            Some(Ok(_)) => true,
+            // The bytes were right but the layer is not: report that, not a transfer error.
+            Some(Err(e)) if actual == *digest => return Err(e.into()),
+            Some(Err(_)) | None => false,
+        };
+        Ok((actual, unpacked))
+    })
 }
 
 fn io_to_registry(client: &Client, what: &str, e: io::Error) -> RegistryError {

@@ -243,6 +243,18 @@ pub enum BenchCommand {
         #[arg(long, default_value = "busybox:latest")]
         image: String,
     },
+    /// Build (cold and cached) against buildah, push and pull against skopeo.
+    Images {
+        /// Runs per case.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Size of the pushed and pulled image, in MiB.
+        #[arg(long, default_value_t = 100)]
+        size_mib: u64,
+        /// The base image of the build.
+        #[arg(long, default_value = "busybox:latest")]
+        image: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,4 @@
-//! `corral bench`: measurements against peers, run by hand (never in pass/fail tests).
-//!
-//! `lifecycle` times create, start, `/bin/true`, wait and delete of one bundle with corral's
+//! `corral bench lifecycle`: times create, start, `/bin/true`, wait and delete of one bundle with corral's
 //! runtime layer (`corral oci-run`, youki's libcontainer), crun and runc, round-robin so that
 //! drift hits every runtime alike, plus the whole `corral run` path (image store, overlay,
 //! network namespace, shim, logs). It runs in a private mount namespace with the cgroup v2
@@ -16,13 +14,7 @@ use corral_image::{Reference, Store};
 use corral_runtime::spec::{self, RootKind};
 use corral_runtime::state::{ContainerDir, ContainerRecord};
 
-use crate::cli::BenchCommand;
-
-pub fn run(root: &Path, cmd: BenchCommand) -> Result<()> {
-    match cmd {
-        BenchCommand::Lifecycle { runs, image } => lifecycle(root, runs, &image),
-    }
-}
+use super::{private_mounts, stats_row, which};
 
 struct Runtime {
     name: String,
@@ -30,7 +22,7 @@ struct Runtime {
     samples: Vec<Duration>,
 }
 
-fn lifecycle(root: &Path, runs: usize, image: &str) -> Result<()> {
+pub fn run(root: &Path, runs: usize, image: &str) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -134,10 +126,7 @@ fn lifecycle(root: &Path, runs: usize, image: &str) -> Result<()> {
     println!("| runtime | min ms | median ms | p90 ms |");
     println!("|---|---:|---:|---:|");
     for rt in &mut runtimes {
-        rt.samples.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let pick = |q: f64| rt.samples[((rt.samples.len() - 1) as f64 * q).round() as usize];
-        println!("| {} | {:.1} | {:.1} | {:.1} |", rt.name, ms(rt.samples[0]), ms(pick(0.5)), ms(pick(0.9)));
+        println!("{}", stats_row(&rt.name, &mut rt.samples));
     }
     Ok(())
 }
@@ -198,23 +187,6 @@ fn bench_spec() -> oci_spec::runtime::Spec {
         spec.set_linux(Some(linux));
     }
     spec
-}
-
-/// Enters a private mount namespace and hides the cgroup v2 mount of a hybrid host.
-fn private_mounts() -> Result<()> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("entering a private mount namespace")?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .context("making mounts private")?;
-    let unified = Path::new("/sys/fs/cgroup/unified");
-    if unified.is_dir() {
-        let _ = umount2(unified, MntFlags::MNT_DETACH);
-    }
-    Ok(())
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
 
 fn tempdir() -> Result<PathBuf> {
