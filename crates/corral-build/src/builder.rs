@@ -499,10 +499,14 @@ impl Builder<'_> {
         corral_runtime::control::start(&self.opts.corral_exe, &self.opts.state_root, dir)
             .map_err(|e| self.step_err(line, format!("RUN: {e}")))?;
         let mut tail: Vec<u8> = Vec::new();
-        let progress = &mut *self.progress;
-        let done = || !matches!(dir.state(), Ok(State::Running { .. } | State::Created));
+        // Both the output and the follower's wake-ups (at least twice a second) move the spinner.
+        let progress = std::cell::RefCell::new(&mut *self.progress);
+        let done = || {
+            progress.borrow_mut().tick();
+            !matches!(dir.state(), Ok(State::Running { .. } | State::Created))
+        };
         let mut sink = |e: &logs::Entry| -> io::Result<()> {
-            progress.output(&e.content);
+            progress.borrow_mut().output(&e.content);
             tail.extend_from_slice(&e.content);
             if tail.len() > 64 * 1024 {
                 tail.drain(..tail.len() - 32 * 1024);

@@ -378,37 +378,29 @@ impl Store {
     }
 
     /// Unpacks the layer blob read from `compressed` (gzip or plain tar) into the layer cache,
-    /// checking that what was read hashes to `digest`; nothing is cached otherwise. Lets a pull
-    /// unpack a layer while it downloads.
+    /// checking that what was read hashes to `digest`; nothing is cached otherwise.
     pub fn unpack_layer_stream(&self, compressed: impl Read, digest: &Digest) -> Result<PathBuf, StoreError> {
-        let dir = self.layers_dir().join(digest.hex());
+        let mut hashed = DigestReader::new(compressed);
+        let pending = self.unpack_layer_pending(&mut hashed, digest)?;
+        let (actual, _) = hashed.finish();
+        pending.commit(&actual)
+    }
+
+    /// Unpacks a layer into a temporary directory that enters the cache only when
+    /// `PendingLayer::commit` is given the blob's verified digest. Lets a pull unpack a layer
+    /// while it downloads, and hash the bytes once.
+    pub fn unpack_layer_pending(&self, compressed: impl Read, digest: &Digest) -> Result<PendingLayer, StoreError> {
         let tmp = self.tmp_dir().join(format!("layer-{}-{}-{:x}", digest.short(), std::process::id(), rand_u64()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
-        let result = (|| {
-            let mut hashed = DigestReader::new(compressed);
-            let decoded = maybe_gunzip(&mut hashed).map_err(io_err("reading", &tmp))?;
-            layer::unpack(decoded, &tmp).map_err(|source| StoreError::Layer { digest: digest.clone(), source })?;
-            io::copy(&mut hashed, &mut io::sink()).map_err(io_err("reading", &tmp))?;
-            let (actual, _) = hashed.finish();
-            if &actual != digest {
-                return Err(StoreError::CorruptBlob { digest: digest.clone(), actual });
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        match fs::rename(&tmp, &dir) {
-            Ok(()) => Ok(dir),
-            // Another process unpacked it first: use theirs.
-            Err(_) if dir.is_dir() => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(dir)
-            }
-            Err(e) => Err(StoreError::Io { action: "renaming", path: tmp, source: e }),
-        }
+        let pending =
+            PendingLayer { tmp, dir: self.layers_dir().join(digest.hex()), digest: digest.clone(), done: false };
+        let mut compressed = compressed;
+        let decoded = maybe_gunzip(&mut compressed).map_err(io_err("reading", &pending.tmp))?;
+        layer::unpack(decoded, &pending.tmp).map_err(|source| StoreError::Layer { digest: digest.clone(), source })?;
+        // Read what follows the archive too: the digest covers every byte.
+        io::copy(&mut compressed, &mut io::sink()).map_err(io_err("reading", &pending.tmp))?;
+        Ok(pending)
     }
 
     fn read_index(&self) -> Result<ImageIndex, StoreError> {
@@ -458,6 +450,44 @@ impl Store {
         let path = self.tmp_dir().join(format!("blob-{}-{:016x}", std::process::id(), rand_u64()));
         let file = File::options().create_new(true).write(true).open(&path).map_err(io_err("creating", &path))?;
         Ok(TmpFile { path, file })
+    }
+}
+
+/// An unpacked layer waiting for its blob's digest to be confirmed. Dropped uncommitted, it is
+/// removed.
+#[derive(Debug)]
+pub struct PendingLayer {
+    tmp: PathBuf,
+    dir: PathBuf,
+    digest: Digest,
+    done: bool,
+}
+
+impl PendingLayer {
+    /// Moves the layer into the cache if `actual` (the digest of the bytes it was unpacked
+    /// from) is the layer's.
+    pub fn commit(mut self, actual: &Digest) -> Result<PathBuf, StoreError> {
+        if actual != &self.digest {
+            return Err(StoreError::CorruptBlob { digest: self.digest.clone(), actual: actual.clone() });
+        }
+        self.done = true;
+        match fs::rename(&self.tmp, &self.dir) {
+            Ok(()) => Ok(self.dir.clone()),
+            // Another process unpacked it first: use theirs.
+            Err(_) if self.dir.is_dir() => {
+                let _ = fs::remove_dir_all(&self.tmp);
+                Ok(self.dir.clone())
+            }
+            Err(e) => Err(StoreError::Io { action: "renaming", path: self.tmp.clone(), source: e }),
+        }
+    }
+}
+
+impl Drop for PendingLayer {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
     }
 }
 

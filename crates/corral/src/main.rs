@@ -12,6 +12,12 @@ use std::process::ExitCode;
 const EXIT_CORRAL_ERROR: u8 = 125;
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of our output goes away (`corral ps | head`), as other
+    // command-line tools do, instead of failing a print. The shim sets its own disposition.
+    // SAFETY: restoring the default action of a signal before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match <cli::Cli as clap::Parser>::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {

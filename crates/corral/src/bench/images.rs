@@ -94,6 +94,7 @@ pub fn run(root: &Path, runs: usize, size_mib: u64, image: &str) -> Result<()> {
     checked(corral(&["image", "export", "bench-big:v1", big_layout.to_str().unwrap()]), "exporting the large image")?;
     let mut push = (Vec::new(), Vec::new());
     let mut pull = (Vec::new(), Vec::new());
+    let mut pull_storage = Vec::new();
     for i in 0..runs {
         // A fresh registry each run: skopeo remembers where it pushed a blob before and would
         // mount it from there instead of uploading it.
@@ -130,6 +131,13 @@ pub fn run(root: &Path, runs: usize, size_mib: u64, image: &str) -> Result<()> {
             ),
             "skopeo copy from the registry",
         )?);
+        // The like-for-like peer of `corral pull`: into local storage, layers unpacked.
+        let local = format!("containers-storage:localhost/bench-pull-{i}:v1");
+        pull_storage.push(time(
+            cmd("skopeo", &["copy", "--src-tls-verify=false", &format!("docker://{s_ref}"), &local]),
+            "skopeo copy into containers-storage",
+        )?);
+        let _ = cmd("buildah", &["rmi", "-f", &format!("localhost/bench-pull-{i}:v1")]).output();
         let _ = fs::remove_dir_all(&fresh_root);
         let _ = fs::remove_dir_all(&dest);
         drop(registry);
@@ -153,7 +161,8 @@ pub fn run(root: &Path, runs: usize, size_mib: u64, image: &str) -> Result<()> {
     println!("{}", stats_row("corral push", &mut push.0));
     println!("{}", stats_row("skopeo copy oci: -> docker://", &mut push.1));
     println!("{}", stats_row("corral pull (into a fresh store, layer unpacked)", &mut pull.0));
-    println!("{}", stats_row("skopeo copy docker:// -> oci:", &mut pull.1));
+    println!("{}", stats_row("skopeo copy docker:// -> oci: (download only)", &mut pull.1));
+    println!("{}", stats_row("skopeo copy docker:// -> containers-storage: (layers unpacked)", &mut pull_storage));
     Ok(())
 }
 

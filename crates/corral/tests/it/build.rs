@@ -133,6 +133,26 @@ fn copy_from_stages_chown_globs_ignore_and_add_archives() {
 }
 
 #[test]
+fn scratch_images_and_exec_form_run() {
+    let env = Env::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox AS tools
+RUN [\"/bin/sh\", \"-c\", \"echo exec-form > /note\"]
+         FROM scratch
+COPY --from=busybox /bin/busybox /bin/busybox
+COPY --from=tools /note /note
+         ENTRYPOINT [\"/bin/busybox\"]
+CMD [\"cat\", \"/note\"]
+",
+    )]);
+    build_ok(&env, ctx.path(), "tiny:v1", &[]);
+    assert_eq!(env.ok(&["run", "--image", "tiny:v1"]), "exec-form\n");
+    let config: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", "tiny:v1"])).unwrap();
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2, "one layer per COPY, nothing from scratch");
+}
+
+#[test]
 fn build_errors_name_the_containerfile_line() {
     let env = Env::new();
     for (file, code, needle) in [
