@@ -11,7 +11,33 @@ pub mod target;
 pub use client::{ClientConfig, RegistryError};
 pub use target::Target;
 
-use corral_image::Digest;
+use corral_image::{Digest, Store};
+
+/// How many blobs move at once.
+pub const PARALLEL: usize = 4;
+
+/// What every blob transfer of one push or pull shares.
+pub(crate) struct Session<'a> {
+    pub client: client::Client,
+    pub store: &'a Store,
+    pub target: &'a Target,
+    /// The token scope: `repository:NAME:pull` or `...:pull,push`.
+    pub scope: String,
+    pub events: &'a dyn Events,
+}
+
+/// Runs `each` over `items`, `PARALLEL` at a time; the first error wins.
+pub(crate) fn for_each_parallel<T: Sync>(
+    items: &[T],
+    each: impl Fn(&T) -> Result<(), RegistryError> + Sync,
+) -> Result<(), RegistryError> {
+    let each = &each;
+    std::thread::scope(|s| {
+        let handles: Vec<_> =
+            (0..PARALLEL).map(|i| s.spawn(move || items.iter().skip(i).step_by(PARALLEL).try_for_each(each))).collect();
+        handles.into_iter().map(|h| h.join().expect("transfer threads do not panic")).collect()
+    })
+}
 
 /// Hears what a transfer does, to show it. Called from several threads at once.
 pub trait Events: Sync {

@@ -11,7 +11,7 @@ use ureq::http::StatusCode;
 
 use crate::client::{Client, ClientConfig, Method, RegistryError};
 use crate::target::Target;
-use crate::Events;
+use crate::{for_each_parallel, Events, Session};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -22,10 +22,15 @@ const ATTEMPTS: usize = 3;
 
 /// Pulls `target` into the store and tags it with its registry name; returns the image.
 pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn Events) -> Result<Image, RegistryError> {
-    let client = Client::new(&target.registry, config);
-    let scope = format!("repository:{}:pull", target.repository);
-    let (manifest_digest, manifest) = fetch_manifest(&client, store, target, &scope, &target.manifest_ref(), 0)?;
-    let mut blobs: Vec<(Digest, u64, bool)> = Vec::new();
+    let session = Session {
+        client: Client::new(&target.registry, config),
+        store,
+        target,
+        scope: format!("repository:{}:pull", target.repository),
+        events,
+    };
+    let (manifest_digest, manifest) = fetch_manifest(&session, &target.manifest_ref(), 0)?;
+    let client = &session.client;
     let desc = |v: &serde_json::Value| -> Result<(Digest, u64), RegistryError> {
         let d = v["digest"].as_str().and_then(|d| d.parse().ok());
         let size = v["size"].as_u64();
@@ -35,30 +40,12 @@ pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn E
         }
     };
     let (config_digest, config_size) = desc(&manifest["config"])?;
-    blobs.push((config_digest, config_size, false));
+    let mut blobs: Vec<(Digest, u64, bool)> = vec![(config_digest, config_size, false)];
     for l in manifest["layers"].as_array().into_iter().flatten() {
         let (d, size) = desc(l)?;
         blobs.push((d, size, true));
     }
-    let results: Vec<Result<(), RegistryError>> = std::thread::scope(|s| {
-        let per_thread: Vec<Vec<(Digest, u64, bool)>> = (0..crate::push::PARALLEL)
-            .map(|i| blobs.iter().skip(i).step_by(crate::push::PARALLEL).cloned().collect())
-            .collect();
-        let handles: Vec<_> = per_thread
-            .into_iter()
-            .map(|mine| {
-                let (client, scope) = (&client, &scope);
-                s.spawn(move || -> Result<(), RegistryError> {
-                    for (d, size, is_layer) in mine {
-                        pull_blob(client, store, target, scope, &d, size, is_layer, events)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("pull threads do not panic")).collect()
-    });
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    for_each_parallel(&blobs, |(d, size, is_layer)| pull_blob(&session, d, *size, *is_layer))?;
     let image = store.image(&manifest_digest)?;
     for layer in image.layers()? {
         // Already unpacked as it arrived, unless it was there before or resumed.
@@ -70,13 +57,12 @@ pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn E
 
 /// Fetches and stores a manifest, following an index to this platform's image.
 fn fetch_manifest(
-    client: &Client,
-    store: &Store,
-    target: &Target,
-    scope: &str,
+    session: &Session<'_>,
     reference: &str,
     depth: usize,
 ) -> Result<(Digest, serde_json::Value), RegistryError> {
+    let Session { client, store, target, scope, .. } = session;
+    let scope = scope.as_str();
     let what = format!("fetching manifest {}/{}:{reference}", target.registry, target.repository);
     let url = client.url(&format!("/v2/{}/manifests/{reference}", target.repository));
     let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
@@ -118,23 +104,14 @@ fn fetch_manifest(
             .and_then(|m| m["digest"].as_str())
             .ok_or_else(|| client.error(&what, format!("the index has no linux/{arch} image")))?
             .to_string();
-        return fetch_manifest(client, store, target, scope, &chosen, depth + 1);
+        return fetch_manifest(session, &chosen, depth + 1);
     }
     store.put_blob_expecting(&mut &bytes[..], &actual)?;
     Ok((actual, v))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pull_blob(
-    client: &Client,
-    store: &Store,
-    target: &Target,
-    scope: &str,
-    digest: &Digest,
-    size: u64,
-    is_layer: bool,
-    events: &dyn Events,
-) -> Result<(), RegistryError> {
+fn pull_blob(session: &Session<'_>, digest: &Digest, size: u64, is_layer: bool) -> Result<(), RegistryError> {
+    let Session { store, events, .. } = session;
     if store.has_blob(digest) && store.verify_blob(digest).is_ok() {
         events.blob_skipped(digest, size);
         return Ok(());
@@ -143,7 +120,7 @@ fn pull_blob(
     let partial = partial_path(store, digest);
     let mut last_err = None;
     for _ in 0..ATTEMPTS {
-        match download(client, store, target, scope, digest, size, is_layer, &partial, events, &what) {
+        match download(session, digest, size, is_layer, &partial, &what) {
             Ok((actual, unpacked)) => {
                 if let Err(e) = store.adopt_blob(&partial, digest, &actual) {
                     let _ = fs::remove_file(&partial);
@@ -173,19 +150,16 @@ pub fn partial_path(store: &Store, digest: &Digest) -> PathBuf {
 /// unpacker thread through a pipe, so unpacking overlaps the transfer, and the bytes are hashed
 /// once, here. The partial file is not fsynced: a blob that did not reach the disk before a
 /// crash fails verification when next read, and is fetched again.
-#[allow(clippy::too_many_arguments)]
 fn download(
-    client: &Client,
-    store: &Store,
-    target: &Target,
-    scope: &str,
+    session: &Session<'_>,
     digest: &Digest,
     size: u64,
     is_layer: bool,
     partial: &PathBuf,
-    events: &dyn Events,
     what: &str,
 ) -> Result<(Digest, bool), RegistryError> {
+    let Session { client, store, target, scope, events } = session;
+    let scope = scope.as_str();
     if let Some(dir) = partial.parent() {
         fs::create_dir_all(dir).map_err(|e| client.error(what, e.to_string()))?;
     }

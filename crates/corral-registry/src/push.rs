@@ -7,12 +7,10 @@ use ureq::http::StatusCode;
 
 use crate::client::{encode, Client, ClientConfig, Method, Payload, RegistryError};
 use crate::target::Target;
-use crate::Events;
+use crate::{for_each_parallel, Events, Session};
 
 /// Blobs larger than this go up in chunks of this size (PATCH), smaller ones in one PUT.
 pub const CHUNK: u64 = 8 << 20;
-/// How many blobs move at once.
-pub const PARALLEL: usize = 4;
 
 /// Pushes local image `local` to `target`; returns the manifest digest.
 pub fn push(
@@ -23,30 +21,19 @@ pub fn push(
     events: &dyn Events,
 ) -> Result<Digest, RegistryError> {
     let image = store.resolve(local)?;
-    let client = Client::new(&target.registry, config);
-    let scope = format!("repository:{}:pull,push", target.repository);
+    let session = Session {
+        client: Client::new(&target.registry, config),
+        store,
+        target,
+        scope: format!("repository:{}:pull,push", target.repository),
+        events,
+    };
     let mut blobs: Vec<(Digest, u64)> = vec![(image.config_digest.clone(), image.manifest.config().size())];
     for (d, desc) in image.layers()?.into_iter().zip(image.manifest.layers()) {
         blobs.push((d, desc.size()));
     }
-    let results: Vec<Result<(), RegistryError>> = std::thread::scope(|s| {
-        let chunks: Vec<Vec<(Digest, u64)>> =
-            (0..PARALLEL).map(|i| blobs.iter().skip(i).step_by(PARALLEL).cloned().collect()).collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|mine| {
-                let (client, scope) = (&client, &scope);
-                s.spawn(move || -> Result<(), RegistryError> {
-                    for (d, size) in mine {
-                        push_blob(client, store, target, scope, &d, size, events)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("push threads do not panic")).collect()
-    });
-    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    for_each_parallel(&blobs, |(d, size)| push_blob(&session, d, *size))?;
+    let (client, scope) = (&session.client, &session.scope);
 
     let manifest = store.read_blob(&image.manifest_digest)?;
     let media_type = image
@@ -76,15 +63,9 @@ pub fn push(
     Ok(image.manifest_digest)
 }
 
-fn push_blob(
-    client: &Client,
-    store: &Store,
-    target: &Target,
-    scope: &str,
-    digest: &Digest,
-    size: u64,
-    events: &dyn Events,
-) -> Result<(), RegistryError> {
+fn push_blob(session: &Session<'_>, digest: &Digest, size: u64) -> Result<(), RegistryError> {
+    let Session { client, store, target, scope, events, .. } = session;
+    let scope = scope.as_str();
     let what = format!("pushing blob {digest}");
     let repo = &target.repository;
     let head =
