@@ -38,6 +38,24 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Run the master (control plane) of a cluster.
+    Master(MasterArgs),
+    /// Run an agent that runs tasks for a master.
+    Agent(AgentArgs),
+    /// Run a master and an agent in one process: a one-machine cluster.
+    Up(UpArgs),
+    /// List the cluster's agents (from CORRAL_MASTER).
+    Agents(JsonArgs),
+    /// List the cluster's tasks.
+    Tasks(JsonArgs),
+    /// List roles: weights, quotas, allocations and dominant shares.
+    Roles(JsonArgs),
+    /// Configure a role.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Run, follow and kill one-off tasks on the cluster.
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Measure corral against its peers.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -170,6 +188,112 @@ pub struct PullArgs {
     pub registry: RegistryArgs,
 }
 
+#[derive(Debug, Args, Clone)]
+pub struct MasterArgs {
+    /// Address for every API.
+    #[arg(long, default_value = "0.0.0.0:5050")]
+    pub listen: std::net::SocketAddr,
+    /// Where the master keeps its state (default: ROOT/master).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Seconds an agent may stay silent before its tasks are UNREACHABLE.
+    #[arg(long, default_value_t = 15.0)]
+    pub agent_timeout: f64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// The master, HOST:PORT.
+    #[arg(long)]
+    pub master: String,
+    /// Address for the agent's API (task launches, logs).
+    #[arg(long, default_value = "0.0.0.0:5051")]
+    pub listen: std::net::SocketAddr,
+    /// How the master reaches this agent (default: http://LISTEN).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Resources to offer, in Mesos's grammar (cpus:4;mem:4096;ports:[31000-32000];cpus(ads):2);
+    /// what is left out is detected.
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// Attributes, rack:a;zone:eu.
+    #[arg(long, default_value = "")]
+    pub attributes: String,
+    /// Where the agent keeps its own records (default: ROOT/agent).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct UpArgs {
+    /// The master's address.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: std::net::SocketAddr,
+    /// The agent's address.
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    pub agent_listen: std::net::SocketAddr,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 15.0)]
+    pub agent_timeout: f64,
+    #[arg(long)]
+    pub resources: Option<String>,
+    #[arg(long, default_value = "")]
+    pub attributes: String,
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Set a role's weight or quota.
+    Set {
+        role: String,
+        #[arg(long)]
+        weight: Option<f64>,
+        /// Resources the role may hold at most (cpus:10;mem:4096), or "" for none.
+        #[arg(long)]
+        quota: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submit tasks; they wait for an offer that fits.
+    Run {
+        #[arg(long, default_value = "*")]
+        role: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 0.1)]
+        cpus: f64,
+        /// MiB.
+        #[arg(long, default_value_t = 32.0)]
+        mem: f64,
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a task's output, fetched from its agent.
+    Logs {
+        #[arg(long, short = 'f')]
+        follow: bool,
+        task: String,
+    },
+    /// Kill a task.
+    Kill { task: String },
+}
+
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// Print JSON, one object per container.
@@ -242,6 +366,11 @@ pub enum BenchCommand {
         /// The image to make the bundle's rootfs from.
         #[arg(long, default_value = "busybox:latest")]
         image: String,
+    },
+    /// Time from the API call that submits a task to the task RUNNING, on a one-node cluster.
+    Launch {
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
     },
     /// Build (cold and cached) against buildah, push and pull against skopeo.
     Images {

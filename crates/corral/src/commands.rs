@@ -18,7 +18,8 @@ use crate::cli::{
 
 pub fn init_tracing(cli: &Cli) {
     // The shim's log is for operators; the CLI speaks up only when something failed.
-    let default = if matches!(cli.command, Command::Shim(_)) { "info" } else { "error" };
+    let daemon = matches!(cli.command, Command::Shim(_) | Command::Master(_) | Command::Agent(_) | Command::Up(_));
+    let default = if daemon { "info" } else { "error" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| default.into());
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     // The shim forks the container's init, which inherits this subscriber and then replaces
@@ -53,6 +54,14 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Pull(args) => pull(root, args).map(|_| 0),
         Command::Image(cmd) => image(root, cmd).map(|_| 0),
         Command::Bench(cmd) => crate::bench::run(root, cmd).map(|_| 0),
+        Command::Master(args) => crate::cluster::master(root, args).map(|_| 0),
+        Command::Agent(args) => crate::cluster::agent(root, args).map(|_| 0),
+        Command::Up(args) => crate::cluster::up(root, args).map(|_| 0),
+        Command::Agents(args) => crate::cluster::agents(args).map(|_| 0),
+        Command::Tasks(args) => crate::cluster::tasks(args).map(|_| 0),
+        Command::Roles(args) => crate::cluster::roles(args).map(|_| 0),
+        Command::Role(cmd) => crate::cluster::role(cmd).map(|_| 0),
+        Command::Task(cmd) => crate::cluster::task(cmd),
         Command::OciRun(args) => {
             let code = corral_shim::run_bundle(&args.bundle, &args.state, &args.id)
                 .with_context(|| format!("running bundle {}", args.bundle.display()))?;

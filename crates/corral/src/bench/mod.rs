@@ -2,6 +2,7 @@
 //! prints a markdown table for `docs/benchmarks.md`.
 
 mod images;
+mod launch;
 mod lifecycle;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub fn run(root: &Path, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Lifecycle { runs, image } => lifecycle::run(root, runs, &image),
         BenchCommand::Images { runs, size_mib, image } => images::run(root, runs, size_mib, &image),
+        BenchCommand::Launch { runs } => launch::run(runs),
     }
 }
 

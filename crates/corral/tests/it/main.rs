@@ -3,6 +3,7 @@
 mod support;
 
 mod build;
+mod cluster;
 mod containers;
 mod images;
 mod registry;

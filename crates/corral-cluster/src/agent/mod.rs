@@ -1,0 +1,525 @@
+//! `corral agent`: runs tasks on one machine for the master. It registers (listing the tasks it
+//! runs), heartbeats, launches tasks as corral containers (each with its own shim, so tasks
+//! outlive the agent), and reports their states as status updates: numbered, kept on disk
+//! until the master acknowledges them, retried across disconnects, in order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use corral_runtime::create::{self, CreateRequest};
+use corral_runtime::state::{Containers, EtcFiles, State as CState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Notify};
+
+use crate::task::TaskState;
+use crate::wire;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `http://host:port` of the master.
+    pub master: String,
+    pub listen: SocketAddr,
+    /// How the master reaches this agent (default: `http://<listen>`).
+    pub advertise: Option<String>,
+    /// A resource spec; what it leaves out is detected (cpus, mem, disk).
+    pub resources: Option<String>,
+    pub attributes: String,
+    /// corral's state root: images and containers (shared with the CLI on this machine).
+    pub state_root: PathBuf,
+    /// The agent's own records: its id, tasks and unacknowledged updates.
+    pub work_dir: PathBuf,
+    pub corral_exe: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid --resources: {0}")]
+    Resources(String),
+    #[error("invalid --attributes: {0}")]
+    Attributes(String),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A task this agent runs, as it records it on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TaskEntry {
+    task_id: String,
+    container_id: String,
+    kill_requested: bool,
+    /// The last state reported (queued) for it.
+    state: TaskState,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Pending {
+    next_seq: u64,
+    updates: VecDeque<wire::StatusUpdate>,
+}
+
+struct Inner {
+    config: AgentConfig,
+    agent_id: Option<String>,
+    tasks: BTreeMap<String, TaskEntry>,
+    pending: Pending,
+}
+
+#[derive(Clone)]
+struct Agent {
+    inner: Arc<Mutex<Inner>>,
+    wake: Arc<Notify>,
+    resources: String,
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AgentError {
+    let path = path.to_path_buf();
+    move |source| AgentError::Io { action, path, source }
+}
+
+impl Inner {
+    fn save(&self) {
+        let w = &self.config.work_dir;
+        let write = |name: &str, bytes: Vec<u8>| {
+            let tmp = w.join(format!("{name}.tmp"));
+            if std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, w.join(name))).is_err() {
+                tracing::error!(file = name, "could not persist agent state");
+            }
+        };
+        write("tasks.json", serde_json::to_vec(&self.tasks).expect("serializes"));
+        write("updates.json", serde_json::to_vec(&self.pending).expect("serializes"));
+        if let Some(id) = &self.agent_id {
+            write("agent_id", id.clone().into_bytes());
+        }
+    }
+
+    /// Queues a status update for a task (once per state).
+    fn report(&mut self, task_id: &str, state: TaskState, exit_code: Option<i32>, message: Option<String>) {
+        if let Some(t) = self.tasks.get_mut(task_id) {
+            if t.state == state {
+                return;
+            }
+            t.state = state;
+        }
+        let seq = self.pending.next_seq;
+        self.pending.next_seq += 1;
+        self.pending.updates.push_back(wire::StatusUpdate {
+            task_id: task_id.to_string(),
+            state,
+            seq,
+            exit_code,
+            message,
+        });
+        self.save();
+    }
+}
+
+/// Detects cpus, mem (MiB, less 512 for the system) and disk (MiB free under the state root),
+/// then applies what `spec` says.
+fn machine_resources(spec: Option<&str>, root: &Path) -> Result<String, AgentError> {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0);
+    let disk_mb = nix::sys::statvfs::statvfs(root)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 >> 20)
+        .unwrap_or(0);
+    let detected = format!("cpus:{cpus};mem:{};disk:{disk_mb}", (mem_kb / 1024).saturating_sub(512));
+    let given = corral_alloc::Resources::parse(spec.unwrap_or("")).map_err(|e| AgentError::Resources(e.to_string()))?;
+    let mut out = given.clone();
+    for item in detected.split(';') {
+        let name = item.split(':').next().unwrap_or("");
+        if !given.iter().any(|(n, _, _)| n == name) {
+            out = out.plus(&corral_alloc::Resources::parse(item).map_err(|e| AgentError::Resources(e.to_string()))?);
+        }
+    }
+    Ok(out.to_string())
+}
+
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Listen { addr: config.listen, source })?;
+    serve(listener, config).await
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.work_dir).map_err(io_err("creating", &config.work_dir))?;
+    corral_alloc::attributes::parse(&config.attributes).map_err(|e| AgentError::Attributes(e.to_string()))?;
+    let resources = machine_resources(config.resources.as_deref(), &config.state_root)?;
+    let read = |name: &str| std::fs::read(config.work_dir.join(name)).ok();
+    let agent_id = read("agent_id").and_then(|b| String::from_utf8(b).ok());
+    let tasks: BTreeMap<String, TaskEntry> =
+        read("tasks.json").and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let pending: Pending = read("updates.json").and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let local = listener.local_addr().map_err(|source| AgentError::Listen { addr: config.listen, source })?;
+    let mut config = config;
+    if config.advertise.is_none() {
+        config.advertise = Some(format!("http://{local}"));
+    }
+    let agent = Agent {
+        inner: Arc::new(Mutex::new(Inner { config, agent_id, tasks, pending })),
+        wake: Arc::new(Notify::new()),
+        resources,
+    };
+    agent.recover().await;
+    tokio::spawn(agent.clone().heartbeats());
+    tokio::spawn(agent.clone().send_updates());
+    tracing::info!(addr = %local, "agent listening");
+    let app = Router::new()
+        .route("/api/v1/tasks", post(launch))
+        .route("/api/v1/tasks/{id}/kill", post(kill))
+        .route("/api/v1/tasks/{id}/logs", get(logs))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(agent);
+    axum::serve(listener, app).await.map_err(|source| AgentError::Listen { addr: local, source })
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+impl Agent {
+    /// After a restart: tasks whose containers still run are watched again; those that ended
+    /// meanwhile are reported with their real exit status.
+    async fn recover(&self) {
+        let (root, entries) = {
+            let i = self.inner.lock().await;
+            (i.config.state_root.clone(), i.tasks.values().cloned().collect::<Vec<_>>())
+        };
+        for t in entries.into_iter().filter(|t| !t.state.is_terminal()) {
+            let dir = Containers::new(&root).dir_of(&t.container_id);
+            match dir.state() {
+                Ok(CState::Running { .. } | CState::Created) => {
+                    tracing::info!(task = %t.task_id, "reattached to a running task");
+                    self.watch(t.task_id.clone(), t.container_id.clone());
+                }
+                Ok(CState::Exited(_)) => self.watch(t.task_id.clone(), t.container_id.clone()),
+                _ => {
+                    let mut i = self.inner.lock().await;
+                    i.report(&t.task_id, TaskState::Lost, None, Some("its container is gone".into()));
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Waits (on a blocking thread) for a task's container to end, then reports how.
+    fn watch(&self, task_id: String, container_id: String) {
+        let agent = self.clone();
+        tokio::spawn(async move {
+            let root = agent.inner.lock().await.config.state_root.clone();
+            let dir = Containers::new(&root).dir_of(&container_id);
+            let status = tokio::task::spawn_blocking(move || corral_runtime::control::wait(&dir)).await;
+            let mut i = agent.inner.lock().await;
+            let killed = i.tasks.get(&task_id).is_some_and(|t| t.kill_requested);
+            match status {
+                Ok(Ok(s)) => {
+                    let state = if killed {
+                        TaskState::Killed
+                    } else if s.error.is_some() {
+                        TaskState::Error
+                    } else if s.shell_code() == 0 {
+                        TaskState::Finished
+                    } else {
+                        TaskState::Failed
+                    };
+                    i.report(&task_id, state, Some(s.shell_code()), Some(s.describe()));
+                }
+                Ok(Err(e)) => i.report(&task_id, TaskState::Lost, None, Some(e.to_string())),
+                Err(e) => i.report(&task_id, TaskState::Lost, None, Some(e.to_string())),
+            }
+            drop(i);
+            agent.wake.notify_one();
+        });
+    }
+
+    async fn register(&self) -> Option<(String, u64, Vec<String>)> {
+        let req = {
+            let i = self.inner.lock().await;
+            wire::Register {
+                agent_id: i.agent_id.clone(),
+                hostname: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+                address: i.config.advertise.clone().unwrap_or_default(),
+                resources: self.resources.clone(),
+                attributes: i.config.attributes.clone(),
+                tasks: i
+                    .tasks
+                    .values()
+                    .map(|t| wire::AgentTask { task_id: t.task_id.clone(), state: t.state })
+                    .collect(),
+            }
+        };
+        let url = format!("{}/api/v1/agents", self.inner.lock().await.config.master);
+        let reply = tokio::task::spawn_blocking(move || -> Result<wire::Registered, String> {
+            let mut r = http().post(&url).send_json(&req).map_err(|e| e.to_string())?;
+            if !r.status().is_success() {
+                return Err(r.body_mut().read_to_string().unwrap_or_default());
+            }
+            r.body_mut().read_json().map_err(|e| e.to_string())
+        })
+        .await
+        .ok()?;
+        match reply {
+            Ok(r) => {
+                let mut i = self.inner.lock().await;
+                i.agent_id = Some(r.agent_id.clone());
+                i.save();
+                tracing::info!(agent = %r.agent_id, "registered with the master");
+                Some((r.agent_id, r.heartbeat_interval_ms, r.kill))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "registration failed; retrying");
+                None
+            }
+        }
+    }
+
+    /// Registers, then heartbeats; registers again whenever the master does not know us.
+    async fn heartbeats(self) {
+        let mut registered: Option<(String, u64)> = None;
+        let mut retry = tokio::time::interval(Duration::from_millis(500));
+        let mut beat = tokio::time::interval(Duration::from_millis(1000));
+        loop {
+            match &registered {
+                None => {
+                    if let Some((id, interval, kill)) = self.register().await {
+                        for t in kill {
+                            let _ = self.kill_task(&t).await;
+                        }
+                        beat = tokio::time::interval(Duration::from_millis(interval));
+                        beat.tick().await;
+                        registered = Some((id, interval));
+                        self.wake.notify_one();
+                    } else {
+                        retry.tick().await;
+                    }
+                }
+                Some((id, _)) => {
+                    beat.tick().await;
+                    let url = format!("{}/api/v1/agents/{id}/heartbeat", self.inner.lock().await.config.master);
+                    let status = tokio::task::spawn_blocking(move || {
+                        http().post(&url).send_empty().map(|r| r.status().as_u16())
+                    })
+                    .await;
+                    match status {
+                        Ok(Ok(200)) => {}
+                        Ok(Ok(404)) => registered = None,
+                        _ => tracing::debug!("heartbeat failed; the master may be away"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends queued status updates, oldest first, until each is acknowledged.
+    async fn send_updates(self) {
+        loop {
+            let batch = {
+                let i = self.inner.lock().await;
+                match &i.agent_id {
+                    Some(id) if !i.pending.updates.is_empty() => Some((
+                        format!("{}/api/v1/agents/{id}/updates", i.config.master),
+                        i.pending.updates.iter().cloned().collect::<Vec<_>>(),
+                    )),
+                    _ => None,
+                }
+            };
+            let Some((url, updates)) = batch else {
+                let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
+                continue;
+            };
+            let body = wire::Updates { updates };
+            let result = tokio::task::spawn_blocking(move || -> Result<wire::Acked, String> {
+                let mut r = http().post(&url).send_json(&body).map_err(|e| e.to_string())?;
+                if !r.status().is_success() {
+                    return Err(format!("status {}", r.status()));
+                }
+                r.body_mut().read_json().map_err(|e| e.to_string())
+            })
+            .await;
+            match result {
+                Ok(Ok(acked)) => {
+                    let mut i = self.inner.lock().await;
+                    i.pending.updates.retain(|u| !acked.acked.contains(&u.seq));
+                    i.save();
+                }
+                _ => {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
+                }
+            }
+        }
+    }
+
+    async fn kill_task(&self, task_id: &str) -> Result<(), String> {
+        let (root, container) = {
+            let mut i = self.inner.lock().await;
+            let root = i.config.state_root.clone();
+            let Some(t) = i.tasks.get_mut(task_id) else {
+                return Err(format!("no such task on this agent: {task_id:?}"));
+            };
+            t.kill_requested = true;
+            let c = t.container_id.clone();
+            i.save();
+            (root, c)
+        };
+        tokio::task::spawn_blocking(move || {
+            let dir = Containers::new(&root).dir_of(&container);
+            corral_runtime::control::send(&dir, "stop").map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> impl IntoResponse {
+    {
+        let mut i = agent.inner.lock().await;
+        if i.tasks.contains_key(&req.task_id) {
+            return (StatusCode::OK, "already launched".to_string());
+        }
+        i.tasks.insert(
+            req.task_id.clone(),
+            TaskEntry {
+                task_id: req.task_id.clone(),
+                container_id: String::new(),
+                kill_requested: false,
+                state: TaskState::Staging,
+            },
+        );
+        i.report(&req.task_id, TaskState::Starting, None, None);
+    }
+    agent.wake.notify_one();
+    let (root, exe) = {
+        let i = agent.inner.lock().await;
+        (i.config.state_root.clone(), i.config.corral_exe.clone())
+    };
+    let task_id = req.task_id.clone();
+    let started = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let store = corral_image::Store::open(&root).map_err(|e| e.to_string())?;
+        let image = req
+            .image
+            .as_deref()
+            .map(|i| i.parse::<corral_image::Reference>().map_err(|e| e.to_string()))
+            .transpose()?;
+        let request = CreateRequest {
+            name: Some(req.task_id.clone()),
+            image,
+            command: req.command.clone(),
+            cpus: Some(req.cpus),
+            mem_bytes: Some(req.mem_mb.max(6) << 20),
+            stop_grace_secs: 10,
+            log_max_bytes: 10 << 20,
+            log_max_files: 3,
+            etc: EtcFiles::All,
+            ..CreateRequest::default()
+        };
+        let dir = create::create(&root, &store, request, &corral_runtime::now()).map_err(|e| e.to_string())?;
+        if let Err(e) = corral_runtime::control::start(&exe, &root, &dir) {
+            let record = dir.read_record().ok();
+            create::remove(&Containers::new(&root), &dir, record.as_ref().map_or("", |r| r.name.as_str()));
+            return Err(e.to_string());
+        }
+        Ok(dir.id())
+    })
+    .await;
+    let started = started.unwrap_or_else(|e| Err(e.to_string()));
+    let mut i = agent.inner.lock().await;
+    let reply = match started {
+        Ok(container) => {
+            if let Some(t) = i.tasks.get_mut(&task_id) {
+                t.container_id = container.clone();
+            }
+            i.report(&task_id, TaskState::Running, None, None);
+            drop(i);
+            agent.watch(task_id, container);
+            (StatusCode::ACCEPTED, "launched".to_string())
+        }
+        Err(message) => {
+            i.report(&task_id, TaskState::Error, None, Some(message.clone()));
+            drop(i);
+            (StatusCode::ACCEPTED, message)
+        }
+    };
+    agent.wake.notify_one();
+    reply
+}
+
+async fn kill(State(agent): State<Agent>, UrlPath(id): UrlPath<String>) -> impl IntoResponse {
+    match agent.kill_task(&id).await {
+        Ok(()) => (StatusCode::ACCEPTED, String::new()),
+        Err(e) => (StatusCode::NOT_FOUND, e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The task's output (stdout and stderr interleaved), following it when asked.
+async fn logs(
+    State(agent): State<Agent>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<LogsQuery>,
+) -> axum::response::Response {
+    let (root, container) = {
+        let i = agent.inner.lock().await;
+        match i.tasks.get(&id) {
+            Some(t) if !t.container_id.is_empty() => (i.config.state_root.clone(), t.container_id.clone()),
+            _ => return (StatusCode::NOT_FOUND, format!("no such task on this agent: {id:?}")).into_response(),
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+    tokio::task::spawn_blocking(move || {
+        let dir = Containers::new(&root).dir_of(&container);
+        let done = || !matches!(dir.state(), Ok(CState::Running { .. } | CState::Created));
+        let mut sink = |e: &corral_runtime::logs::Entry| -> std::io::Result<()> {
+            tx.blocking_send(Ok(e.content.clone())).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        };
+        let _ = corral_runtime::logs::read(&dir.logs(), q.follow, done, &dir.dir, &mut sink);
+    });
+    axum::response::Response::new(axum::body::Body::from_stream(ChunkStream(rx)))
+}
+
+/// An mpsc receiver of body chunks, as a stream.
+struct ChunkStream(tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>);
+
+impl futures_core::Stream for ChunkStream {
+    type Item = Result<Vec<u8>, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}

@@ -1,0 +1,11 @@
+//! The cluster: the master (control plane, allocator, built-in task framework, durable state)
+//! and the agent (runs tasks as corral containers and reports their states), talking HTTP/JSON.
+//!
+//! `task` is the task lifecycle (pure); `wire` the JSON of every API; `store` the master's
+//! embedded database; `master` and `agent` the two processes' logic, I/O at their edges.
+
+pub mod agent;
+pub mod master;
+pub mod store;
+pub mod task;
+pub mod wire;

@@ -1,0 +1,162 @@
+//! The master's HTTP API. Each handler: parse, one controller call, flush agent calls, answer.
+//! Errors map to HTTP statuses here and nowhere else.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::controller::MasterError;
+use super::Master;
+use crate::wire;
+
+pub fn router(master: Master) -> Router {
+    Router::new()
+        .route("/api/v1/tasks", get(list_tasks).post(run_tasks))
+        .route("/api/v1/tasks/{id}", get(get_task))
+        .route("/api/v1/tasks/{id}/kill", post(kill_task))
+        .route("/api/v1/tasks/{id}/logs", get(task_logs))
+        .route("/api/v1/agents", get(list_agents).post(register))
+        .route("/api/v1/agents/{id}/heartbeat", post(heartbeat))
+        .route("/api/v1/agents/{id}/updates", post(updates))
+        .route("/api/v1/roles", get(list_roles))
+        .route("/api/v1/roles/{role}", put(set_role))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(master)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(wire::ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<MasterError> for ApiError {
+    fn from(e: MasterError) -> ApiError {
+        let status = match &e {
+            MasterError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            MasterError::NotFound(_) => StatusCode::NOT_FOUND,
+            MasterError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// A JSON body, or a 400 that says what was wrong with it.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+    }
+}
+
+async fn list_tasks(State(m): State<Master>) -> Json<Vec<wire::TaskInfo>> {
+    Json(m.controller.lock().await.tasks())
+}
+
+async fn get_task(State(m): State<Master>, Path(id): Path<String>) -> Result<Json<wire::TaskInfo>, ApiError> {
+    let c = m.controller.lock().await;
+    c.task_info(&id).map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))
+}
+
+async fn run_tasks(
+    State(m): State<Master>,
+    Body(req): Body<wire::RunTasks>,
+) -> Result<(StatusCode, Json<wire::TaskIds>), ApiError> {
+    let now = m.now_ms();
+    let ids = m.controller.lock().await.run_tasks(req, now)?;
+    m.flush().await;
+    Ok((StatusCode::CREATED, Json(wire::TaskIds { tasks: ids })))
+}
+
+async fn kill_task(State(m): State<Master>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let now = m.now_ms();
+    m.controller.lock().await.kill_task(&id, now)?;
+    m.flush().await;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// Sends the client to the agent that runs the task, which serves its logs.
+async fn task_logs(
+    State(m): State<Master>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let c = m.controller.lock().await;
+    let t = c.task(&id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))?;
+    let agent = t
+        .agent
+        .clone()
+        .ok_or_else(|| ApiError(StatusCode::CONFLICT, format!("task {id} has not been placed on an agent yet")))?;
+    let address =
+        c.agent_address(&agent).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("agent {agent} is unknown")))?;
+    let location = format!("{address}/api/v1/tasks/{id}/logs?follow={}", q.follow);
+    Ok((StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]).into_response())
+}
+
+async fn list_agents(State(m): State<Master>) -> Json<Vec<wire::AgentInfo>> {
+    Json(m.controller.lock().await.agents())
+}
+
+async fn register(
+    State(m): State<Master>,
+    Body(req): Body<wire::Register>,
+) -> Result<Json<wire::Registered>, ApiError> {
+    let now = m.now_ms();
+    let reply = m.controller.lock().await.register(req, now)?;
+    m.flush().await;
+    Ok(Json(reply))
+}
+
+async fn heartbeat(State(m): State<Master>, Path(id): Path<String>) -> StatusCode {
+    let now = m.now_ms();
+    if m.controller.lock().await.heartbeat(&id, now) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn updates(
+    State(m): State<Master>,
+    Path(id): Path<String>,
+    Body(req): Body<wire::Updates>,
+) -> Result<Json<wire::Acked>, ApiError> {
+    let now = m.now_ms();
+    let acked = m.controller.lock().await.updates(&id, req.updates, now)?;
+    m.flush().await;
+    Ok(Json(wire::Acked { acked }))
+}
+
+async fn list_roles(State(m): State<Master>) -> Json<Vec<wire::RoleInfo>> {
+    Json(m.controller.lock().await.roles())
+}
+
+async fn set_role(
+    State(m): State<Master>,
+    Path(role): Path<String>,
+    Body(req): Body<wire::SetRole>,
+) -> Result<StatusCode, ApiError> {
+    let now = m.now_ms();
+    m.controller.lock().await.set_role(&role, req, now)?;
+    m.flush().await;
+    Ok(StatusCode::NO_CONTENT)
+}

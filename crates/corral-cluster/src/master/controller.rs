@@ -1,0 +1,596 @@
+//! The master's controller: the one owner of the cluster's state. HTTP handlers send it
+//! commands; it changes the state, commits it to the store, runs allocation cycles (offering
+//! to the built-in task framework of each role) and tells agents what to run.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+use corral_alloc::attributes::{self, Attributes};
+use corral_alloc::{Allocator, Operation, Resources, Role, RoleConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError, AGENTS, ROLES, TASKS};
+use crate::task::{transition, TaskEvent, TaskState};
+use crate::wire;
+
+/// Why the master refused a request; mapped to an HTTP status in one place (`api.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A task, as the master keeps it (and persists it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub agent: Option<String>,
+    pub state: TaskState,
+    pub resources: String,
+    pub cpus: f64,
+    pub mem_mb: u64,
+    pub image: Option<String>,
+    pub command: Vec<String>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    /// Order of submission, for the built-in framework's queue.
+    pub seq: u64,
+}
+
+/// An agent, as the master keeps it (and persists it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: String,
+    pub hostname: String,
+    pub address: String,
+    pub resources: String,
+    pub attributes: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RoleRecord {
+    weight: f64,
+    quota: Option<String>,
+}
+
+/// Something the controller must do outside itself: talk to an agent.
+#[derive(Debug, Clone)]
+pub enum AgentCall {
+    Launch { address: String, launch: wire::Launch },
+    Kill { address: String, task_id: String },
+}
+
+struct AgentLive {
+    record: AgentRecord,
+    attributes: Attributes,
+    last_seen_ms: u64,
+    reachable: bool,
+}
+
+pub struct Controller {
+    store: Store,
+    alloc: Allocator,
+    agents: BTreeMap<String, AgentLive>,
+    tasks: BTreeMap<String, TaskRecord>,
+    /// Per built-in framework (one per role), tasks waiting for an offer, in order.
+    queues: BTreeMap<String, VecDeque<String>>,
+    roles: BTreeMap<String, RoleRecord>,
+    next_seq: u64,
+    pub agent_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    outbox: Vec<AgentCall>,
+}
+
+/// The built-in task framework of a role.
+pub fn framework_of(role: &str) -> String {
+    format!("corral-tasks/{role}")
+}
+
+fn new_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    format!("{prefix}-{:012x}", RandomState::new().hash_one(std::time::SystemTime::now()) & 0xffff_ffff_ffff)
+}
+
+impl Controller {
+    /// Loads the state from the store: agents come back unreachable until they re-register.
+    pub fn recover(store: Store, now_ms: u64, agent_timeout: Duration) -> Result<Controller, MasterError> {
+        let mut c = Controller {
+            store,
+            alloc: Allocator::new(),
+            agents: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            next_seq: 0,
+            agent_timeout_ms: agent_timeout.as_millis() as u64,
+            heartbeat_interval_ms: (agent_timeout.as_millis() as u64 / 5).clamp(100, 5000),
+            outbox: Vec::new(),
+        };
+        for (name, r) in c.store.all::<RoleRecord>(ROLES)? {
+            let role = Role::parse(&name).map_err(|e| MasterError::BadRequest(e.to_string()))?;
+            let quota = r
+                .quota
+                .as_deref()
+                .map(Resources::parse)
+                .transpose()
+                .map_err(|e| MasterError::BadRequest(e.to_string()))?;
+            let _ = c.alloc.set_role(&role, RoleConfig { weight: r.weight, quota });
+            c.roles.insert(name, r);
+        }
+        for (id, a) in c.store.all::<AgentRecord>(AGENTS)? {
+            let attributes = attributes::parse(&a.attributes).unwrap_or_default();
+            // Known, but not reachable until it says so; its resources are not offered yet.
+            c.agents.insert(id, AgentLive { record: a, attributes, last_seen_ms: now_ms, reachable: false });
+        }
+        let mut tasks: Vec<TaskRecord> = c.store.all::<TaskRecord>(TASKS)?.into_iter().map(|(_, t)| t).collect();
+        tasks.sort_by_key(|t| t.seq);
+        for t in tasks {
+            c.next_seq = c.next_seq.max(t.seq + 1);
+            c.ensure_framework(&t.role);
+            if t.state == TaskState::Staging && t.agent.is_none() {
+                c.queues.entry(framework_of(&t.role)).or_default().push_back(t.id.clone());
+            }
+            c.tasks.insert(t.id.clone(), t);
+        }
+        for fw in c.queues.keys().cloned().collect::<Vec<_>>() {
+            c.sync_demand(&fw);
+        }
+        Ok(c)
+    }
+
+    pub fn take_outbox(&mut self) -> Vec<AgentCall> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    fn ensure_framework(&mut self, role: &str) {
+        let fw = framework_of(role);
+        if !self.queues.contains_key(&fw) {
+            let r = Role::parse(role).expect("validated on submission");
+            self.alloc.add_framework(&fw, &[r.clone()]);
+            self.alloc.suppress(&fw, &r);
+            self.queues.insert(fw, VecDeque::new());
+        }
+    }
+
+    /// Suppresses a framework with nothing queued; revives one with work.
+    fn sync_demand(&mut self, fw: &str) {
+        let role = Role::parse(fw.trim_start_matches("corral-tasks/")).expect("framework names carry valid roles");
+        if self.queues.get(fw).is_some_and(|q| !q.is_empty()) {
+            self.alloc.revive(fw, &role);
+        } else {
+            self.alloc.suppress(fw, &role);
+        }
+    }
+
+    // ---- requests from the CLI ----------------------------------------------------------
+
+    pub fn run_tasks(&mut self, req: wire::RunTasks, now_ms: u64) -> Result<Vec<String>, MasterError> {
+        let role = Role::parse(&req.role).map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        if req.command.is_empty() {
+            return Err(MasterError::BadRequest("command: a task needs a command".into()));
+        }
+        if !(req.cpus.is_finite() && req.cpus > 0.0) {
+            return Err(MasterError::BadRequest(format!("cpus: must be a positive number, not {}", req.cpus)));
+        }
+        if !(req.mem.is_finite() && req.mem >= 1.0) {
+            return Err(MasterError::BadRequest(format!("mem: must be at least 1 (MiB), not {}", req.mem)));
+        }
+        if req.count == 0 || req.count > 10_000 {
+            return Err(MasterError::BadRequest(format!("count: must be 1 to 10000, not {}", req.count)));
+        }
+        let resources = Resources::parse(&format!("cpus:{:.3};mem:{}", req.cpus, req.mem.ceil() as u64))
+            .map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        let name = req.name.clone().unwrap_or_else(|| req.command[0].rsplit('/').next().unwrap_or("task").to_string());
+        let mut ids = Vec::new();
+        let mut records = Vec::new();
+        for _ in 0..req.count {
+            let id =
+                new_id(&name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(20).collect::<String>());
+            let t = TaskRecord {
+                id: id.clone(),
+                name: name.clone(),
+                role: role.to_string(),
+                agent: None,
+                state: TaskState::Staging,
+                resources: resources.to_string(),
+                cpus: req.cpus,
+                mem_mb: req.mem.ceil() as u64,
+                image: req.image.clone(),
+                command: req.command.clone(),
+                exit_code: None,
+                message: None,
+                seq: self.next_seq,
+            };
+            self.next_seq += 1;
+            records.push(t);
+            ids.push(id);
+        }
+        let refs: Vec<(&str, Option<&TaskRecord>)> = records.iter().map(|t| (t.id.as_str(), Some(t))).collect();
+        self.store.write(TASKS, &refs)?;
+        self.ensure_framework(role.as_str());
+        let fw = framework_of(role.as_str());
+        for t in records {
+            self.queues.get_mut(&fw).expect("ensured").push_back(t.id.clone());
+            self.tasks.insert(t.id.clone(), t);
+        }
+        self.sync_demand(&fw);
+        self.allocate(now_ms);
+        Ok(ids)
+    }
+
+    pub fn kill_task(&mut self, id: &str, now_ms: u64) -> Result<(), MasterError> {
+        let t = self.tasks.get(id).ok_or_else(|| MasterError::NotFound(format!("no such task: {id:?}")))?.clone();
+        if t.state.is_terminal() {
+            return Ok(());
+        }
+        if t.agent.is_none() {
+            // Still queued: it never ran.
+            let fw = framework_of(&t.role);
+            if let Some(q) = self.queues.get_mut(&fw) {
+                q.retain(|x| x != id);
+            }
+            self.sync_demand(&fw);
+            return self.set_state(id, TaskState::Killed, None, Some("killed before it was placed".into()), now_ms);
+        }
+        let next = transition(t.state, TaskEvent::KillRequested).map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        self.set_state(id, next, None, None, now_ms)?;
+        if let Some(a) = t.agent.as_ref().and_then(|a| self.agents.get(a)) {
+            self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    pub fn set_role(&mut self, name: &str, req: wire::SetRole, now_ms: u64) -> Result<(), MasterError> {
+        let role = Role::parse(name).map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        let mut rec = self.roles.get(name).cloned().unwrap_or(RoleRecord { weight: 1.0, quota: None });
+        if let Some(w) = req.weight {
+            rec.weight = w;
+        }
+        if let Some(q) = req.quota {
+            rec.quota = if q.trim().is_empty() { None } else { Some(q) };
+        }
+        let quota = rec
+            .quota
+            .as_deref()
+            .map(Resources::parse)
+            .transpose()
+            .map_err(|e| MasterError::BadRequest(format!("quota: {e}")))?;
+        self.alloc
+            .set_role(&role, RoleConfig { weight: rec.weight, quota })
+            .map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        self.store.put(ROLES, name, &rec)?;
+        self.roles.insert(name.to_string(), rec);
+        self.allocate(now_ms);
+        Ok(())
+    }
+
+    pub fn tasks(&self) -> Vec<wire::TaskInfo> {
+        let mut v: Vec<&TaskRecord> = self.tasks.values().collect();
+        v.sort_by_key(|t| t.seq);
+        v.into_iter()
+            .map(|t| wire::TaskInfo {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                role: t.role.clone(),
+                agent: t.agent.clone(),
+                state: t.state,
+                resources: t.resources.clone(),
+                image: t.image.clone(),
+                command: t.command.clone(),
+                exit_code: t.exit_code,
+                message: t.message.clone(),
+            })
+            .collect()
+    }
+
+    pub fn task_info(&self, id: &str) -> Option<wire::TaskInfo> {
+        let t = self.tasks.get(id)?;
+        Some(wire::TaskInfo {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            role: t.role.clone(),
+            agent: t.agent.clone(),
+            state: t.state,
+            resources: t.resources.clone(),
+            image: t.image.clone(),
+            command: t.command.clone(),
+            exit_code: t.exit_code,
+            message: t.message.clone(),
+        })
+    }
+
+    pub fn task(&self, id: &str) -> Option<&TaskRecord> {
+        self.tasks.get(id)
+    }
+
+    pub fn agent_address(&self, id: &str) -> Option<String> {
+        self.agents.get(id).map(|a| a.record.address.clone())
+    }
+
+    pub fn agents(&self) -> Vec<wire::AgentInfo> {
+        self.agents
+            .values()
+            .map(|a| wire::AgentInfo {
+                id: a.record.id.clone(),
+                hostname: a.record.hostname.clone(),
+                address: a.record.address.clone(),
+                resources: a.record.resources.clone(),
+                available: self.alloc.agent_available(&a.record.id).map(|r| r.to_string()).unwrap_or_default(),
+                attributes: a.attributes.clone(),
+                state: if a.reachable { "active".into() } else { "unreachable".into() },
+                tasks: self
+                    .tasks
+                    .values()
+                    .filter(|t| t.agent.as_deref() == Some(&a.record.id) && !t.state.is_terminal())
+                    .count(),
+            })
+            .collect()
+    }
+
+    pub fn roles(&self) -> Vec<wire::RoleInfo> {
+        self.alloc
+            .roles()
+            .into_iter()
+            .map(|s| wire::RoleInfo {
+                role: s.role.to_string(),
+                weight: s.weight,
+                quota: s.quota.map(|q| q.to_string()),
+                allocated: s.allocated.to_string(),
+                dominant_share: s.dominant_share,
+            })
+            .collect()
+    }
+
+    // ---- agents ---------------------------------------------------------------------------
+
+    pub fn register(&mut self, req: wire::Register, now_ms: u64) -> Result<wire::Registered, MasterError> {
+        let total = Resources::parse(&req.resources).map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        let attrs = attributes::parse(&req.attributes).map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        if !(req.address.starts_with("http://") || req.address.starts_with("https://")) {
+            return Err(MasterError::BadRequest(format!("address: {:?} is not an http(s) URL", req.address)));
+        }
+        let id = match &req.agent_id {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => new_id("agent"),
+        };
+        let record = AgentRecord {
+            id: id.clone(),
+            hostname: req.hostname.clone(),
+            address: req.address.clone(),
+            resources: total.to_string(),
+            attributes: req.attributes.clone(),
+        };
+        self.store.put(AGENTS, &id, &record)?;
+        if self.agents.get(&id).is_some_and(|a| a.reachable) {
+            // A re-registration of an agent we think is up (it restarted quickly).
+            let _ = self.alloc.remove_agent(&id);
+        }
+        self.alloc.add_agent(&id, total).map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        self.agents.insert(id.clone(), AgentLive { record, attributes: attrs, last_seen_ms: now_ms, reachable: true });
+
+        // Reconcile: tasks the agent runs and we know of stay (and are charged again); tasks
+        // we placed there that it does not report are lost; tasks it runs that we do not want
+        // are killed.
+        let reported: HashMap<&str, TaskState> = req.tasks.iter().map(|t| (t.task_id.as_str(), t.state)).collect();
+        let mut kill = Vec::new();
+        for t in &req.tasks {
+            let known = self
+                .tasks
+                .get(&t.task_id)
+                .is_some_and(|k| k.agent.as_deref() == Some(id.as_str()) && !k.state.is_terminal());
+            if !known && !t.state.is_terminal() {
+                kill.push(t.task_id.clone());
+            }
+        }
+        let ours: Vec<TaskRecord> = self
+            .tasks
+            .values()
+            .filter(|t| t.agent.as_deref() == Some(id.as_str()) && !t.state.is_terminal())
+            .cloned()
+            .collect();
+        for t in ours {
+            let res = Resources::parse(&t.resources).expect("stored resources parse");
+            let role = Role::parse(&t.role).expect("stored roles parse");
+            match reported.get(t.id.as_str()) {
+                Some(s) if !s.is_terminal() => {
+                    let _ = self.alloc.restore_task(&framework_of(&t.role), &role, &id, &res);
+                    if t.state == TaskState::Unreachable {
+                        let next = transition(t.state, TaskEvent::AgentReturned).unwrap_or(TaskState::Running);
+                        self.set_state(&t.id, next, None, None, now_ms)?;
+                    }
+                }
+                // Ended while we did not hear: its status update is on its way.
+                Some(_) => {
+                    let _ = self.alloc.restore_task(&framework_of(&t.role), &role, &id, &res);
+                }
+                None => {
+                    self.set_state(
+                        &t.id,
+                        TaskState::Lost,
+                        None,
+                        Some("the agent came back without it".into()),
+                        now_ms,
+                    )?;
+                }
+            }
+        }
+        self.allocate(now_ms);
+        Ok(wire::Registered { agent_id: id, heartbeat_interval_ms: self.heartbeat_interval_ms, kill })
+    }
+
+    /// A heartbeat; false if the agent must register again.
+    pub fn heartbeat(&mut self, id: &str, now_ms: u64) -> bool {
+        match self.agents.get_mut(id) {
+            Some(a) if a.reachable => {
+                a.last_seen_ms = now_ms;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Applies status updates in order; returns the sequence numbers acknowledged.
+    pub fn updates(
+        &mut self,
+        agent: &str,
+        updates: Vec<wire::StatusUpdate>,
+        now_ms: u64,
+    ) -> Result<Vec<u64>, MasterError> {
+        if !self.agents.get(agent).is_some_and(|a| a.reachable) {
+            return Err(MasterError::NotFound(format!("agent {agent:?} is not registered")));
+        }
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.last_seen_ms = now_ms;
+        }
+        let mut acked = Vec::new();
+        for u in updates {
+            acked.push(u.seq);
+            let Some(t) = self.tasks.get(&u.task_id).cloned() else { continue };
+            if t.agent.as_deref() != Some(agent) {
+                continue;
+            }
+            // Duplicates and stale updates (already applied, or out of date) are acknowledged
+            // and ignored: delivery is at least once.
+            let Ok(next) = transition(t.state, TaskEvent::Reported(u.state)) else { continue };
+            if next == t.state {
+                continue;
+            }
+            self.set_state(&u.task_id, next, u.exit_code, u.message.clone(), now_ms)?;
+        }
+        self.allocate(now_ms);
+        Ok(acked)
+    }
+
+    /// Periodic work: agents silent past the timeout become unreachable.
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), MasterError> {
+        let silent: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| a.reachable && now_ms.saturating_sub(a.last_seen_ms) > self.agent_timeout_ms)
+            .map(|a| a.record.id.clone())
+            .collect();
+        for id in silent {
+            tracing::warn!(agent = %id, "agent silent past the timeout: its tasks are unreachable");
+            self.agents.get_mut(&id).expect("listed").reachable = false;
+            let _ = self.alloc.remove_agent(&id);
+            let tasks: Vec<TaskRecord> = self
+                .tasks
+                .values()
+                .filter(|t| t.agent.as_deref() == Some(id.as_str()) && !t.state.is_terminal())
+                .cloned()
+                .collect();
+            for t in tasks {
+                let res = Resources::parse(&t.resources).expect("stored resources parse");
+                self.alloc.recover_task(&framework_of(&t.role), &Role::parse(&t.role).expect("valid"), &id, &res);
+                if let Ok(next) = transition(t.state, TaskEvent::AgentUnreachable) {
+                    self.set_state(&t.id, next, None, Some("its agent stopped answering".into()), now_ms)?;
+                }
+            }
+        }
+        self.allocate(now_ms);
+        Ok(())
+    }
+
+    /// A launch could not be delivered to its agent.
+    pub fn launch_failed(&mut self, task_id: &str, message: String, now_ms: u64) -> Result<(), MasterError> {
+        let Some(t) = self.tasks.get(task_id).cloned() else { return Ok(()) };
+        if t.state.is_terminal() {
+            return Ok(());
+        }
+        self.set_state(task_id, TaskState::Error, None, Some(message), now_ms)
+    }
+
+    fn set_state(
+        &mut self,
+        id: &str,
+        state: TaskState,
+        exit_code: Option<i32>,
+        message: Option<String>,
+        now_ms: u64,
+    ) -> Result<(), MasterError> {
+        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
+        let was_running_somewhere = t.agent.is_some() && !t.state.is_terminal() && t.state != TaskState::Unreachable;
+        t.state = state;
+        if exit_code.is_some() {
+            t.exit_code = exit_code;
+        }
+        if message.is_some() {
+            t.message = message;
+        }
+        let t = t.clone();
+        self.store.put(TASKS, id, &t)?;
+        if state.is_terminal() && was_running_somewhere {
+            if let Some(agent) = &t.agent {
+                let res = Resources::parse(&t.resources).expect("stored resources parse");
+                self.alloc.recover_task(&framework_of(&t.role), &Role::parse(&t.role).expect("valid"), agent, &res);
+            }
+        }
+        let _ = now_ms;
+        Ok(())
+    }
+
+    // ---- the allocation loop -------------------------------------------------------------
+
+    /// Runs allocation cycles until no offer is taken. The built-in framework of each role
+    /// launches one task per offer (its oldest that fits) and declines the rest, so each
+    /// placement goes to the role with the lowest dominant share at that moment: DRF by
+    /// progressive filling.
+    pub fn allocate(&mut self, now_ms: u64) {
+        for _ in 0..100_000 {
+            let offers = self.alloc.allocate(now_ms);
+            if offers.is_empty() {
+                return;
+            }
+            for o in offers {
+                let queue = self.queues.get(&o.framework).cloned().unwrap_or_default();
+                let fitting = queue.iter().find(|id| {
+                    self.tasks
+                        .get(*id)
+                        .is_some_and(|t| o.resources.contains(&Resources::parse(&t.resources).expect("stored")))
+                });
+                let Some(task_id) = fitting.cloned() else {
+                    // Nothing of ours fits here: do not offer these again until our queue changes.
+                    let _ = self.alloc.decline(o.id, u64::MAX / 4, now_ms);
+                    continue;
+                };
+                let task = self.tasks.get(&task_id).expect("queued tasks exist").clone();
+                let res = Resources::parse(&task.resources).expect("stored");
+                if self.alloc.accept(o.id, &[Operation::Launch(res)], 0, now_ms).is_err() {
+                    continue;
+                }
+                let fw = o.framework.clone();
+                self.queues.get_mut(&fw).expect("exists").retain(|x| *x != task_id);
+                self.sync_demand(&fw);
+                let Some(agent) = self.agents.get(&o.agent) else { continue };
+                let address = agent.record.address.clone();
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    t.agent = Some(o.agent.clone());
+                }
+                let t = self.tasks[&task_id].clone();
+                if let Err(e) = self.store.put(TASKS, &task_id, &t) {
+                    tracing::error!(error = %e, task = %task_id, "persisting a placement failed");
+                }
+                self.outbox.push(AgentCall::Launch {
+                    address,
+                    launch: wire::Launch {
+                        task_id: t.id.clone(),
+                        name: t.name.clone(),
+                        role: t.role.clone(),
+                        cpus: t.cpus,
+                        mem_mb: t.mem_mb,
+                        image: t.image.clone(),
+                        command: t.command.clone(),
+                    },
+                });
+            }
+            // Declined offers carry lasting filters, so the next cycle offers them elsewhere,
+            // and the loop ends when nobody is offered anything.
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The cluster with real processes: a master and agents (separate `corral` processes talking
+//! HTTP on loopback), tasks in real containers, DRF placement, and recovery after `kill -9`.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{corral_exe, eventually, Env};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `corral` daemon (master or agent) killed with SIGKILL when dropped.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(env: &Env, args: &[&str]) -> Daemon {
+        let child = Command::new(corral_exe())
+            .args(args)
+            .env("CORRAL_ROOT", env.root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Cluster {
+    env: Env,
+    master_port: u16,
+    master: Option<Daemon>,
+    agents: Vec<Daemon>,
+}
+
+impl Cluster {
+    fn new(agent_timeout: &str) -> Cluster {
+        let env = Env::new();
+        let master_port = free_port();
+        let mut c = Cluster { env, master_port, master: None, agents: Vec::new() };
+        c.start_master(agent_timeout);
+        c
+    }
+
+    fn start_master(&mut self, agent_timeout: &str) {
+        let listen = format!("127.0.0.1:{}", self.master_port);
+        self.master =
+            Some(Daemon::start(&self.env, &["master", "--listen", &listen, "--agent-timeout", agent_timeout]));
+        eventually("the master answers", Duration::from_secs(20), || self.cli(&["tasks"]).status.success());
+    }
+
+    /// Starts an agent with its own work dir; returns its index.
+    fn start_agent(&mut self, name: &str, resources: &str) -> usize {
+        let port = free_port();
+        let work = self.env.root.path().join(format!("agent-{name}"));
+        self.start_agent_at(port, &work, resources)
+    }
+
+    fn start_agent_at(&mut self, port: u16, work: &std::path::Path, resources: &str) -> usize {
+        let master = format!("127.0.0.1:{}", self.master_port);
+        let listen = format!("127.0.0.1:{port}");
+        let d = Daemon::start(
+            &self.env,
+            &[
+                "agent",
+                "--master",
+                &master,
+                "--listen",
+                &listen,
+                "--resources",
+                resources,
+                "--work-dir",
+                work.to_str().unwrap(),
+            ],
+        );
+        self.agents.push(d);
+        let addr = format!("http://{listen}");
+        eventually("the agent registers", Duration::from_secs(20), || {
+            self.agents_json().iter().any(|a| a["address"] == addr.as_str() && a["state"] == "active")
+        });
+        self.agents.len() - 1
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut c = self.env.cmd(args);
+        c.env("CORRAL_MASTER", format!("http://127.0.0.1:{}", self.master_port));
+        c.output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "corral {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn agents_json(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["agents", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn tasks(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["tasks", "--json"])).unwrap()
+    }
+
+    fn task(&self, id: &str) -> serde_json::Value {
+        self.tasks().into_iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("no task {id}"))
+    }
+
+    fn wait_state(&self, id: &str, state: &str) {
+        eventually(&format!("task {id} is {state}"), Duration::from_secs(30), || self.task(id)["state"] == state);
+    }
+
+    fn run(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["task", "run"];
+        all.extend_from_slice(args);
+        self.ok(&all).lines().map(String::from).collect()
+    }
+}
+
+#[test]
+fn tasks_run_finish_fail_and_are_killed() {
+    let mut c = Cluster::new("15");
+    c.start_agent("one", "cpus:4;mem:4096");
+    let ok = c
+        .run(&["--image", "busybox", "--cpus", "0.5", "--mem", "64", "--", "sh", "-c", "echo hello from a task"])
+        .remove(0);
+    c.wait_state(&ok, "FINISHED");
+    assert_eq!(c.task(&ok)["exit_code"], 0);
+    assert_eq!(c.ok(&["task", "logs", &ok]), "hello from a task\n");
+    let bad = c.run(&["--", "sh", "-c", "exit 3"]).remove(0);
+    c.wait_state(&bad, "FAILED");
+    assert_eq!(c.task(&bad)["exit_code"], 3);
+    let long = c
+        .run(&["--image", "busybox", "--", "sh", "-c", "trap 'exit 0' TERM; echo up; while :; do sleep 0.1; done"])
+        .remove(0);
+    c.wait_state(&long, "RUNNING");
+    eventually("the task printed", Duration::from_secs(10), || c.ok(&["task", "logs", &long]).contains("up"));
+    c.ok(&["task", "kill", &long]);
+    c.wait_state(&long, "KILLED");
+    let missing = c.run(&["--image", "nope:1", "--", "true"]).remove(0);
+    c.wait_state(&missing, "ERROR");
+    assert!(c.task(&missing)["message"].as_str().unwrap().contains("unknown image"));
+    // Bad requests name what was wrong.
+    for (args, needle) in [
+        (vec!["task", "run", "--cpus", "0", "--", "true"], "cpus: must be a positive number"),
+        (vec!["task", "run", "--role", "a b", "--", "true"], "invalid role \"a b\""),
+        (vec!["role", "set", "web", "--quota", "cpus:x"], "quota: invalid resources \"cpus:x\""),
+        (vec!["role", "set", "web", "--weight=-1"], "weight for role web must be a positive number"),
+        (vec!["task", "kill", "nope"], "no such task: \"nope\""),
+    ] {
+        let out = c.cli(&args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let agents = c.agents_json();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0]["tasks"], 0, "no task left running");
+}
+
+#[test]
+fn the_drf_papers_example_across_two_roles() {
+    // 9 CPUs and 18 GB; A's tasks need <1 CPU, 4 GB>, B's <3 CPUs, 1 GB>; both queue more than
+    // fits before the agent joins: A gets 3 tasks, B gets 2.
+    let mut c = Cluster::new("15");
+    let a =
+        c.run(&["--role", "a", "--name", "a", "--count", "6", "--cpus", "1", "--mem", "4096", "--", "sleep", "1000"]);
+    let b =
+        c.run(&["--role", "b", "--name", "b", "--count", "6", "--cpus", "3", "--mem", "1024", "--", "sleep", "1000"]);
+    assert_eq!((a.len(), b.len()), (6, 6));
+    assert!(c.tasks().iter().all(|t| t["state"] == "STAGING"), "nothing runs without an agent");
+    c.start_agent("drf", "cpus:9;mem:18432;disk:1000");
+    eventually("five tasks run", Duration::from_secs(30), || {
+        c.tasks().iter().filter(|t| t["state"] == "RUNNING").count() == 5
+    });
+    let running = |role: &str| c.tasks().iter().filter(|t| t["role"] == role && t["state"] == "RUNNING").count();
+    assert_eq!((running("a"), running("b")), (3, 2));
+    let roles: Vec<serde_json::Value> = serde_json::from_str(&c.ok(&["roles", "--json"])).unwrap();
+    for r in roles.iter().filter(|r| r["role"] == "a" || r["role"] == "b") {
+        let share = r["dominant_share"].as_f64().unwrap();
+        assert!((share - 2.0 / 3.0).abs() < 0.01, "{r}");
+    }
+}
+
+#[test]
+fn a_master_killed_and_restarted_recovers_its_state() {
+    let mut c = Cluster::new("15");
+    c.start_agent("one", "cpus:2;mem:2048");
+    let long =
+        c.run(&["--name", "long", "--", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]).remove(0);
+    c.wait_state(&long, "RUNNING");
+    c.ok(&["role", "set", "web", "--weight", "3"]);
+    c.master.as_mut().unwrap().kill9();
+    c.start_master("15");
+    // The restarted master knows the task and the role; the agent re-registers by itself.
+    assert_eq!(c.task(&long)["state"], "RUNNING");
+    let roles: Vec<serde_json::Value> = serde_json::from_str(&c.ok(&["roles", "--json"])).unwrap();
+    assert!(roles.iter().any(|r| r["role"] == "web" && r["weight"] == 3.0), "{roles:?}");
+    eventually("the agent is back", Duration::from_secs(20), || c.agents_json().iter().any(|a| a["state"] == "active"));
+    c.ok(&["task", "kill", &long]);
+    eventually("the task ends", Duration::from_secs(30), || c.task(&long)["state"] == "KILLED");
+}
+
+#[test]
+fn an_agent_killed_and_restarted_keeps_its_tasks() {
+    let mut c = Cluster::new("15");
+    let port = free_port();
+    let work = c.env.root.path().join("agent-work");
+    c.start_agent_at(port, &work, "cpus:2;mem:2048");
+    let long = c.run(&["--name", "long", "--", "sleep", "1000"]).remove(0);
+    let short = c.run(&["--name", "short", "--", "sh", "-c", "sleep 2; exit 7"]).remove(0);
+    c.wait_state(&long, "RUNNING");
+    c.wait_state(&short, "RUNNING");
+    c.agents.pop().unwrap().kill9();
+    // While the agent is down, the short task ends; its shim records how.
+    eventually("the short task ends", Duration::from_secs(20), || {
+        let out = c.env.ok(&["ps", "--json"]);
+        out.lines().any(|l| l.contains(&short) && l.contains("\"exited\""))
+    });
+    c.start_agent_at(port, &work, "cpus:2;mem:2048");
+    c.wait_state(&short, "FAILED");
+    assert_eq!(c.task(&short)["exit_code"], 7, "the real exit status, reported after the restart");
+    assert_eq!(c.task(&long)["state"], "RUNNING", "the container outlived its agent");
+}
+
+#[test]
+fn a_silent_agent_makes_its_tasks_unreachable_until_it_returns() {
+    let mut c = Cluster::new("1");
+    c.start_agent("one", "cpus:2;mem:2048");
+    let long = c.run(&["--name", "long", "--", "sleep", "1000"]).remove(0);
+    c.wait_state(&long, "RUNNING");
+    c.agents[0].signal(nix::sys::signal::Signal::SIGSTOP);
+    c.wait_state(&long, "UNREACHABLE");
+    assert!(c.agents_json().iter().all(|a| a["state"] == "unreachable"));
+    c.agents[0].signal(nix::sys::signal::Signal::SIGCONT);
+    c.wait_state(&long, "RUNNING");
+    assert!(c.agents_json().iter().all(|a| a["state"] == "active"));
+}
