@@ -226,6 +226,22 @@ pub fn remove_cgroups(id: &str) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Sets the container's CFS quota for `cpus` (cgroup v1 `cpu.cfs_*`, or v2 `cpu.max`).
+pub fn apply_cpu_quota(id: &str, cpus: f64) -> Result<(), StateError> {
+    let rel = crate::spec::cgroup_path(id);
+    let rel = rel.strip_prefix("/").unwrap_or(&rel);
+    let (quota, period) = (crate::spec::cpu_quota_us(cpus), crate::spec::CPU_PERIOD_US);
+    let v1 = Path::new("/sys/fs/cgroup/cpu").join(rel);
+    if v1.is_dir() {
+        let period_file = v1.join("cpu.cfs_period_us");
+        fs::write(&period_file, period.to_string()).map_err(io_err("writing", &period_file))?;
+        let quota_file = v1.join("cpu.cfs_quota_us");
+        return fs::write(&quota_file, quota.to_string()).map_err(io_err("writing", &quota_file));
+    }
+    let max = Path::new("/sys/fs/cgroup").join(rel).join("cpu.max");
+    fs::write(&max, format!("{quota} {period}")).map_err(io_err("writing", &max))
+}
+
 /// Whether the kernel OOM killer acted in the container's memory cgroup (v1 or v2).
 pub fn oom_killed(id: &str) -> bool {
     let rel = crate::spec::cgroup_path(id);

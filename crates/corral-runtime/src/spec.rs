@@ -26,6 +26,11 @@ pub enum RootKind {
     Host { dirs: Vec<PathBuf> },
 }
 
+/// The CFS quota for `cpus`, per `CPU_PERIOD_US`.
+pub fn cpu_quota_us(cpus: f64) -> u64 {
+    (cpus * CPU_PERIOD_US as f64).round().max(1000.0) as u64
+}
+
 /// The cgroup path of a container, relative to each hierarchy's root.
 pub fn cgroup_path(id: &str) -> PathBuf {
     Path::new("/").join(CGROUP_PARENT).join(id)
@@ -127,10 +132,11 @@ fn resources(record: &ContainerRecord) -> LinuxResources {
     deny_all.set_access(Some("rwm".to_string()));
     res.set_devices(Some(vec![deny_all]));
     if let Some(cpus) = record.cpus {
+        // Shares only: the CFS quota is applied by the shim between create and start (see
+        // `rootfs::apply_cpu_quota`), so the runtime's own setup inside the cgroup is not
+        // throttled to the task's share, and the task is from its first instruction.
         let mut cpu = LinuxCpu::default();
         cpu.set_shares(Some((cpus * 1024.0).round().max(2.0) as u64));
-        cpu.set_quota(Some((cpus * CPU_PERIOD_US as f64).round().max(1000.0) as i64));
-        cpu.set_period(Some(CPU_PERIOD_US));
         res.set_cpu(Some(cpu));
     }
     if let Some(bytes) = record.mem_bytes {
@@ -197,7 +203,8 @@ mod tests {
         let spec = build(&record(), &dir, &RootKind::Image);
         let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
         let cpu = res.cpu().as_ref().unwrap();
-        assert_eq!((cpu.shares(), cpu.quota(), cpu.period()), (Some(512), Some(50_000), Some(100_000)));
+        assert_eq!((cpu.shares(), cpu.quota(), cpu.period()), (Some(512), None, None), "the quota comes at start");
+        assert_eq!(cpu_quota_us(0.5), 50_000);
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
         assert_eq!(res.pids().as_ref().unwrap().limit(), 32);
         assert_eq!(

@@ -173,6 +173,12 @@ fn start(state_root: &Path, dir: &ContainerDir, record: &ContainerRecord) -> Res
             }
         })?;
     let listener = bind_socket(&dir.socket())?;
+    if let Some(cpus) = record.cpus {
+        if let Err(e) = rootfs::apply_cpu_quota(&record.id, cpus) {
+            let _ = container.delete(true);
+            return Err(ShimError::Start(format!("setting the cpu limit: {e}")));
+        }
+    }
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         return Err(lc(e));

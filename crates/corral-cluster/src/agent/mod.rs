@@ -188,6 +188,7 @@ pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Re
     agent.recover().await;
     tokio::spawn(agent.clone().heartbeats());
     tokio::spawn(agent.clone().send_updates());
+    tokio::spawn(agent.clone().watch_all());
     tracing::info!(addr = %local, "agent listening");
     let app = Router::new()
         .route("/api/v1/tasks", post(launch))
@@ -217,11 +218,12 @@ impl Agent {
         for t in entries.into_iter().filter(|t| !t.state.is_terminal()) {
             let dir = Containers::new(&root).dir_of(&t.container_id);
             match dir.state() {
+                // The watcher loop reports these when they end (or, for those that ended while
+                // the agent was away, on its first pass).
                 Ok(CState::Running { .. } | CState::Created) => {
-                    tracing::info!(task = %t.task_id, "reattached to a running task");
-                    self.watch(t.task_id.clone(), t.container_id.clone());
+                    tracing::info!(task = %t.task_id, "reattached to a running task")
                 }
-                Ok(CState::Exited(_)) => self.watch(t.task_id.clone(), t.container_id.clone()),
+                Ok(CState::Exited(_)) => {}
                 _ => {
                     let mut i = self.inner.lock().await;
                     i.report(&t.task_id, TaskState::Lost, None, Some("its container is gone".into()));
@@ -231,34 +233,61 @@ impl Agent {
         self.wake.notify_one();
     }
 
-    /// Waits (on a blocking thread) for a task's container to end, then reports how.
-    fn watch(&self, task_id: String, container_id: String) {
-        let agent = self.clone();
-        tokio::spawn(async move {
-            let root = agent.inner.lock().await.config.state_root.clone();
-            let dir = Containers::new(&root).dir_of(&container_id);
-            let status = tokio::task::spawn_blocking(move || corral_runtime::control::wait(&dir)).await;
-            let mut i = agent.inner.lock().await;
-            let killed = i.tasks.get(&task_id).is_some_and(|t| t.kill_requested);
-            match status {
-                Ok(Ok(s)) => {
-                    let state = if killed {
-                        TaskState::Killed
-                    } else if s.error.is_some() {
-                        TaskState::Error
-                    } else if s.shell_code() == 0 {
-                        TaskState::Finished
-                    } else {
-                        TaskState::Failed
-                    };
-                    i.report(&task_id, state, Some(s.shell_code()), Some(s.describe()));
-                }
-                Ok(Err(e)) => i.report(&task_id, TaskState::Lost, None, Some(e.to_string())),
-                Err(e) => i.report(&task_id, TaskState::Lost, None, Some(e.to_string())),
+    /// Watches every task's container, in one loop: a task whose shim recorded an exit is
+    /// reported with how it ended; one whose shim vanished without a word is lost. (One loop,
+    /// not a waiter per task: inotify instances are limited per user, and an agent may run
+    /// thousands of tasks.)
+    async fn watch_all(self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            let (root, live) = {
+                let i = self.inner.lock().await;
+                let live: Vec<(String, String, bool)> = i
+                    .tasks
+                    .values()
+                    .filter(|t| !t.state.is_terminal() && !t.container_id.is_empty())
+                    .map(|t| (t.task_id.clone(), t.container_id.clone(), t.kill_requested))
+                    .collect();
+                (i.config.state_root.clone(), live)
+            };
+            if live.is_empty() {
+                continue;
+            }
+            let ended = tokio::task::spawn_blocking(move || {
+                let containers = Containers::new(&root);
+                live.into_iter()
+                    .filter_map(|(task, container, killed)| match containers.dir_of(&container).state() {
+                        Ok(CState::Exited(s)) => {
+                            let state = if killed {
+                                TaskState::Killed
+                            } else if s.error.is_some() {
+                                TaskState::Error
+                            } else if s.shell_code() == 0 {
+                                TaskState::Finished
+                            } else {
+                                TaskState::Failed
+                            };
+                            Some((task, state, Some(s.shell_code()), Some(s.describe())))
+                        }
+                        Ok(CState::Lost) => Some((task, TaskState::Lost, None, Some("its shim is gone".to_string()))),
+                        Ok(_) => None,
+                        Err(e) => Some((task, TaskState::Lost, None, Some(e.to_string()))),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            if ended.is_empty() {
+                continue;
+            }
+            let mut i = self.inner.lock().await;
+            for (task, state, code, message) in ended {
+                i.report(&task, state, code, message);
             }
             drop(i);
-            agent.wake.notify_one();
-        });
+            self.wake.notify_one();
+        }
     }
 
     async fn register(&self) -> Option<(String, u64, Vec<String>)> {
@@ -459,7 +488,6 @@ async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> im
             }
             i.report(&task_id, TaskState::Running, None, None);
             drop(i);
-            agent.watch(task_id, container);
             (StatusCode::ACCEPTED, "launched".to_string())
         }
         Err(message) => {

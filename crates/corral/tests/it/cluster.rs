@@ -49,6 +49,15 @@ struct Cluster {
     agents: Vec<Daemon>,
 }
 
+impl Drop for Cluster {
+    /// Stops the daemons before `Env` removes the containers: a live master would place
+    /// queued tasks on the resources that removal frees, after the removal listed them.
+    fn drop(&mut self) {
+        self.agents.clear();
+        self.master = None;
+    }
+}
+
 impl Cluster {
     fn new(agent_timeout: &str) -> Cluster {
         let env = Env::new();
