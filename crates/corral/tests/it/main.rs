@@ -6,5 +6,6 @@ mod build;
 mod cluster;
 mod containers;
 mod images;
+mod netns;
 mod registry;
 mod tidy;
