@@ -184,6 +184,61 @@ fn tasks_run_finish_fail_and_are_killed() {
     let agents = c.agents_json();
     assert_eq!(agents.len(), 1);
     assert_eq!(agents[0]["tasks"], 0, "no task left running");
+    // Following a task's logs streams them until it ends.
+    let chatty = c.run(&["--", "sh", "-c", "echo one; sleep 1; echo two"]).remove(0);
+    c.wait_state(&chatty, "RUNNING");
+    assert_eq!(c.ok(&["task", "logs", "-f", &chatty]), "one\ntwo\n");
+}
+
+#[test]
+fn malformed_specs_and_bodies_are_refused_clearly() {
+    let c = Cluster::new("15");
+    // An agent with a bad resource or attribute spec does not start.
+    for (flag, value, needle) in [
+        ("--resources", "cpus:x", "invalid --resources: invalid resources \"cpus:x\""),
+        ("--resources", "ports:[5-1]", "range 5-1 ends before it begins"),
+        ("--attributes", "rack", "invalid --attributes"),
+    ] {
+        let out =
+            c.env.cmd(&["agent", "--master", "127.0.0.1:1", "--listen", "127.0.0.1:0", flag, value]).output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{flag} {value}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{flag} {value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Malformed API bodies get a 400 that says what is wrong.
+    let post = |path: &str, body: &str| -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", c.master_port)).unwrap();
+        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    };
+    for (path, body, needle) in [
+        ("/api/v1/tasks", "{not json", "invalid request body"),
+        ("/api/v1/tasks", r#"{"cpus": 1, "mem": 32, "command": ["true"], "colour": "red"}"#, "unknown field `colour`"),
+        ("/api/v1/tasks", r#"{"cpus": 1, "command": ["true"]}"#, "missing field `mem`"),
+        ("/api/v1/tasks", r#"{"cpus": 1, "mem": 32, "command": []}"#, "a task needs a command"),
+        (
+            "/api/v1/agents",
+            r#"{"hostname": "h", "address": "http://x:1", "resources": "cpus:1;mem:oops"}"#,
+            "invalid resources",
+        ),
+        (
+            "/api/v1/agents",
+            r#"{"hostname": "h", "address": "ftp://x", "resources": "cpus:1"}"#,
+            "is not an http(s) URL",
+        ),
+    ] {
+        let (status, reply) = post(path, body);
+        assert_eq!(status, 400, "{body}: {reply}");
+        assert!(reply.contains(needle), "{body}: {reply}");
+    }
+    assert!(c.tasks().is_empty(), "nothing was stored from bad requests");
 }
 
 #[test]
