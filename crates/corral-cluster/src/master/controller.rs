@@ -87,6 +87,25 @@ pub struct Controller {
     outbox: Vec<AgentCall>,
 }
 
+/// How long an offer may stay unanswered before it is rescinded.
+pub const OFFER_TIMEOUT_MS: u64 = 30_000;
+
+/// A task as the API shows it.
+fn task_info(t: &TaskRecord) -> wire::TaskInfo {
+    wire::TaskInfo {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        role: t.role.clone(),
+        agent: t.agent.clone(),
+        state: t.state,
+        resources: t.resources.clone(),
+        image: t.image.clone(),
+        command: t.command.clone(),
+        exit_code: t.exit_code,
+        message: t.message.clone(),
+    }
+}
+
 /// The built-in task framework of a role.
 pub fn framework_of(role: &str) -> String {
     format!("corral-tasks/{role}")
@@ -273,36 +292,11 @@ impl Controller {
     pub fn tasks(&self) -> Vec<wire::TaskInfo> {
         let mut v: Vec<&TaskRecord> = self.tasks.values().collect();
         v.sort_by_key(|t| t.seq);
-        v.into_iter()
-            .map(|t| wire::TaskInfo {
-                id: t.id.clone(),
-                name: t.name.clone(),
-                role: t.role.clone(),
-                agent: t.agent.clone(),
-                state: t.state,
-                resources: t.resources.clone(),
-                image: t.image.clone(),
-                command: t.command.clone(),
-                exit_code: t.exit_code,
-                message: t.message.clone(),
-            })
-            .collect()
+        v.into_iter().map(task_info).collect()
     }
 
     pub fn task_info(&self, id: &str) -> Option<wire::TaskInfo> {
-        let t = self.tasks.get(id)?;
-        Some(wire::TaskInfo {
-            id: t.id.clone(),
-            name: t.name.clone(),
-            role: t.role.clone(),
-            agent: t.agent.clone(),
-            state: t.state,
-            resources: t.resources.clone(),
-            image: t.image.clone(),
-            command: t.command.clone(),
-            exit_code: t.exit_code,
-            message: t.message.clone(),
-        })
+        self.tasks.get(id).map(task_info)
     }
 
     pub fn task(&self, id: &str) -> Option<&TaskRecord> {
@@ -467,8 +461,12 @@ impl Controller {
         Ok(acked)
     }
 
-    /// Periodic work: agents silent past the timeout become unreachable.
+    /// Periodic work: offers outstanding too long are rescinded; agents silent past the timeout
+    /// become unreachable.
     pub fn tick(&mut self, now_ms: u64) -> Result<(), MasterError> {
+        for o in self.alloc.expire_offers(now_ms, OFFER_TIMEOUT_MS) {
+            tracing::info!(offer = o.id, framework = %o.framework, agent = %o.agent, "offer rescinded after its timeout");
+        }
         let silent: Vec<String> = self
             .agents
             .values()

@@ -47,6 +47,8 @@ struct Cluster {
     master_port: u16,
     master: Option<Daemon>,
     agents: Vec<Daemon>,
+    /// With network namespaces: the master on the bridge, agent `i` in namespace `i`.
+    net: Option<crate::netns::Net>,
 }
 
 impl Drop for Cluster {
@@ -60,15 +62,28 @@ impl Drop for Cluster {
 
 impl Cluster {
     fn new(agent_timeout: &str) -> Cluster {
+        Cluster::with_net(agent_timeout, None)
+    }
+
+    /// A cluster whose agents each run in their own network namespace, with their own address.
+    fn in_namespaces(agent_timeout: &str, agents: usize) -> Cluster {
+        Cluster::with_net(agent_timeout, Some(crate::netns::Net::new(agents)))
+    }
+
+    fn with_net(agent_timeout: &str, net: Option<crate::netns::Net>) -> Cluster {
         let env = Env::new();
         let master_port = free_port();
-        let mut c = Cluster { env, master_port, master: None, agents: Vec::new() };
+        let mut c = Cluster { env, master_port, master: None, agents: Vec::new(), net };
         c.start_master(agent_timeout);
         c
     }
 
+    fn master_host(&self) -> String {
+        self.net.as_ref().map_or_else(|| "127.0.0.1".to_string(), |n| n.master_ip())
+    }
+
     fn start_master(&mut self, agent_timeout: &str) {
-        let listen = format!("127.0.0.1:{}", self.master_port);
+        let listen = format!("{}:{}", self.master_host(), self.master_port);
         self.master =
             Some(Daemon::start(&self.env, &["master", "--listen", &listen, "--agent-timeout", agent_timeout]));
         eventually("the master answers", Duration::from_secs(20), || self.cli(&["tasks"]).status.success());
@@ -82,22 +97,42 @@ impl Cluster {
     }
 
     fn start_agent_at(&mut self, port: u16, work: &std::path::Path, resources: &str) -> usize {
-        let master = format!("127.0.0.1:{}", self.master_port);
-        let listen = format!("127.0.0.1:{port}");
-        let d = Daemon::start(
-            &self.env,
-            &[
+        let master = format!("{}:{}", self.master_host(), self.master_port);
+        let args = |listen: &str| -> Vec<String> {
+            [
                 "agent",
                 "--master",
                 &master,
                 "--listen",
-                &listen,
+                listen,
                 "--resources",
                 resources,
                 "--work-dir",
                 work.to_str().unwrap(),
-            ],
-        );
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        // In namespaces, agent k (counting those started so far) lives in namespace k; a
+        // restarted agent reuses the namespace of the one it replaces (the same work dir).
+        let (listen, d) = match &self.net {
+            Some(net) => {
+                let k = self.agents.len().min(net.namespaces.len() - 1);
+                let listen = format!("{}:{port}", net.agent_ip(k));
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{}", net.namespaces[k])).arg(corral_exe()).args(args(&listen));
+                c.env("CORRAL_ROOT", self.env.root.path()).stdout(Stdio::null()).stderr(Stdio::null());
+                (listen, Daemon(c.spawn().unwrap()))
+            }
+            None => {
+                let listen = format!("127.0.0.1:{port}");
+                let a = args(&listen);
+                let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                let d = Daemon::start(&self.env, &a);
+                (listen, d)
+            }
+        };
         self.agents.push(d);
         let addr = format!("http://{listen}");
         eventually("the agent registers", Duration::from_secs(20), || {
@@ -108,7 +143,7 @@ impl Cluster {
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut c = self.env.cmd(args);
-        c.env("CORRAL_MASTER", format!("http://127.0.0.1:{}", self.master_port));
+        c.env("CORRAL_MASTER", format!("http://{}:{}", self.master_host(), self.master_port));
         c.output().unwrap()
     }
 
@@ -211,7 +246,7 @@ fn malformed_specs_and_bodies_are_refused_clearly() {
     // Malformed API bodies get a 400 that says what is wrong.
     let post = |path: &str, body: &str| -> (u16, String) {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", c.master_port)).unwrap();
+        let mut s = std::net::TcpStream::connect((c.master_host().as_str(), c.master_port)).unwrap();
         write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
@@ -244,8 +279,9 @@ fn malformed_specs_and_bodies_are_refused_clearly() {
 #[test]
 fn the_drf_papers_example_across_two_roles() {
     // 9 CPUs and 18 GB; A's tasks need <1 CPU, 4 GB>, B's <3 CPUs, 1 GB>; both queue more than
-    // fits before the agent joins: A gets 3 tasks, B gets 2.
-    let mut c = Cluster::new("15");
+    // fits before the agent joins: A gets 3 tasks, B gets 2. The agent runs in its own network
+    // namespace, as a separate process.
+    let mut c = Cluster::in_namespaces("15", 1);
     let a =
         c.run(&["--role", "a", "--name", "a", "--count", "6", "--cpus", "1", "--mem", "4096", "--", "sleep", "1000"]);
     let b =
@@ -286,7 +322,7 @@ fn a_master_killed_and_restarted_recovers_its_state() {
 
 #[test]
 fn an_agent_killed_and_restarted_keeps_its_tasks() {
-    let mut c = Cluster::new("15");
+    let mut c = Cluster::in_namespaces("15", 1);
     let port = free_port();
     let work = c.env.root.path().join("agent-work");
     c.start_agent_at(port, &work, "cpus:2;mem:2048");

@@ -17,26 +17,32 @@ fn sh(cmd: &str) {
 
 /// A bridge with one namespace per agent, removed on drop. Names carry the test's pid so that
 /// parallel test processes do not collide.
-struct Net {
+pub struct Net {
     bridge: String,
-    subnet: u32,
-    namespaces: Vec<String>,
+    subnet: String,
+    pub namespaces: Vec<String>,
 }
 
 impl Net {
-    fn new(agents: usize) -> Net {
-        let id = std::process::id() % 10_000 * 10 + NEXT.fetch_add(1, Ordering::SeqCst);
-        let subnet = 100 + (std::process::id() % 100);
+    pub fn new(agents: usize) -> Net {
+        // Unique among the test processes running at once (their pids differ), and per test
+        // within one: names and a 10.A.B.0/24 subnet from a space of 25,600.
+        let n = std::process::id().wrapping_mul(4).wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst)) % 25_600;
+        let id = n;
+        // The first three octets, e.g. "10.107.42".
+        let subnet = format!("10.{}.{}", 100 + n / 256, n % 256);
         let bridge = format!("cbr{id}");
-        sh(&format!("ip link add {bridge} type bridge && ip addr add 10.{subnet}.0.1/24 dev {bridge} && ip link set {bridge} up"));
-        let mut net = Net { bridge, subnet, namespaces: Vec::new() };
+        sh(&format!(
+            "ip link add {bridge} type bridge && ip addr add {subnet}.1/24 dev {bridge} && ip link set {bridge} up"
+        ));
+        let mut net = Net { bridge, subnet: subnet.clone(), namespaces: Vec::new() };
         for i in 0..agents {
             let ns = format!("cns{id}-{i}");
             let (host, peer) = (format!("cvh{id}{i}"), format!("cvp{id}{i}"));
             sh(&format!(
                 "ip netns add {ns} && ip link add {host} type veth peer name {peer} && ip link set {peer} netns {ns} && \
                  ip link set {host} master {bridge} && ip link set {host} up && \
-                 ip -n {ns} addr add 10.{subnet}.0.{}/24 dev {peer} && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up",
+                 ip -n {ns} addr add {subnet}.{}/24 dev {peer} && ip -n {ns} link set {peer} up && ip -n {ns} link set lo up",
                 i + 10,
                 bridge = net.bridge
             ));
@@ -45,12 +51,12 @@ impl Net {
         net
     }
 
-    fn master_ip(&self) -> String {
-        format!("10.{}.0.1", self.subnet)
+    pub fn master_ip(&self) -> String {
+        format!("{}.1", self.subnet)
     }
 
-    fn agent_ip(&self, i: usize) -> String {
-        format!("10.{}.0.{}", self.subnet, i + 10)
+    pub fn agent_ip(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 10)
     }
 
     fn host_link(&self, i: usize) -> String {
