@@ -309,8 +309,15 @@ fn a_master_killed_and_restarted_recovers_its_state() {
         c.run(&["--name", "long", "--", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"]).remove(0);
     c.wait_state(&long, "RUNNING");
     c.ok(&["role", "set", "web", "--weight", "3"]);
+    // This one ends while the master is down: its update waits on the agent's disk.
+    let short = c.run(&["--name", "short", "--", "sh", "-c", "sleep 1; exit 0"]).remove(0);
+    c.wait_state(&short, "RUNNING");
     c.master.as_mut().unwrap().kill9();
+    eventually("the short task ends", Duration::from_secs(20), || {
+        c.env.ok(&["ps", "--json"]).lines().any(|l| l.contains(&short) && l.contains("\"exited\""))
+    });
     c.start_master("15");
+    c.wait_state(&short, "FINISHED");
     // The restarted master knows the task and the role; the agent re-registers by itself.
     assert_eq!(c.task(&long)["state"], "RUNNING");
     let roles: Vec<serde_json::Value> = serde_json::from_str(&c.ok(&["roles", "--json"])).unwrap();
