@@ -311,7 +311,7 @@ impl Builder<'_> {
                     let w = expand(w)?;
                     let abs = Path::new(next.config.workdir.as_deref().unwrap_or("/")).join(&w);
                     let abs = normalize_abs(&abs);
-                    if !self.exists_in(&state, &abs) {
+                    if self.lookup(&state, &abs).is_none() {
                         let dirs = vec![abs.clone()];
                         layer = Some(self.write_dirs_layer(step.line, &dirs)?);
                     }
@@ -539,12 +539,11 @@ impl Builder<'_> {
         Ok(Some(layer))
     }
 
-    /// Whether `path` exists in the image (a lookup through its layers, top first).
-    fn exists_in(&self, state: &ImageState, path: &Path) -> bool {
-        state.layers.iter().rev().any(|l| {
-            self.store
-                .unpacked_layer(&l.digest)
-                .is_ok_and(|dir| corral_image::layer::lookup_in_root(&dir, path).is_some())
+    /// Where `path` is in the image: a lookup through its unpacked layers, top first.
+    fn lookup(&self, state: &ImageState, path: &Path) -> Option<PathBuf> {
+        state.layers.iter().rev().find_map(|l| {
+            let dir = self.store.unpacked_layer(&l.digest).ok()?;
+            corral_image::layer::lookup_in_root(&dir, path)
         })
     }
 
@@ -725,8 +724,7 @@ impl Builder<'_> {
             }
             let rel = clean_relative(&src)
                 .ok_or_else(|| self.step_err(line, format!("{what} {src}: the path escapes the build context")))?;
-            let matches =
-                if ignore::has_glob(&src) { self.glob_sources(&root, &rel, from_context) } else { vec![rel.clone()] };
+            let matches = if ignore::has_glob(&src) { self.glob_sources(&root, &rel) } else { vec![rel.clone()] };
             let matches: Vec<PathBuf> = matches
                 .into_iter()
                 .filter(|m| !(from_context && self.ignore.excludes(&m.to_string_lossy())))
@@ -747,7 +745,8 @@ impl Builder<'_> {
         let workdir = state.config.workdir.clone().unwrap_or_else(|| "/".into());
         let dest = normalize_abs(&Path::new(&workdir).join(&dest_raw));
         let single_file = sources.len() == 1 && !fs::metadata(&sources[0]).map(|m| m.is_dir()).unwrap_or(false);
-        let dest_is_dir = dest_raw.ends_with('/') || !single_file || self.is_dir_in(state, &dest);
+        let dest_is_dir =
+            dest_raw.ends_with('/') || !single_file || self.lookup(state, &dest).is_some_and(|p| p.is_dir());
 
         let mut entries = Vec::new();
         for src in &sources {
@@ -756,10 +755,9 @@ impl Builder<'_> {
             // ADD unpacks local archives into the destination.
             if is_add && meta.is_file() && is_archive(src) {
                 let tmp = self.scratch_dir("add")?;
-                let unpacked = corral_image::layer::open_maybe_gzip(src)
+                corral_image::layer::open_maybe_gzip(src)
                     .and_then(|r| corral_image::layer::unpack(r, &tmp.path).map_err(io::Error::other))
                     .map_err(|e| self.step_err(line, format!("ADD {}: {e}", src.display())))?;
-                let _ = unpacked;
                 self.walk_into(&tmp.path, &dest, false, &mut entries)?;
                 scratch.push(tmp);
                 continue;
@@ -778,7 +776,7 @@ impl Builder<'_> {
             } else {
                 dest.parent().map(Path::to_path_buf).unwrap_or_else(|| "/".into())
             };
-            ancestors(&base).into_iter().filter(|a| !self.exists_in(state, a)).collect()
+            ancestors(&base).into_iter().filter(|a| self.lookup(state, a).is_none()).collect()
         };
         let owner = match &spec.chown {
             None => None,
@@ -846,7 +844,7 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn glob_sources(&self, root: &Path, pattern: &Path, from_context: bool) -> Vec<PathBuf> {
+    fn glob_sources(&self, root: &Path, pattern: &Path) -> Vec<PathBuf> {
         let parts: Vec<String> = pattern.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
         let mut found = vec![PathBuf::new()];
         for part in &parts {
@@ -868,18 +866,7 @@ impl Builder<'_> {
             }
             found = next;
         }
-        let _ = from_context;
         found
-    }
-
-    fn is_dir_in(&self, state: &ImageState, path: &Path) -> bool {
-        state.layers.iter().rev().any(|l| {
-            self.store
-                .unpacked_layer(&l.digest)
-                .ok()
-                .and_then(|dir| corral_image::layer::lookup_in_root(&dir, path))
-                .is_some_and(|p| p.is_dir())
-        })
     }
 
     fn scratch_dir(&self, what: &str) -> Result<Scratch, BuildError> {

@@ -48,12 +48,6 @@ impl Ignore {
         }
         excluded
     }
-
-    /// Whether anything below `dir` could be re-included by a `!` rule (so it must be walked).
-    pub fn may_include_below(&self, dir: &str) -> bool {
-        let _ = dir;
-        self.rules.iter().any(|(include, _)| *include)
-    }
 }
 
 fn match_parts(pat: &[String], path: &[&str]) -> bool {

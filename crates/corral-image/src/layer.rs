@@ -7,7 +7,7 @@
 //! device) and opaque directories (`trusted.overlay.opaque=y`), so unpacked layers stack as
 //! overlay lower directories.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -340,24 +340,20 @@ pub fn lookup_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
     fs::symlink_metadata(&found).is_ok().then_some(found)
 }
 
-/// True when `name` is an OCI whiteout file name.
-pub fn is_whiteout(name: &OsStr) -> bool {
-    name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes())
+/// Decompresses `input` if it starts with the gzip magic, else passes it through.
+pub fn gunzip_if_gzip<'a>(input: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut br = io::BufReader::new(input);
+    let head = io::BufRead::fill_buf(&mut br)?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::bufread::GzDecoder::new(br)))
+    } else {
+        Ok(Box::new(br))
+    }
 }
 
 /// Opens `path` for reading, decompressing gzip when the file starts with the gzip magic.
 pub fn open_maybe_gzip(path: &Path) -> io::Result<Box<dyn Read>> {
-    let mut f = File::open(path)?;
-    let mut magic = [0u8; 2];
-    let n = f.read(&mut magic)?;
-    use std::io::Seek;
-    f.seek(io::SeekFrom::Start(0))?;
-    let reader = io::BufReader::new(f);
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(flate2::read::GzDecoder::new(reader)))
-    } else {
-        Ok(Box::new(reader))
-    }
+    gunzip_if_gzip(File::open(path)?)
 }
 
 #[cfg(test)]

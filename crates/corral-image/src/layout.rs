@@ -48,13 +48,12 @@ pub fn export(store: &Store, reference: &Reference, dir: &Path) -> Result<Image,
     let mut digests = vec![image.manifest_digest.clone(), image.config_digest.clone()];
     digests.extend(image.layers()?);
     for d in &digests {
-        let size = store.verify_blob(d)?;
+        store.verify_blob(d)?;
         let src = store.blob_path(d);
         let dst = blobs.join(d.hex());
         if fs::hard_link(&src, &dst).is_err() {
             fs::copy(&src, &dst).map_err(io_err("copying", &dst))?;
         }
-        let _ = size;
     }
     let manifest_size = fs::metadata(store.blob_path(&image.manifest_digest)).map_err(io_err("reading", dir))?.len();
     let mut desc = Descriptor::new(MediaType::ImageManifest, manifest_size, to_oci(&image.manifest_digest));

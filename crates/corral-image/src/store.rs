@@ -396,7 +396,7 @@ impl Store {
         let pending =
             PendingLayer { tmp, dir: self.layers_dir().join(digest.hex()), digest: digest.clone(), done: false };
         let mut compressed = compressed;
-        let decoded = maybe_gunzip(&mut compressed).map_err(io_err("reading", &pending.tmp))?;
+        let decoded = layer::gunzip_if_gzip(&mut compressed).map_err(io_err("reading", &pending.tmp))?;
         layer::unpack(decoded, &pending.tmp).map_err(|source| StoreError::Layer { digest: digest.clone(), source })?;
         // Read what follows the archive too: the digest covers every byte.
         io::copy(&mut compressed, &mut io::sink()).map_err(io_err("reading", &pending.tmp))?;
@@ -521,16 +521,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     f.write_all(bytes).map_err(io_err("writing", &tmp))?;
     f.sync_all().map_err(io_err("syncing", &tmp))?;
     fs::rename(&tmp, path).map_err(io_err("renaming", &tmp))
-}
-
-fn maybe_gunzip<'a, R: Read + 'a>(r: &'a mut R) -> io::Result<Box<dyn Read + 'a>> {
-    let mut br = io::BufReader::new(r);
-    let head = io::BufRead::fill_buf(&mut br)?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::bufread::GzDecoder::new(br)))
-    } else {
-        Ok(Box::new(br))
-    }
 }
 
 fn empty_index() -> ImageIndex {

@@ -3,7 +3,7 @@
 //! partial one); readers print them back, and follow them with inotify.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -234,11 +234,6 @@ fn wait_for_event(inotify: &Inotify, timeout: Duration) -> io::Result<()> {
         Ok(_) | Err(nix::errno::Errno::EAGAIN) => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Seeks helper for tests and tools: the current log's size.
-pub fn current_size(logs_dir: &Path) -> u64 {
-    File::open(logs_dir.join(LOG_FILE)).and_then(|mut f| f.seek(io::SeekFrom::End(0))).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -82,8 +82,7 @@ async fn run_tasks(
 }
 
 async fn kill_task(State(m): State<Master>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let now = m.now_ms();
-    m.controller.lock().await.kill_task(&id, now)?;
+    m.controller.lock().await.kill_task(&id)?;
     m.flush().await;
     Ok(StatusCode::ACCEPTED)
 }

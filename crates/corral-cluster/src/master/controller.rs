@@ -243,7 +243,7 @@ impl Controller {
         Ok(ids)
     }
 
-    pub fn kill_task(&mut self, id: &str, now_ms: u64) -> Result<(), MasterError> {
+    pub fn kill_task(&mut self, id: &str) -> Result<(), MasterError> {
         let t = self.tasks.get(id).ok_or_else(|| MasterError::NotFound(format!("no such task: {id:?}")))?.clone();
         if t.state.is_terminal() {
             return Ok(());
@@ -255,10 +255,10 @@ impl Controller {
                 q.retain(|x| x != id);
             }
             self.sync_demand(&fw);
-            return self.set_state(id, TaskState::Killed, None, Some("killed before it was placed".into()), now_ms);
+            return self.set_state(id, TaskState::Killed, None, Some("killed before it was placed".into()));
         }
         let next = transition(t.state, TaskEvent::KillRequested).map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        self.set_state(id, next, None, None, now_ms)?;
+        self.set_state(id, next, None, None)?;
         if let Some(a) = t.agent.as_ref().and_then(|a| self.agents.get(a)) {
             self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id: id.to_string() });
         }
@@ -396,7 +396,7 @@ impl Controller {
                     let _ = self.alloc.restore_task(&framework_of(&t.role), &role, &id, &res);
                     if t.state == TaskState::Unreachable {
                         let next = transition(t.state, TaskEvent::AgentReturned).unwrap_or(TaskState::Running);
-                        self.set_state(&t.id, next, None, None, now_ms)?;
+                        self.set_state(&t.id, next, None, None)?;
                     }
                 }
                 // Ended while we did not hear: its status update is on its way.
@@ -404,13 +404,7 @@ impl Controller {
                     let _ = self.alloc.restore_task(&framework_of(&t.role), &role, &id, &res);
                 }
                 None => {
-                    self.set_state(
-                        &t.id,
-                        TaskState::Lost,
-                        None,
-                        Some("the agent came back without it".into()),
-                        now_ms,
-                    )?;
+                    self.set_state(&t.id, TaskState::Lost, None, Some("the agent came back without it".into()))?;
                 }
             }
         }
@@ -455,7 +449,7 @@ impl Controller {
             if next == t.state {
                 continue;
             }
-            self.set_state(&u.task_id, next, u.exit_code, u.message.clone(), now_ms)?;
+            self.set_state(&u.task_id, next, u.exit_code, u.message.clone())?;
         }
         self.allocate(now_ms);
         Ok(acked)
@@ -487,7 +481,7 @@ impl Controller {
                 let res = Resources::parse(&t.resources).expect("stored resources parse");
                 self.alloc.recover_task(&framework_of(&t.role), &Role::parse(&t.role).expect("valid"), &id, &res);
                 if let Ok(next) = transition(t.state, TaskEvent::AgentUnreachable) {
-                    self.set_state(&t.id, next, None, Some("its agent stopped answering".into()), now_ms)?;
+                    self.set_state(&t.id, next, None, Some("its agent stopped answering".into()))?;
                 }
             }
         }
@@ -496,12 +490,12 @@ impl Controller {
     }
 
     /// A launch could not be delivered to its agent.
-    pub fn launch_failed(&mut self, task_id: &str, message: String, now_ms: u64) -> Result<(), MasterError> {
+    pub fn launch_failed(&mut self, task_id: &str, message: String) -> Result<(), MasterError> {
         let Some(t) = self.tasks.get(task_id).cloned() else { return Ok(()) };
         if t.state.is_terminal() {
             return Ok(());
         }
-        self.set_state(task_id, TaskState::Error, None, Some(message), now_ms)
+        self.set_state(task_id, TaskState::Error, None, Some(message))
     }
 
     fn set_state(
@@ -510,7 +504,6 @@ impl Controller {
         state: TaskState,
         exit_code: Option<i32>,
         message: Option<String>,
-        now_ms: u64,
     ) -> Result<(), MasterError> {
         let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
         let was_running_somewhere = t.agent.is_some() && !t.state.is_terminal() && t.state != TaskState::Unreachable;
@@ -529,7 +522,6 @@ impl Controller {
                 self.alloc.recover_task(&framework_of(&t.role), &Role::parse(&t.role).expect("valid"), agent, &res);
             }
         }
-        let _ = now_ms;
         Ok(())
     }
 

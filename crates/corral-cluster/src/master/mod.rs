@@ -83,9 +83,8 @@ fn deliver(master: Master, call: AgentCall) {
                 tracing::warn!(task = %task_id, %message, "launch failed");
                 let rt = tokio::runtime::Handle::current();
                 rt.block_on(async {
-                    let now = master.now_ms();
                     let mut c = master.controller.lock().await;
-                    if let Err(e) = c.launch_failed(&task_id, message, now) {
+                    if let Err(e) = c.launch_failed(&task_id, message) {
                         tracing::error!(error = %e, "recording a failed launch");
                     }
                 });
