@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages corral needs to build and to run containers, if any is missing.
+# Installs the Debian packages corral needs to build and to run containers, if any is missing,
+# and the Python client the Marathon API tests use.
 #   scripts/deps.sh [--bench]    (--bench adds the peers the benchmarks compare against)
 set -euo pipefail
 
@@ -16,4 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Marathon's Python client, which the services tests drive corral's Marathon API with.
+if ! python3 -c 'import marathon' 2>/dev/null; then
+    echo "deps: installing the marathon Python client" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore marathon==0.13.0
 fi

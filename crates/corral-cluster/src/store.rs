@@ -11,6 +11,11 @@ use serde::Serialize;
 pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 pub const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 pub const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
+/// Services: app id to its current definition and version list.
+pub const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+/// `"{app id} {version}"` to that version's definition.
+pub const APP_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("app_versions");
+pub const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,7 +40,7 @@ impl Store {
         let store = Store { db, path: p };
         // Make sure every table exists, so reads of a new store find them empty.
         let tx = store.db.begin_write().map_err(|e| store.err(e))?;
-        for t in [AGENTS, TASKS, ROLES] {
+        for t in [AGENTS, TASKS, ROLES, APPS, APP_VERSIONS, DEPLOYMENTS] {
             tx.open_table(t).map_err(|e| store.err(e))?;
         }
         tx.commit().map_err(|e| store.err(e))?;
@@ -77,6 +82,25 @@ impl Store {
         value: &T,
     ) -> Result<(), StoreError> {
         self.write(table, &[(key, Some(value))])
+    }
+
+    pub fn delete(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<(), StoreError> {
+        self.write::<()>(table, &[(key, None)])
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(table).map_err(|e| self.err(e))?;
+        let Some(v) = t.get(key).map_err(|e| self.err(e))? else { return Ok(None) };
+        serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt {
+            table: table.name().to_string(),
+            key: key.to_string(),
+            message: e.to_string(),
+        })
     }
 
     pub fn all<T: DeserializeOwned>(

@@ -129,6 +129,9 @@ pub struct StatusUpdate {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub message: Option<String>,
+    /// A health check result of a running task: `true` when it passes, `false` on each failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,7 +146,7 @@ pub struct Acked {
 }
 
 /// `POST {agent}/api/v1/tasks`: the master asks an agent to run a task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Launch {
     pub task_id: String,
@@ -154,6 +157,46 @@ pub struct Launch {
     #[serde(default)]
     pub image: Option<String>,
     pub command: Vec<String>,
+    /// Environment variables (an app's `env`, plus `PORT0`, `HOST`, ...).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub user: Option<(u32, u32)>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// Share the agent's network (Marathon's `HOST`), instead of a namespace of its own.
+    #[serde(default)]
+    pub host_network: bool,
+    #[serde(default)]
+    pub kill_grace_secs: Option<u64>,
+    /// Run by the agent next to the task; results come back as status updates.
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    pub host: String,
+    pub container: String,
+    pub read_only: bool,
+}
+
+/// One health check, its ports already resolved to the task's host ports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `http`, `tcp` or `command`.
+    pub kind: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub command: String,
+    pub grace_period_ms: u64,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -35,6 +35,8 @@ pub struct CreateRequest {
     pub stop_grace_secs: u64,
     pub log_max_bytes: u64,
     pub log_max_files: u32,
+    /// Share the caller's network namespace (Marathon's `HOST` networking).
+    pub host_network: bool,
 }
 
 /// The default user: nobody.
@@ -159,6 +161,7 @@ pub fn create(
             log_max_bytes: req.log_max_bytes,
             log_max_files: req.log_max_files,
             etc: req.etc,
+            host_network: req.host_network,
         };
         let kind = if image.is_some() {
             RootKind::Image

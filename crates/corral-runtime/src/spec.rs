@@ -107,6 +107,7 @@ pub fn build(record: &ContainerRecord, dir: &ContainerDir, root: &RootKind) -> S
         LinuxNamespaceType::Cgroup,
     ]
     .into_iter()
+    .filter(|typ| !(record.host_network && *typ == LinuxNamespaceType::Network))
     .map(|typ| {
         let mut ns = LinuxNamespace::default();
         ns.set_typ(typ);
@@ -194,6 +195,7 @@ mod tests {
             log_max_bytes: 1 << 20,
             log_max_files: 2,
             etc: EtcFiles::All,
+            host_network: false,
         }
     }
 

@@ -61,6 +61,9 @@ pub struct ContainerRecord {
     pub log_max_files: u32,
     #[serde(default)]
     pub etc: EtcFiles,
+    /// Shares the network namespace of whoever starts it (an agent's), instead of its own.
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 /// Which `/etc` files corral generates and binds (read-only) over the image's.

@@ -140,7 +140,9 @@ fn start(state_root: &Path, dir: &ContainerDir, record: &ContainerRecord) -> Res
     if !rootfs::find_program(&check_root, program, &record.env, &record.cwd) {
         return Err(ShimError::Start(format!("command not found in the container: {program}")));
     }
-    corral_runtime::netns::create(&dir.netns()).map_err(io_err("creating the network namespace"))?;
+    if !record.host_network {
+        corral_runtime::netns::create(&dir.netns()).map_err(io_err("creating the network namespace"))?;
+    }
 
     let (out_r, out_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("creating pipes")(e.into()))?;

@@ -56,6 +56,11 @@ pub enum Command {
     /// Run, follow and kill one-off tasks on the cluster.
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Long-running services (apps): deploy, scale, roll back, and ask why one is not running.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// List deployments in progress.
+    Deployments(JsonArgs),
     /// Measure corral against its peers.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -219,6 +224,9 @@ pub struct AgentArgs {
     /// Attributes, rack:a;zone:eu.
     #[arg(long, default_value = "")]
     pub attributes: String,
+    /// The hostname placement constraints see (default: the machine's).
+    #[arg(long)]
+    pub hostname: Option<String>,
     /// Where the agent keeps its own records (default: ROOT/agent).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -261,6 +269,57 @@ pub enum RoleCommand {
         /// Resources the role may hold at most (cpus:10;mem:4096), or "" for none.
         #[arg(long)]
         quota: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create or replace an app from a Marathon app definition (JSON, or YAML by extension).
+    Deploy {
+        file: PathBuf,
+        /// Override a deployment that holds the app.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List apps with their instance counts.
+    Ls(JsonArgs),
+    /// Show an app and its tasks.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an app's instance count.
+    Scale {
+        id: String,
+        instances: u32,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Replace every task of an app, rolling, with the same definition.
+    Restart {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Go back to an earlier version of an app (the one before the current by default).
+    Rollback {
+        id: String,
+        version: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove an app and stop its tasks.
+    Rm {
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Say why an app has fewer tasks than it wants: each recent offer and what it failed on.
+    Why {
+        id: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 

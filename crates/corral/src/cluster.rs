@@ -48,6 +48,7 @@ fn agent_config(root: &Path, args: &AgentArgs) -> Result<AgentConfig> {
         advertise: args.advertise.clone(),
         resources: args.resources.clone(),
         attributes: args.attributes.clone(),
+        hostname: args.hostname.clone(),
         state_root: root.to_path_buf(),
         work_dir: args.work_dir.clone().unwrap_or_else(|| root.join("agent")),
         corral_exe: std::env::current_exe().context("finding the corral executable")?,
@@ -82,6 +83,7 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
             advertise: None,
             resources: args.resources.clone(),
             attributes: args.attributes.clone(),
+            hostname: None,
             work_dir: args.work_dir.clone(),
         },
     )?;

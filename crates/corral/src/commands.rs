@@ -62,6 +62,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Roles(args) => crate::cluster::roles(args).map(|_| 0),
         Command::Role(cmd) => crate::cluster::role(cmd).map(|_| 0),
         Command::Task(cmd) => crate::cluster::task(cmd),
+        Command::App(cmd) => crate::apps::app(cmd).map(|_| 0),
+        Command::Deployments(args) => crate::apps::deployments(args).map(|_| 0),
         Command::OciRun(args) => {
             let code = corral_shim::run_bundle(&args.bundle, &args.state, &args.id)
                 .with_context(|| format!("running bundle {}", args.bundle.display()))?;
@@ -85,6 +87,7 @@ fn run(root: &Path, args: RunArgs) -> Result<u8> {
         command: args.command,
         entrypoint: args.entrypoint.map(|e| if e.is_empty() { Vec::new() } else { vec![e] }),
         etc: EtcFiles::All,
+        host_network: false,
         env: args.env.iter().map(|e| parse::env(e, |k| std::env::var(k).ok())).collect::<Result<_, _>>()?,
         workdir: args.workdir.as_deref().map(parse::workdir).transpose()?,
         user: args.user.as_deref().map(parse::user).transpose()?,

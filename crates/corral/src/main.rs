@@ -1,6 +1,7 @@
 //! `corral`: the command-line interface. Parsing lives in `cli`, each command is a few lines of
 //! glue in `commands`; `main` only maps errors to exit codes.
 
+mod apps;
 mod bench;
 mod cli;
 mod cluster;

@@ -14,6 +14,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+mod health;
+
 use corral_runtime::create::{self, CreateRequest};
 use corral_runtime::state::{Containers, EtcFiles, State as CState};
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,8 @@ pub struct AgentConfig {
     /// A resource spec; what it leaves out is detected (cpus, mem, disk).
     pub resources: Option<String>,
     pub attributes: String,
+    /// The name constraints match as `hostname` (default: the machine's).
+    pub hostname: Option<String>,
     /// corral's state root: images and containers (shared with the CLI on this machine).
     pub state_root: PathBuf,
     /// The agent's own records: its id, tasks and unacknowledged updates.
@@ -68,6 +72,9 @@ struct TaskEntry {
     kill_requested: bool,
     /// The last state reported (queued) for it.
     state: TaskState,
+    /// Run by the agent while the task runs.
+    #[serde(default)]
+    health_checks: Vec<wire::HealthCheck>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -111,6 +118,21 @@ impl Inner {
         }
     }
 
+    /// Queues a health check result of a running task.
+    fn report_health(&mut self, task_id: &str, healthy: bool, message: Option<String>) {
+        let seq = self.pending.next_seq;
+        self.pending.next_seq += 1;
+        self.pending.updates.push_back(wire::StatusUpdate {
+            healthy: Some(healthy),
+            task_id: task_id.to_string(),
+            state: TaskState::Running,
+            seq,
+            exit_code: None,
+            message,
+        });
+        self.save();
+    }
+
     /// Queues a status update for a task (once per state).
     fn report(&mut self, task_id: &str, state: TaskState, exit_code: Option<i32>, message: Option<String>) {
         if let Some(t) = self.tasks.get_mut(task_id) {
@@ -122,6 +144,7 @@ impl Inner {
         let seq = self.pending.next_seq;
         self.pending.next_seq += 1;
         self.pending.updates.push_back(wire::StatusUpdate {
+            healthy: None,
             task_id: task_id.to_string(),
             state,
             seq,
@@ -133,6 +156,7 @@ impl Inner {
 }
 
 /// Detects cpus, mem (MiB, less 512 for the system) and disk (MiB free under the state root),
+/// offers host ports 31000-32000 (as Mesos agents do),
 /// then applies what `spec` says.
 fn machine_resources(spec: Option<&str>, root: &Path) -> Result<String, AgentError> {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -147,7 +171,8 @@ fn machine_resources(spec: Option<&str>, root: &Path) -> Result<String, AgentErr
     let disk_mb = nix::sys::statvfs::statvfs(root)
         .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 >> 20)
         .unwrap_or(0);
-    let detected = format!("cpus:{cpus};mem:{};disk:{disk_mb}", (mem_kb / 1024).saturating_sub(512));
+    let detected =
+        format!("cpus:{cpus};mem:{};disk:{disk_mb};ports:[31000-32000]", (mem_kb / 1024).saturating_sub(512));
     let given = corral_alloc::Resources::parse(spec.unwrap_or("")).map_err(|e| AgentError::Resources(e.to_string()))?;
     let mut out = given.clone();
     for item in detected.split(';') {
@@ -221,7 +246,10 @@ impl Agent {
                 // The watcher loop reports these when they end (or, for those that ended while
                 // the agent was away, on its first pass).
                 Ok(CState::Running { .. } | CState::Created) => {
-                    tracing::info!(task = %t.task_id, "reattached to a running task")
+                    tracing::info!(task = %t.task_id, "reattached to a running task");
+                    if !t.health_checks.is_empty() {
+                        tokio::spawn(self.clone().health_loop(t.task_id.clone(), t.health_checks.clone()));
+                    }
                 }
                 Ok(CState::Exited(_)) => {}
                 _ => {
@@ -295,7 +323,9 @@ impl Agent {
             let i = self.inner.lock().await;
             wire::Register {
                 agent_id: i.agent_id.clone(),
-                hostname: nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default(),
+                hostname: i.config.hostname.clone().unwrap_or_else(|| {
+                    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
+                }),
                 address: i.config.advertise.clone().unwrap_or_default(),
                 resources: self.resources.clone(),
                 attributes: i.config.attributes.clone(),
@@ -396,6 +426,7 @@ impl Agent {
             .await;
             match result {
                 Ok(Ok(acked)) => {
+                    tracing::debug!(acked = ?acked.acked, "status updates acknowledged");
                     let mut i = self.inner.lock().await;
                     i.pending.updates.retain(|u| !acked.acked.contains(&u.seq));
                     i.save();
@@ -404,6 +435,55 @@ impl Agent {
                     let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
                 }
             }
+        }
+    }
+
+    /// Runs a task's health checks until it stops running. Failures before the first success
+    /// and within the grace period do not count (Marathon's rule).
+    async fn health_loop(self, task_id: String, checks: Vec<wire::HealthCheck>) {
+        let started = std::time::Instant::now();
+        let interval = Duration::from_millis(checks.iter().map(|c| c.interval_ms).min().unwrap_or(1000).max(100));
+        let grace = Duration::from_millis(checks.iter().map(|c| c.grace_period_ms).max().unwrap_or(0));
+        let mut ever_passed = false;
+        let mut last_passed = false;
+        loop {
+            tokio::time::sleep(interval).await;
+            let (root, container) = {
+                let i = self.inner.lock().await;
+                match i.tasks.get(&task_id) {
+                    Some(t) if t.state == TaskState::Running && !t.kill_requested => {
+                        (i.config.state_root.clone(), t.container_id.clone())
+                    }
+                    Some(t) if !t.state.is_terminal() && !t.kill_requested => continue,
+                    _ => return,
+                }
+            };
+            let probes = checks.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let pid = health::read_pid(&Containers::new(&root).dir_of(&container).init_pid());
+                probes.iter().try_for_each(|c| health::probe(c, pid))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            if result.is_err() && !ever_passed && started.elapsed() < grace {
+                continue;
+            }
+            ever_passed |= result.is_ok();
+            // Passing is reported when it starts; every failure is reported (the master counts).
+            if result.is_ok() && last_passed {
+                continue;
+            }
+            last_passed = result.is_ok();
+            let mut i = self.inner.lock().await;
+            if !i.tasks.get(&task_id).is_some_and(|t| t.state == TaskState::Running && !t.kill_requested) {
+                return;
+            }
+            if let Err(why) = &result {
+                tracing::info!(task = %task_id, reason = %why, "health check failed");
+            }
+            i.report_health(&task_id, result.is_ok(), result.err());
+            drop(i);
+            self.wake.notify_one();
         }
     }
 
@@ -428,7 +508,15 @@ impl Agent {
     }
 }
 
-async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> impl IntoResponse {
+/// Launches on a task of its own: a master that disconnects mid-request (or dies) must not
+/// cancel a launch half done, with a container started and never watched.
+async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> (StatusCode, String) {
+    tokio::spawn(launch_task(agent, req))
+        .await
+        .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("the launch failed: {e}")))
+}
+
+async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
     {
         let mut i = agent.inner.lock().await;
         if i.tasks.contains_key(&req.task_id) {
@@ -441,6 +529,7 @@ async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> im
                 container_id: String::new(),
                 kill_requested: false,
                 state: TaskState::Staging,
+                health_checks: req.health_checks.clone(),
             },
         );
         i.report(&req.task_id, TaskState::Starting, None, None);
@@ -458,13 +547,28 @@ async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> im
             .as_deref()
             .map(|i| i.parse::<corral_image::Reference>().map_err(|e| e.to_string()))
             .transpose()?;
+        let mut volumes = Vec::new();
+        for v in &req.volumes {
+            if !std::path::Path::new(&v.host).exists() {
+                return Err(format!("volume host path {} does not exist on this agent", v.host));
+            }
+            volumes.push(corral_runtime::parse::Volume {
+                host: v.host.clone().into(),
+                container: v.container.clone().into(),
+                readonly: v.read_only,
+            });
+        }
         let request = CreateRequest {
             name: Some(req.task_id.clone()),
             image,
             command: req.command.clone(),
             cpus: Some(req.cpus),
             mem_bytes: Some(req.mem_mb.max(6) << 20),
-            stop_grace_secs: 10,
+            env: req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            user: req.user,
+            volumes,
+            host_network: req.host_network,
+            stop_grace_secs: req.kill_grace_secs.unwrap_or(10),
             log_max_bytes: 10 << 20,
             log_max_files: 3,
             etc: EtcFiles::All,
@@ -483,11 +587,16 @@ async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> im
     let mut i = agent.inner.lock().await;
     let reply = match started {
         Ok(container) => {
+            tracing::info!(task = %task_id, container = %container, "task started");
             if let Some(t) = i.tasks.get_mut(&task_id) {
                 t.container_id = container.clone();
             }
             i.report(&task_id, TaskState::Running, None, None);
+            let checks = i.tasks.get(&task_id).map(|t| t.health_checks.clone()).unwrap_or_default();
             drop(i);
+            if !checks.is_empty() {
+                tokio::spawn(agent.clone().health_loop(task_id.clone(), checks));
+            }
             (StatusCode::ACCEPTED, "launched".to_string())
         }
         Err(message) => {

@@ -24,6 +24,7 @@ pub fn router(master: Master) -> Router {
         .route("/api/v1/roles", get(list_roles))
         .route("/api/v1/roles/{role}", put(set_role))
         .route("/health", get(|| async { "ok" }))
+        .merge(super::marathon::routes())
         .with_state(master)
 }
 
@@ -40,6 +41,8 @@ impl From<MasterError> for ApiError {
         let status = match &e {
             MasterError::BadRequest(_) => StatusCode::BAD_REQUEST,
             MasterError::NotFound(_) => StatusCode::NOT_FOUND,
+            MasterError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            MasterError::Conflict { .. } => StatusCode::CONFLICT,
             MasterError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())

@@ -20,6 +20,12 @@ pub enum MasterError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A definition that fails validation (Marathon's 422).
+    #[error("{}", corral_services::Invalid(.0.clone()))]
+    Invalid(Vec<corral_services::Violation>),
+    /// A duplicate, or an app locked by a deployment (409).
+    #[error("{message}")]
+    Conflict { message: String, deployments: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -41,6 +47,48 @@ pub struct TaskRecord {
     pub message: Option<String>,
     /// Order of submission, for the built-in framework's queue.
     pub seq: u64,
+    /// Set for the tasks of a service: what the services framework knows of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceTask>,
+}
+
+/// A service task's part of its record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServiceTask {
+    pub app: String,
+    /// The app version it was launched from, and that version's configuration version.
+    pub version: String,
+    pub config_version: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<u64>,
+    #[serde(default)]
+    pub service_ports: Vec<u64>,
+    /// Marathon timestamps.
+    #[serde(default)]
+    pub staged_at: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub health: Option<Health>,
+    /// The services framework killed it (a scale-down, an upgrade, a user's kill): its end is
+    /// not a failure to back off from.
+    #[serde(default)]
+    pub kill_intended: bool,
+    /// Why the services framework killed it, for the app's `lastTaskFailure`.
+    #[serde(default)]
+    pub kill_reason: Option<String>,
+}
+
+/// Health check results, as Marathon reports them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Health {
+    pub alive: bool,
+    pub consecutive_failures: u32,
+    pub first_success: Option<String>,
+    pub last_success: Option<String>,
+    pub last_failure: Option<String>,
 }
 
 /// An agent, as the master keeps it (and persists it).
@@ -66,25 +114,32 @@ pub enum AgentCall {
     Kill { address: String, task_id: String },
 }
 
-struct AgentLive {
-    record: AgentRecord,
-    attributes: Attributes,
-    last_seen_ms: u64,
-    reachable: bool,
+pub(super) struct AgentLive {
+    pub(super) record: AgentRecord,
+    pub(super) attributes: Attributes,
+    pub(super) last_seen_ms: u64,
+    pub(super) reachable: bool,
 }
 
 pub struct Controller {
-    store: Store,
-    alloc: Allocator,
-    agents: BTreeMap<String, AgentLive>,
-    tasks: BTreeMap<String, TaskRecord>,
+    pub(super) store: Store,
+    pub(super) alloc: Allocator,
+    pub(super) agents: BTreeMap<String, AgentLive>,
+    pub(super) tasks: BTreeMap<String, TaskRecord>,
     /// Per built-in framework (one per role), tasks waiting for an offer, in order.
     queues: BTreeMap<String, VecDeque<String>>,
     roles: BTreeMap<String, RoleRecord>,
-    next_seq: u64,
+    pub(super) next_seq: u64,
     pub agent_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
-    outbox: Vec<AgentCall>,
+    pub(super) outbox: Vec<AgentCall>,
+    /// The services framework's state (apps, versions, deployments).
+    pub(super) services: super::services::Services,
+    /// Wall-clock milliseconds at `now_ms == 0`: the clock the master passes in, for the
+    /// timestamps the Marathon API shows.
+    pub(super) epoch_ms: u64,
+    /// The latest `now_ms` any entry point was given.
+    pub(super) last_now_ms: u64,
 }
 
 /// How long an offer may stay unanswered before it is rescinded.
@@ -106,9 +161,32 @@ fn task_info(t: &TaskRecord) -> wire::TaskInfo {
     }
 }
 
+/// What an agent is told to run for a task (a service adds its environment, ports and checks).
+pub(super) fn launch_of(t: &TaskRecord) -> wire::Launch {
+    wire::Launch {
+        task_id: t.id.clone(),
+        name: t.name.clone(),
+        role: t.role.clone(),
+        cpus: t.cpus,
+        mem_mb: t.mem_mb,
+        image: t.image.clone(),
+        command: t.command.clone(),
+        ..wire::Launch::default()
+    }
+}
+
 /// The built-in task framework of a role.
 pub fn framework_of(role: &str) -> String {
     format!("corral-tasks/{role}")
+}
+
+/// The framework a task belongs to: the services framework of its role, or the task framework.
+fn framework_of_task(t: &TaskRecord) -> String {
+    if t.service.is_some() {
+        super::services::framework_of(&t.role)
+    } else {
+        framework_of(&t.role)
+    }
 }
 
 fn new_id(prefix: &str) -> String {
@@ -118,7 +196,12 @@ fn new_id(prefix: &str) -> String {
 
 impl Controller {
     /// Loads the state from the store: agents come back unreachable until they re-register.
-    pub fn recover(store: Store, now_ms: u64, agent_timeout: Duration) -> Result<Controller, MasterError> {
+    pub fn recover(
+        store: Store,
+        now_ms: u64,
+        epoch_ms: u64,
+        agent_timeout: Duration,
+    ) -> Result<Controller, MasterError> {
         let mut c = Controller {
             store,
             alloc: Allocator::new(),
@@ -130,6 +213,9 @@ impl Controller {
             agent_timeout_ms: agent_timeout.as_millis() as u64,
             heartbeat_interval_ms: (agent_timeout.as_millis() as u64 / 5).clamp(100, 5000),
             outbox: Vec::new(),
+            services: Default::default(),
+            epoch_ms: epoch_ms.saturating_sub(now_ms),
+            last_now_ms: now_ms,
         };
         for (name, r) in c.store.all::<RoleRecord>(ROLES)? {
             let role = Role::parse(&name).map_err(|e| MasterError::BadRequest(e.to_string()))?;
@@ -151,6 +237,10 @@ impl Controller {
         tasks.sort_by_key(|t| t.seq);
         for t in tasks {
             c.next_seq = c.next_seq.max(t.seq + 1);
+            if t.service.is_some() {
+                c.tasks.insert(t.id.clone(), t);
+                continue;
+            }
             c.ensure_framework(&t.role);
             if t.state == TaskState::Staging && t.agent.is_none() {
                 c.queues.entry(framework_of(&t.role)).or_default().push_back(t.id.clone());
@@ -160,6 +250,7 @@ impl Controller {
         for fw in c.queues.keys().cloned().collect::<Vec<_>>() {
             c.sync_demand(&fw);
         }
+        c.recover_services()?;
         Ok(c)
     }
 
@@ -225,6 +316,7 @@ impl Controller {
                 exit_code: None,
                 message: None,
                 seq: self.next_seq,
+                service: None,
             };
             self.next_seq += 1;
             records.push(t);
@@ -245,6 +337,9 @@ impl Controller {
 
     pub fn kill_task(&mut self, id: &str) -> Result<(), MasterError> {
         let t = self.tasks.get(id).ok_or_else(|| MasterError::NotFound(format!("no such task: {id:?}")))?.clone();
+        if t.service.is_some() {
+            return self.kill_service_task(id, true, None);
+        }
         if t.state.is_terminal() {
             return Ok(());
         }
@@ -393,7 +488,7 @@ impl Controller {
             let role = Role::parse(&t.role).expect("stored roles parse");
             match reported.get(t.id.as_str()) {
                 Some(s) if !s.is_terminal() => {
-                    let _ = self.alloc.restore_task(&framework_of(&t.role), &role, &id, &res);
+                    let _ = self.alloc.restore_task(&framework_of_task(&t), &role, &id, &res);
                     if t.state == TaskState::Unreachable {
                         let next = transition(t.state, TaskEvent::AgentReturned).unwrap_or(TaskState::Running);
                         self.set_state(&t.id, next, None, None)?;
@@ -401,7 +496,7 @@ impl Controller {
                 }
                 // Ended while we did not hear: its status update is on its way.
                 Some(_) => {
-                    let _ = self.alloc.restore_task(&framework_of(&t.role), &role, &id, &res);
+                    let _ = self.alloc.restore_task(&framework_of_task(&t), &role, &id, &res);
                 }
                 None => {
                     self.set_state(&t.id, TaskState::Lost, None, Some("the agent came back without it".into()))?;
@@ -436,11 +531,16 @@ impl Controller {
         if let Some(a) = self.agents.get_mut(agent) {
             a.last_seen_ms = now_ms;
         }
+        self.last_now_ms = self.last_now_ms.max(now_ms);
         let mut acked = Vec::new();
         for u in updates {
             acked.push(u.seq);
             let Some(t) = self.tasks.get(&u.task_id).cloned() else { continue };
             if t.agent.as_deref() != Some(agent) {
+                continue;
+            }
+            if let Some(healthy) = u.healthy {
+                self.service_health(&u.task_id, healthy, now_ms)?;
                 continue;
             }
             // Duplicates and stale updates (already applied, or out of date) are acknowledged
@@ -458,6 +558,8 @@ impl Controller {
     /// Periodic work: offers outstanding too long are rescinded; agents silent past the timeout
     /// become unreachable.
     pub fn tick(&mut self, now_ms: u64) -> Result<(), MasterError> {
+        self.last_now_ms = self.last_now_ms.max(now_ms);
+        self.reconcile_services(now_ms)?;
         for o in self.alloc.expire_offers(now_ms, OFFER_TIMEOUT_MS) {
             tracing::info!(offer = o.id, framework = %o.framework, agent = %o.agent, "offer rescinded after its timeout");
         }
@@ -479,7 +581,7 @@ impl Controller {
                 .collect();
             for t in tasks {
                 let res = Resources::parse(&t.resources).expect("stored resources parse");
-                self.alloc.recover_task(&framework_of(&t.role), &Role::parse(&t.role).expect("valid"), &id, &res);
+                self.alloc.recover_task(&framework_of_task(&t), &Role::parse(&t.role).expect("valid"), &id, &res);
                 if let Ok(next) = transition(t.state, TaskEvent::AgentUnreachable) {
                     self.set_state(&t.id, next, None, Some("its agent stopped answering".into()))?;
                 }
@@ -498,7 +600,7 @@ impl Controller {
         self.set_state(task_id, TaskState::Error, None, Some(message))
     }
 
-    fn set_state(
+    pub(super) fn set_state(
         &mut self,
         id: &str,
         state: TaskState,
@@ -519,8 +621,11 @@ impl Controller {
         if state.is_terminal() && was_running_somewhere {
             if let Some(agent) = &t.agent {
                 let res = Resources::parse(&t.resources).expect("stored resources parse");
-                self.alloc.recover_task(&framework_of(&t.role), &Role::parse(&t.role).expect("valid"), agent, &res);
+                self.alloc.recover_task(&framework_of_task(&t), &Role::parse(&t.role).expect("valid"), agent, &res);
             }
+        }
+        if t.service.is_some() {
+            self.service_task_changed(id)?;
         }
         Ok(())
     }
@@ -532,12 +637,17 @@ impl Controller {
     /// placement goes to the role with the lowest dominant share at that moment: DRF by
     /// progressive filling.
     pub fn allocate(&mut self, now_ms: u64) {
+        self.last_now_ms = self.last_now_ms.max(now_ms);
         for _ in 0..100_000 {
             let offers = self.alloc.allocate(now_ms);
             if offers.is_empty() {
                 return;
             }
             for o in offers {
+                if o.framework.starts_with(super::services::FRAMEWORK_PREFIX) {
+                    self.services_offer(o, now_ms);
+                    continue;
+                }
                 let queue = self.queues.get(&o.framework).cloned().unwrap_or_default();
                 let fitting = queue.iter().find(|id| {
                     self.tasks
@@ -566,18 +676,7 @@ impl Controller {
                 if let Err(e) = self.store.put(TASKS, &task_id, &t) {
                     tracing::error!(error = %e, task = %task_id, "persisting a placement failed");
                 }
-                self.outbox.push(AgentCall::Launch {
-                    address,
-                    launch: wire::Launch {
-                        task_id: t.id.clone(),
-                        name: t.name.clone(),
-                        role: t.role.clone(),
-                        cpus: t.cpus,
-                        mem_mb: t.mem_mb,
-                        image: t.image.clone(),
-                        command: t.command.clone(),
-                    },
-                });
+                self.outbox.push(AgentCall::Launch { address, launch: launch_of(&t) });
             }
             // Declined offers carry lasting filters, so the next cycle offers them elsewhere,
             // and the loop ends when nobody is offered anything.

@@ -3,6 +3,8 @@
 
 mod api;
 pub mod controller;
+mod marathon;
+pub mod services;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,7 +111,9 @@ pub async fn run(config: MasterConfig) -> Result<(), RunError> {
 pub async fn serve(listener: tokio::net::TcpListener, config: MasterConfig) -> Result<(), RunError> {
     let store = Store::open(&config.data_dir.join("master.redb"))?;
     let started = Instant::now();
-    let controller = Controller::recover(store, 0, config.agent_timeout)?;
+    let epoch_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let controller = Controller::recover(store, 0, epoch_ms, config.agent_timeout)?;
     let master = Master { controller: Arc::new(Mutex::new(controller)), started };
     tracing::info!(addr = %listener.local_addr().map_err(RunError::Serve)?, "master listening");
     let ticker = master.clone();

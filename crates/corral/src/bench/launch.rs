@@ -29,6 +29,7 @@ pub fn run(runs: usize) -> Result<()> {
         advertise: None,
         resources: Some("cpus:1000;mem:1000000".into()),
         attributes: String::new(),
+        hostname: None,
         state_root: work.clone(),
         work_dir: work.join("agent"),
         corral_exe: std::env::current_exe()?,

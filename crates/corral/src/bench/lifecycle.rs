@@ -166,6 +166,7 @@ fn bench_spec() -> oci_spec::runtime::Spec {
         log_max_bytes: 0,
         log_max_files: 0,
         etc: corral_runtime::state::EtcFiles::All,
+        host_network: false,
     };
     let dir = ContainerDir { dir: PathBuf::from("/nonexistent") };
     let mut spec = spec::build(&record, &dir, &RootKind::Image);

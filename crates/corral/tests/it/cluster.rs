@@ -7,12 +7,26 @@ use std::time::Duration;
 
 use crate::support::{corral_exe, eventually, Env};
 
-fn free_port() -> u16 {
+/// Where a daemon's log goes: nowhere, or with `CORRAL_TEST_LOGS=DIR` a file there (for
+/// debugging a failing test).
+pub(crate) fn log_sink(what: &str) -> Stdio {
+    match std::env::var_os("CORRAL_TEST_LOGS") {
+        Some(dir) => {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::path::Path::new(&dir).join(format!("{}-{what}-{n}.log", std::process::id()));
+            std::fs::File::create(path).map(Stdio::from).unwrap_or_else(|_| Stdio::null())
+        }
+        None => Stdio::null(),
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `corral` daemon (master or agent) killed with SIGKILL when dropped.
-struct Daemon(Child);
+pub(crate) struct Daemon(Child);
 
 impl Daemon {
     fn start(env: &Env, args: &[&str]) -> Daemon {
@@ -20,13 +34,13 @@ impl Daemon {
             .args(args)
             .env("CORRAL_ROOT", env.root.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_sink(args[0]))
             .spawn()
             .unwrap();
         Daemon(child)
     }
 
-    fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -42,11 +56,11 @@ impl Drop for Daemon {
     }
 }
 
-struct Cluster {
-    env: Env,
-    master_port: u16,
-    master: Option<Daemon>,
-    agents: Vec<Daemon>,
+pub(crate) struct Cluster {
+    pub(crate) env: Env,
+    pub(crate) master_port: u16,
+    pub(crate) master: Option<Daemon>,
+    pub(crate) agents: Vec<Daemon>,
     /// With network namespaces: the master on the bridge, agent `i` in namespace `i`.
     net: Option<crate::netns::Net>,
 }
@@ -61,16 +75,16 @@ impl Drop for Cluster {
 }
 
 impl Cluster {
-    fn new(agent_timeout: &str) -> Cluster {
+    pub(crate) fn new(agent_timeout: &str) -> Cluster {
         Cluster::with_net(agent_timeout, None)
     }
 
     /// A cluster whose agents each run in their own network namespace, with their own address.
-    fn in_namespaces(agent_timeout: &str, agents: usize) -> Cluster {
+    pub(crate) fn in_namespaces(agent_timeout: &str, agents: usize) -> Cluster {
         Cluster::with_net(agent_timeout, Some(crate::netns::Net::new(agents)))
     }
 
-    fn with_net(agent_timeout: &str, net: Option<crate::netns::Net>) -> Cluster {
+    pub(crate) fn with_net(agent_timeout: &str, net: Option<crate::netns::Net>) -> Cluster {
         let env = Env::new();
         let master_port = free_port();
         let mut c = Cluster { env, master_port, master: None, agents: Vec::new(), net };
@@ -78,11 +92,11 @@ impl Cluster {
         c
     }
 
-    fn master_host(&self) -> String {
+    pub(crate) fn master_host(&self) -> String {
         self.net.as_ref().map_or_else(|| "127.0.0.1".to_string(), |n| n.master_ip())
     }
 
-    fn start_master(&mut self, agent_timeout: &str) {
+    pub(crate) fn start_master(&mut self, agent_timeout: &str) {
         let listen = format!("{}:{}", self.master_host(), self.master_port);
         self.master =
             Some(Daemon::start(&self.env, &["master", "--listen", &listen, "--agent-timeout", agent_timeout]));
@@ -90,13 +104,30 @@ impl Cluster {
     }
 
     /// Starts an agent with its own work dir; returns its index.
-    fn start_agent(&mut self, name: &str, resources: &str) -> usize {
+    pub(crate) fn start_agent(&mut self, name: &str, resources: &str) -> usize {
         let port = free_port();
         let work = self.env.root.path().join(format!("agent-{name}"));
         self.start_agent_at(port, &work, resources)
     }
 
-    fn start_agent_at(&mut self, port: u16, work: &std::path::Path, resources: &str) -> usize {
+    pub(crate) fn start_agent_at(&mut self, port: u16, work: &std::path::Path, resources: &str) -> usize {
+        self.start_agent_with(port, work, resources, &[])
+    }
+
+    /// An agent with its own hostname and attributes (for placement constraints).
+    pub(crate) fn start_named_agent(&mut self, name: &str, resources: &str, attributes: &str) -> usize {
+        let port = free_port();
+        let work = self.env.root.path().join(format!("agent-{name}"));
+        self.start_agent_with(port, &work, resources, &["--hostname", name, "--attributes", attributes])
+    }
+
+    pub(crate) fn start_agent_with(
+        &mut self,
+        port: u16,
+        work: &std::path::Path,
+        resources: &str,
+        extra: &[&str],
+    ) -> usize {
         let master = format!("{}:{}", self.master_host(), self.master_port);
         let args = |listen: &str| -> Vec<String> {
             [
@@ -111,6 +142,7 @@ impl Cluster {
                 work.to_str().unwrap(),
             ]
             .iter()
+            .chain(extra)
             .map(|s| s.to_string())
             .collect()
         };
@@ -122,7 +154,7 @@ impl Cluster {
                 let listen = format!("{}:{port}", net.agent_ip(k));
                 let mut c = Command::new("nsenter");
                 c.arg(format!("--net=/run/netns/{}", net.namespaces[k])).arg(corral_exe()).args(args(&listen));
-                c.env("CORRAL_ROOT", self.env.root.path()).stdout(Stdio::null()).stderr(Stdio::null());
+                c.env("CORRAL_ROOT", self.env.root.path()).stdout(Stdio::null()).stderr(log_sink("agent"));
                 (listen, Daemon(c.spawn().unwrap()))
             }
             None => {
@@ -141,36 +173,36 @@ impl Cluster {
         self.agents.len() - 1
     }
 
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut c = self.env.cmd(args);
         c.env("CORRAL_MASTER", format!("http://{}:{}", self.master_host(), self.master_port));
         c.output().unwrap()
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
         assert!(out.status.success(), "corral {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn agents_json(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn agents_json(&self) -> Vec<serde_json::Value> {
         let out = self.cli(&["agents", "--json"]);
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
 
-    fn tasks(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn tasks(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.ok(&["tasks", "--json"])).unwrap()
     }
 
-    fn task(&self, id: &str) -> serde_json::Value {
+    pub(crate) fn task(&self, id: &str) -> serde_json::Value {
         self.tasks().into_iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("no task {id}"))
     }
 
-    fn wait_state(&self, id: &str, state: &str) {
+    pub(crate) fn wait_state(&self, id: &str, state: &str) {
         eventually(&format!("task {id} is {state}"), Duration::from_secs(30), || self.task(id)["state"] == state);
     }
 
-    fn run(&self, args: &[&str]) -> Vec<String> {
+    pub(crate) fn run(&self, args: &[&str]) -> Vec<String> {
         let mut all = vec!["task", "run"];
         all.extend_from_slice(args);
         self.ok(&all).lines().map(String::from).collect()

@@ -8,4 +8,5 @@ mod containers;
 mod images;
 mod netns;
 mod registry;
+mod services;
 mod tidy;

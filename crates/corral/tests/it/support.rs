@@ -12,7 +12,7 @@ pub fn corral_exe() -> &'static str {
     env!("CARGO_BIN_EXE_corral")
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 

@@ -1,0 +1,869 @@
+//! Marathon's v2 REST API on the master's port: `/v2/apps`, `/v2/tasks`, `/v2/deployments`,
+//! `/v2/groups`, `/v2/queue`, `/v2/info`, `/v2/leader`, `/ping`, `/metrics`. Bodies and status
+//! codes follow Marathon's, so its clients work unchanged; the JSON views of apps, tasks and
+//! deployments are built here from the controller's state and nowhere else.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use corral_services::wire::AppDefinition;
+use serde_json::{json, Value};
+
+use super::controller::{Controller, MasterError, TaskRecord};
+use super::services::{marathon_state, service_ports, AppEntry, Deployment, REASONS};
+use super::Master;
+
+pub fn routes() -> Router<Master> {
+    Router::new()
+        .route("/v2/apps", get(list_apps).post(create_app).put(put_apps).patch(put_apps))
+        .route("/v2/apps/", get(list_apps).post(create_app))
+        .route("/v2/apps/{*rest}", get(app_get).put(app_put).patch(app_patch).delete(app_delete).post(app_post))
+        .route("/v2/tasks", get(list_tasks))
+        .route("/v2/tasks/delete", post(delete_tasks))
+        .route("/v2/deployments", get(list_deployments))
+        .route("/v2/deployments/{id}", delete(cancel_deployment))
+        .route("/v2/groups", get(root_group))
+        .route("/v2/groups/{*id}", get(get_group))
+        .route("/v2/queue", get(queue))
+        .route("/v2/queue/{*rest}", delete(reset_delay))
+        .route("/v2/info", get(info))
+        .route("/v2/leader", get(leader))
+        .route("/ping", get(|| async { "pong" }))
+        .route("/metrics", get(metrics))
+}
+
+/// An error in Marathon's shape: `{"message", ...}`.
+pub struct MarathonError(StatusCode, Value);
+
+impl IntoResponse for MarathonError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<MasterError> for MarathonError {
+    fn from(e: MasterError) -> MarathonError {
+        match e {
+            MasterError::Invalid(details) => MarathonError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": "Object is not valid", "details": details}),
+            ),
+            MasterError::Conflict { message, deployments } => MarathonError(
+                StatusCode::CONFLICT,
+                json!({"message": message, "deployments": deployments.iter().map(|d| json!({"id": d})).collect::<Vec<_>>()}),
+            ),
+            MasterError::NotFound(m) => MarathonError(StatusCode::NOT_FOUND, json!({"message": m})),
+            MasterError::BadRequest(m) => MarathonError(StatusCode::BAD_REQUEST, json!({"message": m})),
+            MasterError::Store(e) => MarathonError(StatusCode::SERVICE_UNAVAILABLE, json!({"message": e.to_string()})),
+        }
+    }
+}
+
+fn bad(message: impl Into<String>) -> MarathonError {
+    MarathonError(StatusCode::BAD_REQUEST, json!({"message": message.into()}))
+}
+
+/// Query parameters, repeated keys kept (`embed=a&embed=b`).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(q: Option<String>) -> Params {
+        Params(form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect())
+    }
+
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> Option<&'a str> {
+        self.all(key).next()
+    }
+
+    /// `true`/`True`/`1`; clients send Python's capitalised booleans.
+    fn flag(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    }
+
+    fn embeds(&self, what: &str) -> bool {
+        self.all("embed").any(|e| e.split('.').nth(1) == Some(what) || e.ends_with(&format!(".{what}")))
+    }
+}
+
+fn is_yaml(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("yaml"))
+}
+
+/// A definition from a request body, or Marathon's error for it.
+fn decode(body: &[u8], headers: &HeaderMap) -> Result<AppDefinition, MarathonError> {
+    AppDefinition::decode(body, is_yaml(headers)).map_err(|e| {
+        if e.path == "/" {
+            MarathonError(StatusCode::BAD_REQUEST, json!({"message": "Invalid JSON", "details": e.message}))
+        } else {
+            MarathonError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": "Invalid JSON", "details": [{"path": e.path, "errors": [e.message]}]}),
+            )
+        }
+    })
+}
+
+fn body_value(body: &[u8], headers: &HeaderMap) -> Result<Value, MarathonError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    corral_services::wire::decode_value(body, is_yaml(headers))
+        .map_err(|e| MarathonError(StatusCode::BAD_REQUEST, json!({"message": "Invalid JSON", "details": e.message})))
+}
+
+fn changed(deployment: String, version: String) -> Response {
+    (
+        StatusCode::OK,
+        [("Marathon-Deployment-Id", deployment.clone())],
+        Json(json!({"deploymentId": deployment, "version": version})),
+    )
+        .into_response()
+}
+
+// ---- views ------------------------------------------------------------------------------------
+
+/// A task in Marathon's JSON.
+pub fn task_json(c: &Controller, t: &TaskRecord) -> Value {
+    let s = t.service.as_ref().expect("service tasks only");
+    let mut v = json!({
+        "id": t.id,
+        "appId": s.app,
+        "host": s.host.clone().unwrap_or_default(),
+        "ports": s.ports,
+        "servicePorts": s.service_ports,
+        "slaveId": t.agent,
+        "state": marathon_state(t.state),
+        "stagedAt": s.staged_at,
+        "startedAt": s.started_at,
+        "version": s.version,
+        "ipAddresses": [],
+    });
+    if let Some(ip) = t.agent.as_ref().and_then(|a| c.agents.get(a)).and_then(|a| host_of(&a.record.address)) {
+        v["ipAddresses"] = json!([{"ipAddress": ip, "protocol": "IPv4"}]);
+    }
+    if let Some(h) = &s.health {
+        v["healthCheckResults"] = json!([{
+            "alive": h.alive,
+            "consecutiveFailures": h.consecutive_failures,
+            "firstSuccess": h.first_success,
+            "lastSuccess": h.last_success,
+            "lastFailure": h.last_failure,
+            "lastFailureCause": if h.alive { Value::Null } else { json!("health check failed") },
+            "taskId": t.id,
+        }]);
+    }
+    v
+}
+
+fn host_of(address: &str) -> Option<String> {
+    let rest = address.split("://").nth(1)?;
+    let host = rest.split('/').next()?.rsplit_once(':').map_or(rest, |(h, _)| h);
+    Some(host.trim_matches(['[', ']']).to_string())
+}
+
+fn app_tasks<'a>(c: &'a Controller, id: &str) -> Vec<&'a TaskRecord> {
+    let mut v: Vec<&TaskRecord> =
+        c.services.tasks_of.get(id).into_iter().flatten().filter_map(|t| c.tasks.get(t)).collect();
+    v.sort_by_key(|t| t.seq);
+    v
+}
+
+/// Which optional parts of an app to show.
+#[derive(Default, Clone, Copy)]
+struct Embed {
+    tasks: bool,
+    last_failure: bool,
+}
+
+/// An app in Marathon's JSON: the definition, counts and deployments (always), tasks and
+/// the last failure when asked.
+fn app_json(c: &Controller, e: &AppEntry, embed: Embed) -> Value {
+    let mut v = serde_json::to_value(&e.definition).expect("definitions serialize");
+    let tasks = app_tasks(c, &e.app.id);
+    let running = tasks.iter().filter(|t| t.state == crate::task::TaskState::Running).count();
+    let staged = tasks
+        .iter()
+        .filter(|t| matches!(t.state, crate::task::TaskState::Staging | crate::task::TaskState::Starting))
+        .count();
+    let with_checks = !e.app.health_checks.is_empty();
+    let healthy = if with_checks {
+        tasks.iter().filter(|t| t.service.as_ref().and_then(|s| s.health.as_ref()).is_some_and(|h| h.alive)).count()
+    } else {
+        0
+    };
+    let unhealthy = if with_checks {
+        tasks.iter().filter(|t| t.service.as_ref().and_then(|s| s.health.as_ref()).is_some_and(|h| !h.alive)).count()
+    } else {
+        0
+    };
+    v["tasksStaged"] = json!(staged);
+    v["tasksRunning"] = json!(running);
+    v["tasksHealthy"] = json!(healthy);
+    v["tasksUnhealthy"] = json!(unhealthy);
+    v["deployments"] = json!(c
+        .services
+        .deployments
+        .iter()
+        .filter(|d| d.affected_apps.contains(&e.app.id))
+        .map(|d| json!({"id": d.id}))
+        .collect::<Vec<_>>());
+    if embed.tasks {
+        v["tasks"] = json!(tasks.iter().map(|t| task_json(c, t)).collect::<Vec<_>>());
+    }
+    if embed.last_failure {
+        if let Some(f) = &e.last_failure {
+            v["lastTaskFailure"] = json!({
+                "appId": e.app.id, "host": f.host, "message": f.message, "state": marathon_state(f.state),
+                "taskId": f.task_id, "timestamp": f.at, "version": f.version, "slaveId": f.agent,
+            });
+        }
+    }
+    v
+}
+
+fn deployment_json(c: &Controller, d: &Deployment) -> Value {
+    let action = |(a, app): &(corral_services::plan::Action, String)| json!({"action": a, "app": app});
+    let current: Vec<Value> = d
+        .steps
+        .get(d.current_step)
+        .map(|s| s.iter().map(|x| json!({"action": x.0, "app": x.1, "readinessCheckResults": []})).collect())
+        .unwrap_or_default();
+    let _ = c;
+    json!({
+        "id": d.id,
+        "version": d.version,
+        "affectedApps": d.affected_apps,
+        "affectedPods": [],
+        "steps": d.steps.iter().map(|s| json!({"actions": s.iter().map(action).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        "currentActions": current,
+        "currentStep": (d.current_step + 1).min(d.steps.len().max(1)),
+        "totalSteps": d.steps.len(),
+    })
+}
+
+// ---- /v2/apps ---------------------------------------------------------------------------------
+
+async fn list_apps(State(m): State<Master>, RawQuery(q): RawQuery) -> Json<Value> {
+    let p = Params::parse(q);
+    let embed = Embed {
+        tasks: p.embeds("tasks") || p.embeds("failures"),
+        last_failure: p.embeds("lastTaskFailure") || p.embeds("failures"),
+    };
+    let id_filter = p.get("id").map(str::to_lowercase);
+    let cmd_filter = p.get("cmd").map(str::to_lowercase);
+    let label = p.get("label").map(str::to_string);
+    let c = m.controller.lock().await;
+    let apps: Vec<Value> = c
+        .services
+        .apps
+        .values()
+        .filter(|e| id_filter.as_ref().is_none_or(|f| e.app.id.to_lowercase().contains(f)))
+        .filter(|e| {
+            cmd_filter.as_ref().is_none_or(|f| e.definition.cmd.as_deref().unwrap_or("").to_lowercase().contains(f))
+        })
+        .filter(|e| label.as_ref().is_none_or(|l| label_matches(e.definition.labels.as_ref(), l)))
+        .map(|e| app_json(&c, e, embed))
+        .collect();
+    Json(json!({ "apps": apps }))
+}
+
+/// Marathon's label selector, the common forms: `k`, `k==v`, `k!=v`, comma meaning and.
+fn label_matches(labels: Option<&BTreeMap<String, String>>, selector: &str) -> bool {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    selector.split(',').map(str::trim).filter(|s| !s.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            labels.get(k.trim()).is_none_or(|x| x != v.trim())
+        } else if let Some((k, v)) = term.split_once("==") {
+            labels.get(k.trim()).is_some_and(|x| x == v.trim())
+        } else {
+            labels.contains_key(term)
+        }
+    })
+}
+
+async fn create_app(
+    State(m): State<Master>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, MarathonError> {
+    let def = decode(&body, &headers)?;
+    let now = m.now_ms();
+    let mut c = m.controller.lock().await;
+    let (d, deployment) = c.create_app(def, now)?;
+    let entry = c.services.apps.get(&d.id).expect("just created");
+    let mut v = app_json(&c, entry, Embed { tasks: true, last_failure: false });
+    v["deployments"] = json!([{"id": deployment}]);
+    drop(c);
+    m.flush().await;
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, format!("/v2/apps{}", d.id)),
+            (header::HeaderName::from_static("marathon-deployment-id"), deployment),
+        ],
+        Json(v),
+    )
+        .into_response())
+}
+
+/// `PUT /v2/apps`: several apps at once, one deployment.
+async fn put_apps(
+    State(m): State<Master>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let list = body_value(&body, &headers)?;
+    let Value::Array(items) = list else { return Err(bad("expected a JSON array of app definitions")) };
+    let now = m.now_ms();
+    let mut c = m.controller.lock().await;
+    let mut last = None;
+    for item in items {
+        let id = item.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        if id.is_empty() {
+            return Err(MarathonError::from(MasterError::Invalid(vec![corral_services::Violation {
+                path: "/id".into(),
+                errors: vec!["an app needs an id".into()],
+            }])));
+        }
+        let (_, d, v) = c.update_app(&id, item, true, p.flag("force"), now)?;
+        last = Some((d, v));
+    }
+    drop(c);
+    m.flush().await;
+    let (d, v) = last.ok_or_else(|| bad("no apps given"))?;
+    Ok(changed(d, v))
+}
+
+/// Splits `/v2/apps/{rest}` into the app id and what follows it.
+enum AppPath {
+    App(String),
+    Restart(String),
+    Tasks(String),
+    Task(String, String),
+    Versions(String),
+    Version(String, String),
+}
+
+fn app_path(rest: &str) -> AppPath {
+    let rest = rest.trim_end_matches('/');
+    if let Some(id) = rest.strip_suffix("/restart") {
+        return AppPath::Restart(id.to_string());
+    }
+    if let Some(id) = rest.strip_suffix("/tasks") {
+        return AppPath::Tasks(id.to_string());
+    }
+    if let Some(id) = rest.strip_suffix("/versions") {
+        return AppPath::Versions(id.to_string());
+    }
+    if let Some((id, task)) = rest.rsplit_once("/tasks/") {
+        return AppPath::Task(id.to_string(), task.to_string());
+    }
+    if let Some((id, v)) = rest.rsplit_once("/versions/") {
+        return AppPath::Version(id.to_string(), v.to_string());
+    }
+    AppPath::App(rest.to_string())
+}
+
+/// The app id of a path that must name an app and nothing under it.
+fn app_only(rest: &str) -> Result<String, MarathonError> {
+    match app_path(rest) {
+        AppPath::App(id) => Ok(id),
+        _ => Err(MarathonError(StatusCode::NOT_FOUND, json!({"message": format!("URI not found: /v2/apps/{rest}")}))),
+    }
+}
+
+fn norm(id: &str) -> String {
+    corral_services::app::absolute_id(id)
+}
+
+async fn app_get(
+    State(m): State<Master>,
+    Path(rest): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let c = m.controller.lock().await;
+    let missing = |id: &str| MarathonError::from(MasterError::NotFound(format!("App '{id}' does not exist")));
+    match app_path(&rest) {
+        AppPath::App(id) => {
+            let id = norm(&id);
+            if id.ends_with("/*") {
+                let group = id.trim_end_matches("/*");
+                let apps: Vec<Value> = c
+                    .services
+                    .apps
+                    .values()
+                    .filter(|e| e.app.id.starts_with(&format!("{group}/")) || group.is_empty())
+                    .map(|e| app_json(&c, e, Embed::default()))
+                    .collect();
+                return Ok(Json(json!({ "*": apps })).into_response());
+            }
+            let e = c.services.apps.get(&id).ok_or_else(|| missing(&id))?;
+            let _ = p;
+            Ok(Json(json!({"app": app_json(&c, e, Embed { tasks: true, last_failure: true })})).into_response())
+        }
+        AppPath::Tasks(id) => {
+            let id = norm(&id);
+            c.services.apps.get(&id).ok_or_else(|| missing(&id))?;
+            let tasks = app_tasks(&c, &id);
+            if wants_text(&headers) {
+                return Ok(tasks_text(&c, &tasks).into_response());
+            }
+            Ok(Json(json!({"tasks": tasks.iter().map(|t| task_json(&c, t)).collect::<Vec<_>>()})).into_response())
+        }
+        AppPath::Task(id, task) => {
+            let id = norm(&id);
+            let t =
+                c.tasks.get(&task).filter(|t| t.service.as_ref().is_some_and(|s| s.app == id)).ok_or_else(|| {
+                    MarathonError::from(MasterError::NotFound(format!("Task '{task}' does not exist")))
+                })?;
+            Ok(Json(json!({"task": task_json(&c, t)})).into_response())
+        }
+        AppPath::Versions(id) => {
+            let id = norm(&id);
+            let e = c.services.apps.get(&id).ok_or_else(|| missing(&id))?;
+            let mut versions = e.versions.clone();
+            versions.reverse();
+            Ok(Json(json!({ "versions": versions })).into_response())
+        }
+        AppPath::Version(id, v) => {
+            let id = norm(&id);
+            c.services.apps.get(&id).ok_or_else(|| missing(&id))?;
+            let d: AppDefinition =
+                c.store.get(crate::store::APP_VERSIONS, &format!("{id} {v}")).map_err(MasterError::from)?.ok_or_else(
+                    || MarathonError::from(MasterError::NotFound(format!("App '{id}' has no version {v}"))),
+                )?;
+            Ok(Json(serde_json::to_value(d).expect("definitions serialize")).into_response())
+        }
+        AppPath::Restart(_) => Err(MarathonError(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "use POST"}))),
+    }
+}
+
+fn wants_text(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/plain") && !a.contains("json"))
+}
+
+/// Marathon's plain-text task list: `app<TAB>servicePort<TAB>host:port...`.
+fn tasks_text(c: &Controller, tasks: &[&TaskRecord]) -> String {
+    let mut by_app: BTreeMap<&str, Vec<&TaskRecord>> = BTreeMap::new();
+    for t in tasks.iter().filter(|t| t.state == crate::task::TaskState::Running) {
+        by_app.entry(t.service.as_ref().expect("service").app.as_str()).or_default().push(t);
+    }
+    let mut out = String::new();
+    for (app, ts) in by_app {
+        let safe = app.trim_start_matches('/').replace('/', "_");
+        let ports = c.services.apps.get(app).map(|e| service_ports(&e.definition)).unwrap_or_default();
+        for (i, sp) in ports.iter().enumerate() {
+            let hosts: Vec<String> = ts
+                .iter()
+                .filter_map(|t| {
+                    let s = t.service.as_ref()?;
+                    Some(format!("{}:{}", s.host.clone().unwrap_or_default(), s.ports.get(i)?))
+                })
+                .collect();
+            out.push_str(&format!("{safe}\t{sp}\t{}\n", hosts.join("\t")));
+        }
+    }
+    out
+}
+
+async fn app_put(
+    State(m): State<Master>,
+    Path(rest): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let id = app_only(&rest)?;
+    let patch = body_value(&body, &headers)?;
+    let partial = p.get("partialUpdate").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+    change_app(m, &id, patch, partial, p.flag("force")).await
+}
+
+async fn app_patch(
+    State(m): State<Master>,
+    Path(rest): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let id = app_only(&rest)?;
+    let id = norm(&id);
+    if !m.controller.lock().await.services.apps.contains_key(&id) {
+        return Err(MasterError::NotFound(format!("App '{id}' does not exist")).into());
+    }
+    let patch = body_value(&body, &headers)?;
+    change_app(m, &id, patch, true, p.flag("force")).await
+}
+
+async fn change_app(m: Master, id: &str, patch: Value, partial: bool, force: bool) -> Result<Response, MarathonError> {
+    if !patch.is_object() {
+        return Err(bad("an app definition must be a JSON object"));
+    }
+    let now = m.now_ms();
+    let (created, deployment, version) = m.controller.lock().await.update_app(id, patch, partial, force, now)?;
+    m.flush().await;
+    if created {
+        let location = format!("/v2/apps{}", norm(id));
+        return Ok((
+            StatusCode::CREATED,
+            [
+                (header::LOCATION, location),
+                (header::HeaderName::from_static("marathon-deployment-id"), deployment.clone()),
+            ],
+            Json(json!({"deploymentId": deployment, "version": version})),
+        )
+            .into_response());
+    }
+    Ok(changed(deployment, version))
+}
+
+async fn app_delete(
+    State(m): State<Master>,
+    Path(rest): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let now = m.now_ms();
+    match app_path(&rest) {
+        AppPath::App(id) => {
+            let (d, v) = m.controller.lock().await.delete_app(&id, p.flag("force"), now)?;
+            m.flush().await;
+            Ok(changed(d, v))
+        }
+        AppPath::Tasks(id) => {
+            let id = norm(&id);
+            let host = p.get("host").map(str::to_string);
+            let ids: Vec<String> = {
+                let c = m.controller.lock().await;
+                c.services
+                    .apps
+                    .get(&id)
+                    .ok_or_else(|| MarathonError::from(MasterError::NotFound(format!("App '{id}' does not exist"))))?;
+                app_tasks(&c, &id)
+                    .into_iter()
+                    .filter(|t| {
+                        host.as_deref()
+                            .is_none_or(|h| h == "*" || t.service.as_ref().and_then(|s| s.host.as_deref()) == Some(h))
+                    })
+                    .map(|t| t.id.clone())
+                    .collect()
+            };
+            kill_tasks(m, ids, p.flag("scale"), true).await
+        }
+        AppPath::Task(id, task) => {
+            let id = norm(&id);
+            {
+                let c = m.controller.lock().await;
+                c.tasks.get(&task).filter(|t| t.service.as_ref().is_some_and(|s| s.app == id)).ok_or_else(|| {
+                    MarathonError::from(MasterError::NotFound(format!("Task '{task}' does not exist")))
+                })?;
+            }
+            kill_tasks(m, vec![task], p.flag("scale"), false).await
+        }
+        _ => Err(MarathonError(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "method not allowed"}))),
+    }
+}
+
+/// Kills service tasks; with `scale`, lowers their apps' instance counts by as many.
+async fn kill_tasks(m: Master, ids: Vec<String>, scale: bool, many: bool) -> Result<Response, MarathonError> {
+    let now = m.now_ms();
+    let mut c = m.controller.lock().await;
+    let views: Vec<Value> = ids.iter().filter_map(|id| c.tasks.get(id)).map(|t| task_json(&c, t)).collect();
+    if scale {
+        let mut per_app: BTreeMap<String, i64> = BTreeMap::new();
+        for id in &ids {
+            if let Some(s) = c.tasks.get(id).and_then(|t| t.service.as_ref()) {
+                *per_app.entry(s.app.clone()).or_default() += 1;
+            }
+        }
+        let mut last = None;
+        for id in &ids {
+            c.kill_task(id)?;
+        }
+        for (app, n) in per_app {
+            let current = c.services.apps.get(&app).and_then(|e| e.definition.instances).unwrap_or(0);
+            last = Some(c.update_app(&app, json!({"instances": (current - n).max(0)}), true, true, now)?);
+        }
+        drop(c);
+        m.flush().await;
+        let (_, d, v) = last.ok_or_else(|| bad("no tasks given"))?;
+        return Ok(changed(d, v));
+    }
+    for id in &ids {
+        c.kill_task(id)?;
+    }
+    drop(c);
+    m.flush().await;
+    if many {
+        Ok(Json(json!({ "tasks": views })).into_response())
+    } else {
+        Ok(Json(json!({"task": views.into_iter().next()})).into_response())
+    }
+}
+
+async fn app_post(
+    State(m): State<Master>,
+    Path(rest): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let AppPath::Restart(id) = app_path(&rest) else {
+        return Err(MarathonError(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "method not allowed"})));
+    };
+    let now = m.now_ms();
+    let (d, v) = m.controller.lock().await.restart_app(&id, p.flag("force"), now)?;
+    m.flush().await;
+    Ok(changed(d, v))
+}
+
+// ---- /v2/tasks --------------------------------------------------------------------------------
+
+async fn list_tasks(State(m): State<Master>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    let p = Params::parse(q);
+    let wanted: Vec<String> =
+        p.all("status").chain(p.all("status[]")).map(|s| format!("TASK_{}", s.to_uppercase())).collect();
+    let c = m.controller.lock().await;
+    let mut tasks: Vec<&TaskRecord> = c
+        .tasks
+        .values()
+        .filter(|t| t.service.is_some())
+        .filter(|t| wanted.is_empty() || wanted.iter().any(|w| w == marathon_state(t.state)))
+        .collect();
+    tasks.sort_by_key(|t| t.seq);
+    if wants_text(&headers) {
+        return tasks_text(&c, &tasks).into_response();
+    }
+    Json(json!({"tasks": tasks.iter().map(|t| task_json(&c, t)).collect::<Vec<_>>()})).into_response()
+}
+
+async fn delete_tasks(
+    State(m): State<Master>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    if p.flag("scale") && p.flag("wipe") {
+        return Err(bad("You cannot use scale and wipe at the same time."));
+    }
+    let v = body_value(&body, &headers)?;
+    let ids: Vec<String> = v
+        .get("ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("expected {\"ids\": [task ids]}"))?
+        .iter()
+        .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad("task ids must be strings")))
+        .collect::<Result<_, _>>()?;
+    {
+        let c = m.controller.lock().await;
+        if let Some(unknown) = ids.iter().find(|id| !c.tasks.get(*id).is_some_and(|t| t.service.is_some())) {
+            return Err(bad(format!("Invalid task id '{unknown}'.")));
+        }
+    }
+    kill_tasks(m, ids, p.flag("scale"), true).await
+}
+
+// ---- /v2/deployments ------------------------------------------------------------------------
+
+async fn list_deployments(State(m): State<Master>) -> Json<Value> {
+    let c = m.controller.lock().await;
+    Json(json!(c.services.deployments.iter().map(|d| deployment_json(&c, d)).collect::<Vec<_>>()))
+}
+
+async fn cancel_deployment(
+    State(m): State<Master>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let now = m.now_ms();
+    let result = m.controller.lock().await.cancel_deployment(&id, p.flag("force"), now)?;
+    m.flush().await;
+    Ok(match result {
+        Some((d, v)) => changed(d, v),
+        None => StatusCode::ACCEPTED.into_response(),
+    })
+}
+
+// ---- /v2/groups ---------------------------------------------------------------------------------
+
+/// The group tree of the apps under `id` (`/` for all): groups are the paths' directories.
+fn group_json(c: &Controller, id: &str) -> Option<Value> {
+    let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
+    let apps: Vec<&AppEntry> = c.services.apps.values().filter(|e| e.app.id.starts_with(&prefix)).collect();
+    if apps.is_empty() && id != "/" {
+        return None;
+    }
+    let direct: Vec<Value> = apps
+        .iter()
+        .filter(|e| !e.app.id[prefix.len()..].contains('/'))
+        .map(|e| serde_json::to_value(&e.definition).expect("definitions serialize"))
+        .collect();
+    let mut children: Vec<String> = apps
+        .iter()
+        .filter_map(|e| e.app.id[prefix.len()..].split_once('/').map(|(g, _)| format!("{prefix}{g}")))
+        .collect();
+    children.dedup();
+    let version =
+        apps.iter().filter_map(|e| e.definition.version.clone()).max().unwrap_or_else(|| c.wall(c.last_now_ms));
+    Some(json!({
+        "id": id,
+        "apps": direct,
+        "groups": children.iter().filter_map(|g| group_json(c, g)).collect::<Vec<_>>(),
+        "pods": [],
+        "dependencies": [],
+        "version": version,
+    }))
+}
+
+async fn root_group(State(m): State<Master>) -> Json<Value> {
+    let c = m.controller.lock().await;
+    Json(group_json(&c, "/").expect("the root group always exists"))
+}
+
+async fn get_group(State(m): State<Master>, Path(id): Path<String>) -> Result<Json<Value>, MarathonError> {
+    let c = m.controller.lock().await;
+    let id = norm(&id);
+    group_json(&c, &id)
+        .map(Json)
+        .ok_or_else(|| MarathonError(StatusCode::NOT_FOUND, json!({"message": format!("Group '{id}' does not exist")})))
+}
+
+// ---- /v2/queue: the launch queue, and why offers went unused ------------------------------------
+
+async fn queue(State(m): State<Master>, RawQuery(q): RawQuery) -> Json<Value> {
+    let p = Params::parse(q);
+    let with_offers = p.all("embed").any(|e| e == "lastUnusedOffers");
+    let now = m.now_ms();
+    let c = m.controller.lock().await;
+    let mut items = Vec::new();
+    for (id, e) in &c.services.apps {
+        let tasks = app_tasks(&c, id);
+        let queued = tasks.iter().filter(|t| t.agent.is_none() && t.state == crate::task::TaskState::Staging).count();
+        let live = tasks.iter().filter(|t| !matches!(t.state, crate::task::TaskState::Killing)).count();
+        let missing = (e.app.instances as usize).saturating_sub(live);
+        let count = queued + missing;
+        if count == 0 {
+            continue;
+        }
+        let time_left = e.backoff.until_ms.saturating_sub(now) as f64 / 1000.0;
+        let mut processed = e.offers.processed;
+        let mut summary = Vec::new();
+        for r in REASONS {
+            let declined = e.offers.declined_by.get(r).copied().unwrap_or(0);
+            summary.push(json!({"reason": r, "declined": declined, "processed": processed}));
+            processed = processed.saturating_sub(declined);
+        }
+        let mut item = json!({
+            "app": app_json(&c, e, Embed::default()),
+            "count": count,
+            "delay": {"timeLeftSeconds": time_left.ceil() as u64, "overdue": time_left <= 0.0},
+            "since": e.waiting_since.clone().unwrap_or_else(|| c.wall(now)),
+            "processedOffersSummary": {
+                "processedOffersCount": e.offers.processed,
+                "unusedOffersCount": e.offers.unused,
+                "lastUnusedOfferAt": e.offers.last_unused_at,
+                "lastUsedOfferAt": e.offers.last_used_at,
+                "rejectSummaryLastOffers": summary.clone(),
+                "rejectSummaryLaunchAttempt": summary,
+            },
+        });
+        if with_offers {
+            item["lastUnusedOffers"] = json!(e
+                .offers
+                .last_unused
+                .iter()
+                .map(|o| json!({
+                    "offer": {"hostname": o.hostname, "agentId": o.agent, "resources": o.resources},
+                    "reason": o.reasons.iter().map(|r| r.split(':').next().unwrap_or(r).to_string()).collect::<Vec<_>>(),
+                    "details": o.reasons,
+                    "timestamp": o.at,
+                }))
+                .collect::<Vec<_>>());
+            item["roleQuota"] = json!(c.quota_note(&e.app.role, &e.app.resources_spec()));
+        }
+        items.push(item);
+    }
+    Json(json!({ "queue": items }))
+}
+
+async fn reset_delay(State(m): State<Master>, Path(rest): Path<String>) -> Result<StatusCode, MarathonError> {
+    let id = norm(rest.trim_end_matches('/').strip_suffix("/delay").unwrap_or(&rest));
+    let mut c = m.controller.lock().await;
+    let e = c.services.apps.get_mut(&id).ok_or_else(|| {
+        MarathonError(StatusCode::NOT_FOUND, json!({"message": format!("Application {id} not found in tasks queue.")}))
+    })?;
+    e.backoff.reset();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- info, leader, metrics --------------------------------------------------------------------
+
+async fn info(State(m): State<Master>, headers: HeaderMap) -> Json<Value> {
+    let leader = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+    let _ = m;
+    Json(json!({
+        "name": "corral",
+        "version": env!("CARGO_PKG_VERSION"),
+        "buildref": "",
+        "elected": true,
+        "leader": leader,
+        "frameworkId": "corral-services",
+        "marathon_config": {
+            "framework_name": "corral-services",
+            "hostname": leader,
+            "local_port_min": super::services::SERVICE_PORTS.start(),
+            "local_port_max": super::services::SERVICE_PORTS.end(),
+            "ha": false,
+            "checkpoint": true,
+            "features": [],
+        },
+        "zookeeper_config": {},
+        "http_config": {},
+        "event_subscriber": null,
+    }))
+}
+
+async fn leader(headers: HeaderMap) -> Json<Value> {
+    let leader = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+    Json(json!({ "leader": leader }))
+}
+
+async fn metrics(State(m): State<Master>) -> Json<Value> {
+    let c = m.controller.lock().await;
+    let service_tasks = c.tasks.values().filter(|t| t.service.is_some());
+    let running = service_tasks.clone().filter(|t| t.state == crate::task::TaskState::Running).count();
+    let gauge = |v: usize| json!({ "value": v });
+    Json(json!({
+        "version": "4.0.0",
+        "counters": {},
+        "gauges": {
+            "marathon.apps.active.gauge": gauge(c.services.apps.len()),
+            "marathon.deployments.active.gauge": gauge(c.services.deployments.len()),
+            "marathon.instances.running.gauge": gauge(running),
+            "marathon.instances.launched.gauge": gauge(service_tasks.count()),
+            "corral.agents.gauge": gauge(c.agents.len()),
+        },
+        "histograms": {},
+        "meters": {},
+        "timers": {},
+    }))
+}

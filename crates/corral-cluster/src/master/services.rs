@@ -1,0 +1,1082 @@
+//! The services framework inside the master (Marathon's job): apps and their versions,
+//! deployments, the launch queue, and what became of every offer. The decisions are
+//! `corral_services`'s (pure); this module keeps the state, persists it, and turns decisions
+//! into tasks, launches and kills through the same allocator seams as every framework.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use corral_alloc::attributes::Attributes;
+use corral_alloc::{Offer, Operation, Resources, Role};
+use corral_services::app::{App, AppId, Network, Probe};
+use corral_services::constraints::AgentView;
+use corral_services::plan::{self, Action, Backoff, Phase, Reason, TaskView};
+use corral_services::wire::{AppDefinition, VersionInfo};
+use serde::{Deserialize, Serialize};
+
+use super::controller::{AgentCall, Controller, Health, MasterError, ServiceTask, TaskRecord};
+use crate::store::{APPS, APP_VERSIONS, DEPLOYMENTS, TASKS};
+use crate::task::{transition, TaskEvent, TaskState};
+use crate::wire;
+
+pub const FRAMEWORK_PREFIX: &str = "corral-services/";
+
+/// The services framework of a role.
+pub fn framework_of(role: &str) -> String {
+    format!("{FRAMEWORK_PREFIX}{role}")
+}
+
+/// How many unused offers per app are kept for "why isn't it running".
+const UNUSED_OFFERS_KEPT: usize = 20;
+/// Declined offers come back this soon, so a changed cluster gets another look.
+const DECLINE_MS: u64 = 2_000;
+/// Service ports come from here, as in Marathon (`local_port_min`/`max`).
+pub const SERVICE_PORTS: std::ops::RangeInclusive<i64> = 10_000..=20_000;
+/// Versions of an app kept for rollback.
+const VERSIONS_KEPT: usize = 50;
+
+/// An app as persisted: its current definition and the versions that can be restored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredApp {
+    definition: AppDefinition,
+    versions: Vec<String>,
+}
+
+/// A deployment in flight, as persisted: resumed after a master restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub version: String,
+    pub affected_apps: Vec<AppId>,
+    pub steps: Vec<Vec<(Action, AppId)>>,
+    /// Index of the step under way (0-based; `steps.len()` when done).
+    pub current_step: usize,
+    /// The definitions before the deployment, to roll back to (`None`: the app was new).
+    pub original: BTreeMap<AppId, Option<AppDefinition>>,
+}
+
+/// One offer an app could not use, and why.
+#[derive(Debug, Clone)]
+pub struct UnusedOffer {
+    pub agent: String,
+    pub hostname: String,
+    pub resources: String,
+    pub reasons: Vec<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OfferStats {
+    pub processed: u64,
+    pub unused: u64,
+    pub last_unused_at: Option<String>,
+    pub last_used_at: Option<String>,
+    /// Offers declined at each reason (the first failing one, in Marathon's order).
+    pub declined_by: BTreeMap<&'static str, u64>,
+    pub last_unused: VecDeque<UnusedOffer>,
+}
+
+pub struct AppEntry {
+    pub definition: AppDefinition,
+    pub app: App,
+    pub versions: Vec<String>,
+    pub backoff: Backoff,
+    pub offers: OfferStats,
+    /// Since when instances have been waiting to launch.
+    pub waiting_since: Option<String>,
+    pub last_failure: Option<LastFailure>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LastFailure {
+    pub task_id: String,
+    pub host: String,
+    pub agent: String,
+    pub state: TaskState,
+    pub message: String,
+    pub at: String,
+    pub version: String,
+}
+
+#[derive(Default)]
+pub struct Services {
+    pub apps: BTreeMap<AppId, AppEntry>,
+    pub deployments: Vec<Deployment>,
+    /// Live (non-terminal) tasks per app, including apps being removed.
+    pub tasks_of: BTreeMap<AppId, BTreeSet<String>>,
+    /// Roles whose services framework is revived: it has instances waiting for offers.
+    pub wanting: BTreeSet<String>,
+    /// Roles whose services framework the allocator knows.
+    pub frameworks: BTreeSet<String>,
+}
+
+/// The reasons in Marathon's funnel order: an offer is charged to its first.
+pub const REASONS: [&str; 8] = [
+    "UnfulfilledRole",
+    "UnfulfilledConstraint",
+    "NoCorrespondingReservationFound",
+    "InsufficientCpus",
+    "InsufficientMemory",
+    "InsufficientDisk",
+    "InsufficientGpus",
+    "InsufficientPorts",
+];
+
+/// A random id in UUID form.
+pub fn uuid() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(std::time::SystemTime::now());
+    let b = RandomState::new().hash_one(a);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// Milliseconds since the epoch as Marathon writes timestamps: `2026-01-02T03:04:05.678Z`.
+pub fn timestamp(epoch_ms: u64) -> String {
+    let secs = (epoch_ms / 1000) as i64;
+    let ms = epoch_ms % 1000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Marathon's task state names.
+pub fn marathon_state(s: TaskState) -> &'static str {
+    match s {
+        TaskState::Staging => "TASK_STAGING",
+        TaskState::Starting => "TASK_STARTING",
+        TaskState::Running => "TASK_RUNNING",
+        TaskState::Killing => "TASK_KILLING",
+        TaskState::Finished => "TASK_FINISHED",
+        TaskState::Failed => "TASK_FAILED",
+        TaskState::Killed => "TASK_KILLED",
+        TaskState::Error => "TASK_ERROR",
+        TaskState::Lost => "TASK_LOST",
+        TaskState::Unreachable => "TASK_UNREACHABLE",
+        TaskState::Gone => "TASK_GONE",
+    }
+}
+
+fn invalid(path: &str, error: impl Into<String>) -> MasterError {
+    MasterError::Invalid(vec![corral_services::Violation { path: path.into(), errors: vec![error.into()] }])
+}
+
+fn not_found(id: &str) -> MasterError {
+    MasterError::NotFound(format!("App '{id}' does not exist"))
+}
+
+/// The configuration of a definition: everything but the instance count and versions.
+fn config_of(d: &AppDefinition) -> AppDefinition {
+    let mut c = d.clone();
+    c.instances = None;
+    c.version = None;
+    c.version_info = None;
+    c
+}
+
+fn phase_of(t: &TaskRecord) -> Phase {
+    match t.state {
+        TaskState::Staging if t.agent.is_none() => Phase::Queued,
+        TaskState::Staging | TaskState::Starting => Phase::Staging,
+        TaskState::Running => Phase::Running,
+        TaskState::Killing => Phase::Killing,
+        _ => Phase::Unreachable,
+    }
+}
+
+impl Controller {
+    pub(super) fn wall(&self, now_ms: u64) -> String {
+        timestamp(self.epoch_ms + now_ms)
+    }
+
+    /// Loads apps and deployments; tasks were loaded by the caller.
+    pub(super) fn recover_services(&mut self) -> Result<(), MasterError> {
+        for (id, stored) in self.store.all::<StoredApp>(APPS)? {
+            let app = App::from_definition(&stored.definition)
+                .map_err(|e| MasterError::BadRequest(format!("stored app {id} no longer validates: {e}")))?;
+            self.ensure_service_framework(&app.role);
+            self.services.apps.insert(
+                id,
+                AppEntry {
+                    definition: stored.definition,
+                    app,
+                    versions: stored.versions,
+                    backoff: Backoff::default(),
+                    offers: OfferStats::default(),
+                    waiting_since: None,
+                    last_failure: None,
+                },
+            );
+        }
+        let mut deployments: Vec<Deployment> = self.store.all(DEPLOYMENTS)?.into_iter().map(|(_, d)| d).collect();
+        deployments.sort_by(|a, b| a.version.cmp(&b.version));
+        self.services.deployments = deployments;
+        let live: Vec<(String, String, String)> = self
+            .tasks
+            .values()
+            .filter(|t| !t.state.is_terminal())
+            .filter_map(|t| t.service.as_ref().map(|s| (s.app.clone(), t.id.clone(), t.role.clone())))
+            .collect();
+        for (app, id, role) in live {
+            self.ensure_service_framework(&role);
+            self.services.tasks_of.entry(app).or_default().insert(id);
+        }
+        Ok(())
+    }
+
+    fn ensure_service_framework(&mut self, role: &str) {
+        if !self.services.frameworks.insert(role.to_string()) {
+            return;
+        }
+        let fw = framework_of(role);
+        let r = Role::parse(role).expect("validated roles");
+        self.alloc.add_framework(&fw, &[r.clone()]);
+        self.alloc.suppress(&fw, &r);
+    }
+
+    // ---- changes: every one is a deployment ------------------------------------------------
+
+    /// `POST /v2/apps`.
+    pub fn create_app(&mut self, def: AppDefinition, now_ms: u64) -> Result<(AppDefinition, String), MasterError> {
+        let mut d = def.normalized();
+        if self.services.apps.contains_key(&d.id) {
+            return Err(MasterError::Conflict {
+                message: format!("An app with id [{}] already exists.", d.id),
+                deployments: Vec::new(),
+            });
+        }
+        let wall = self.wall(now_ms);
+        d.version = Some(wall.clone());
+        d.version_info = Some(VersionInfo { last_scaling_at: wall.clone(), last_config_change_at: wall.clone() });
+        self.assign_service_ports(&mut d, None);
+        let id = d.id.clone();
+        let (deployment, _) = self.deploy(vec![(id, Some(d.clone()))], false, now_ms)?;
+        Ok((d, deployment))
+    }
+
+    /// `PUT`/`PATCH /v2/apps/{id}`: creates or changes an app. `patch` is the request body;
+    /// with `partial` its fields replace the current definition's. A body of only a
+    /// `version` restores that version. Returns (created, deployment id, version).
+    pub fn update_app(
+        &mut self,
+        id: &str,
+        patch: serde_json::Value,
+        partial: bool,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(bool, String, String), MasterError> {
+        let id = corral_services::app::absolute_id(id);
+        let wall = self.wall(now_ms);
+        let current = self.services.apps.get(&id).map(|e| e.definition.clone());
+        let body_keys: Vec<&str> = patch
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).filter(|k| *k != "id").collect())
+            .unwrap_or_default();
+        let mut d = if body_keys == ["version"] {
+            let v = patch["version"].as_str().unwrap_or_default().to_string();
+            let current = current.as_ref().ok_or_else(|| not_found(&id))?;
+            let mut old: AppDefinition = self
+                .store
+                .get(APP_VERSIONS, &format!("{id} {v}"))?
+                .ok_or_else(|| MasterError::NotFound(format!("App '{id}' has no version {v}")))?;
+            // Restoring is a change of configuration, made now.
+            old.version_info = Some(VersionInfo {
+                last_scaling_at: wall.clone(),
+                last_config_change_at: if config_of(&old) == config_of(current) {
+                    current.version_info.clone().map_or(wall.clone(), |v| v.last_config_change_at)
+                } else {
+                    wall.clone()
+                },
+            });
+            old
+        } else {
+            let merged = match (&current, partial) {
+                (Some(c), true) => c.merged(&patch),
+                _ => corral_services::wire::from_value(patch),
+            }
+            .map_err(|e| invalid(&e.path, e.message))?;
+            let mut d = merged.normalized();
+            d.id = id.clone();
+            let config_changed = current.as_ref().is_none_or(|c| config_of(c) != config_of(&d));
+            let last_config = match (&current, config_changed) {
+                (Some(c), false) => c.version_info.clone().map_or(wall.clone(), |v| v.last_config_change_at),
+                _ => wall.clone(),
+            };
+            d.version_info = Some(VersionInfo { last_scaling_at: wall.clone(), last_config_change_at: last_config });
+            d
+        };
+        d.id = id.clone();
+        d.version = Some(wall.clone());
+        self.assign_service_ports(&mut d, current.as_ref());
+        let created = current.is_none();
+        let (deployment, version) = self.deploy(vec![(id, Some(d))], force, now_ms)?;
+        Ok((created, deployment, version))
+    }
+
+    /// `DELETE /v2/apps/{id}`.
+    pub fn delete_app(&mut self, id: &str, force: bool, now_ms: u64) -> Result<(String, String), MasterError> {
+        let id = corral_services::app::absolute_id(id);
+        if !self.services.apps.contains_key(&id) {
+            return Err(not_found(&id));
+        }
+        self.deploy(vec![(id, None)], force, now_ms)
+    }
+
+    /// `POST /v2/apps/{id}/restart`: a new version with the same configuration, rolled out.
+    pub fn restart_app(&mut self, id: &str, force: bool, now_ms: u64) -> Result<(String, String), MasterError> {
+        let id = corral_services::app::absolute_id(id);
+        let mut d = self.services.apps.get(&id).ok_or_else(|| not_found(&id))?.definition.clone();
+        let wall = self.wall(now_ms);
+        d.version = Some(wall.clone());
+        d.version_info = Some(VersionInfo { last_scaling_at: wall.clone(), last_config_change_at: wall });
+        self.deploy(vec![(id, Some(d))], force, now_ms)
+    }
+
+    /// Applies changes (a new definition, or `None` to remove) as one deployment.
+    fn deploy(
+        &mut self,
+        changes: Vec<(AppId, Option<AppDefinition>)>,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(String, String), MasterError> {
+        let ids: Vec<&AppId> = changes.iter().map(|(id, _)| id).collect();
+        let locking: Vec<String> = self
+            .services
+            .deployments
+            .iter()
+            .filter(|d| d.affected_apps.iter().any(|a| ids.contains(&a)))
+            .map(|d| d.id.clone())
+            .collect();
+        if !locking.is_empty() && !force {
+            return Err(MasterError::Conflict {
+                message: format!(
+                    "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/{}'.",
+                    locking[0]
+                ),
+                deployments: locking,
+            });
+        }
+        // Validate everything before changing anything.
+        let mut apps: Vec<(AppId, Option<(AppDefinition, App)>)> = Vec::new();
+        for (id, d) in &changes {
+            let parsed = match d {
+                Some(d) => Some((d.clone(), App::from_definition(d).map_err(|e| MasterError::Invalid(e.0))?)),
+                None => None,
+            };
+            apps.push((id.clone(), parsed));
+        }
+        for (i, (_, a)) in apps.iter().enumerate() {
+            let Some((_, app)) = a else { continue };
+            for (j, dep) in app.dependencies.iter().enumerate() {
+                let known = self.services.apps.contains_key(dep) || apps.iter().any(|(id, a)| id == dep && a.is_some());
+                if !known {
+                    return Err(invalid(&format!("/dependencies({j})"), format!("dependency {dep} does not exist")));
+                }
+            }
+            let _ = i;
+        }
+        for id in &locking {
+            self.services.deployments.retain(|d| &d.id != id);
+            self.store.delete(DEPLOYMENTS, id)?;
+        }
+        let wall = self.wall(now_ms);
+        let version = apps
+            .iter()
+            .find_map(|(_, a)| a.as_ref().and_then(|(d, _)| d.version.clone()))
+            .unwrap_or_else(|| wall.clone());
+        let olds: BTreeMap<AppId, Option<App>> =
+            apps.iter().map(|(id, _)| (id.clone(), self.services.apps.get(id).map(|e| e.app.clone()))).collect();
+        let plan_changes: Vec<plan::Change> = apps
+            .iter()
+            .map(|(id, a)| plan::Change { id: id.clone(), from: olds[id].as_ref(), to: a.as_ref().map(|(_, app)| app) })
+            .filter(|c| c.from != c.to || c.to.is_some_and(|t| c.from.is_some_and(|f| f.version != t.version)))
+            .collect();
+        let steps = plan::steps(&plan_changes);
+        let deployment = Deployment {
+            id: uuid(),
+            version: version.clone(),
+            affected_apps: plan_changes.iter().map(|c| c.id.clone()).collect(),
+            steps,
+            current_step: 0,
+            original: apps
+                .iter()
+                .map(|(id, _)| (id.clone(), self.services.apps.get(id).map(|e| e.definition.clone())))
+                .collect(),
+        };
+        for (id, a) in apps {
+            match a {
+                Some((d, app)) => {
+                    let v = d.version.clone().unwrap_or_default();
+                    self.store.put(APP_VERSIONS, &format!("{id} {v}"), &d)?;
+                    let (mut versions, config_changed, old_backoff) = match self.services.apps.get(&id) {
+                        Some(e) => (e.versions.clone(), e.app.config_version != app.config_version, e.backoff),
+                        None => (Vec::new(), true, Backoff::default()),
+                    };
+                    versions.push(v);
+                    if versions.len() > VERSIONS_KEPT {
+                        let gone = versions.remove(0);
+                        self.store.delete(APP_VERSIONS, &format!("{id} {gone}"))?;
+                    }
+                    self.store.put(APPS, &id, &StoredApp { definition: d.clone(), versions: versions.clone() })?;
+                    self.ensure_service_framework(&app.role);
+                    let entry = self.services.apps.entry(id.clone()).or_insert_with(|| AppEntry {
+                        definition: d.clone(),
+                        app: app.clone(),
+                        versions: Vec::new(),
+                        backoff: Backoff::default(),
+                        offers: OfferStats::default(),
+                        waiting_since: None,
+                        last_failure: None,
+                    });
+                    entry.definition = d;
+                    entry.app = app;
+                    entry.versions = versions;
+                    // A new configuration starts without the old one's launch delay.
+                    entry.backoff = if config_changed { Backoff::default() } else { old_backoff };
+                }
+                None => {
+                    if let Some(e) = self.services.apps.remove(&id) {
+                        for v in e.versions {
+                            self.store.delete(APP_VERSIONS, &format!("{id} {v}"))?;
+                        }
+                    }
+                    self.store.delete(APPS, &id)?;
+                }
+            }
+        }
+        let id = deployment.id.clone();
+        self.store.put(DEPLOYMENTS, &id, &deployment)?;
+        tracing::info!(deployment = %id, apps = ?deployment.affected_apps, steps = deployment.steps.len(), "deployment started");
+        self.services.deployments.push(deployment);
+        self.reconcile_services(now_ms)?;
+        self.allocate(now_ms);
+        Ok((id, version))
+    }
+
+    /// `DELETE /v2/deployments/{id}`: with `force`, stops it where it is; without, rolls its
+    /// apps back to where they were (a new deployment, whose id and version are returned).
+    pub fn cancel_deployment(
+        &mut self,
+        id: &str,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<Option<(String, String)>, MasterError> {
+        let d = self
+            .services
+            .deployments
+            .iter()
+            .find(|d| d.id == id)
+            .cloned()
+            .ok_or_else(|| MasterError::NotFound(format!("DeploymentPlan {id} does not exist")))?;
+        if force {
+            self.services.deployments.retain(|x| x.id != id);
+            self.store.delete(DEPLOYMENTS, id)?;
+            return Ok(None);
+        }
+        let wall = self.wall(now_ms);
+        let changes: Vec<(AppId, Option<AppDefinition>)> = d
+            .original
+            .iter()
+            .map(|(app, def)| {
+                let def = def.clone().map(|mut x| {
+                    x.version = Some(wall.clone());
+                    x
+                });
+                (app.clone(), def)
+            })
+            .collect();
+        self.deploy(changes, true, now_ms).map(Some)
+    }
+
+    /// Picks service ports for ports given as 0: the old definition's, else free ones.
+    fn assign_service_ports(&self, d: &mut AppDefinition, old: Option<&AppDefinition>) {
+        let mut used: BTreeSet<i64> = self
+            .services
+            .apps
+            .values()
+            .filter(|e| e.definition.id != d.id)
+            .flat_map(|e| service_ports(&e.definition))
+            .collect();
+        let previous = old.map(service_ports).unwrap_or_default();
+        let next = |i: usize, used: &mut BTreeSet<i64>| -> i64 {
+            if let Some(p) = previous.get(i).filter(|p| **p != 0 && !used.contains(p)) {
+                used.insert(*p);
+                return *p;
+            }
+            let p = SERVICE_PORTS.clone().find(|p| !used.contains(p)).unwrap_or(0);
+            used.insert(p);
+            p
+        };
+        for p in d.port_definitions.iter().flatten() {
+            if p.port != 0 {
+                used.insert(p.port);
+            }
+        }
+        let mut i = 0;
+        if d.network() == "HOST" {
+            for p in d.port_definitions.iter_mut().flatten() {
+                if p.port == 0 {
+                    p.port = next(i, &mut used);
+                }
+                i += 1;
+            }
+            d.ports = Some(d.port_definitions.iter().flatten().map(|p| p.port).collect());
+        } else if let Some(c) = &mut d.container {
+            for m in c.port_mappings.iter_mut().flatten() {
+                if m.service_port.unwrap_or(0) == 0 {
+                    m.service_port = Some(next(i, &mut used));
+                }
+                i += 1;
+            }
+        }
+    }
+
+    // ---- the reconciler loop --------------------------------------------------------------
+
+    /// Whether an app waits for an earlier step of its deployment.
+    fn held(&self, app: &str) -> bool {
+        self.services.deployments.iter().any(|d| {
+            d.steps.iter().position(|s| s.iter().any(|(_, a)| a == app)).is_some_and(|first| first > d.current_step)
+        })
+    }
+
+    fn task_views(&self, app: &str) -> Vec<TaskView> {
+        let Some(ids) = self.services.tasks_of.get(app) else { return Vec::new() };
+        ids.iter()
+            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|t| {
+                let s = t.service.as_ref()?;
+                Some(TaskView {
+                    id: t.id.clone(),
+                    config_version: s.config_version.clone(),
+                    phase: phase_of(t),
+                    healthy: s.health.as_ref().map(|h| h.alive),
+                    seq: t.seq,
+                })
+            })
+            .collect()
+    }
+
+    /// Brings every app toward its definition: queues launches, kills extra or outdated
+    /// tasks, and moves deployments on.
+    pub(super) fn reconcile_services(&mut self, now_ms: u64) -> Result<(), MasterError> {
+        let ids: Vec<AppId> = self.services.apps.keys().cloned().collect();
+        let mut converged: BTreeSet<AppId> = BTreeSet::new();
+        for id in ids {
+            let views = self.task_views(&id);
+            let held = self.held(&id);
+            let entry = &self.services.apps[&id];
+            let p = plan::reconcile(&entry.app, &views, held);
+            if plan::reconcile(&entry.app, &views, false).converged {
+                converged.insert(id.clone());
+            }
+            for k in &p.kill {
+                tracing::info!(app = %id, task = %k.task, reason = k.reason, "killing a task");
+                self.kill_service_task(&k.task, true, Some(k.reason))?;
+            }
+            let waiting = views.iter().any(|v| v.phase == Phase::Queued) || p.launch > 0;
+            let wall = self.wall(now_ms);
+            let entry = self.services.apps.get_mut(&id).expect("listed");
+            if !waiting {
+                entry.waiting_since = None;
+            } else if entry.waiting_since.is_none() {
+                entry.waiting_since = Some(wall);
+            }
+            if p.launch > 0 && !entry.backoff.blocks(now_ms) {
+                self.queue_instances(&id, p.launch, now_ms)?;
+            }
+        }
+        // Tasks of removed apps.
+        let orphans: Vec<String> = self
+            .services
+            .tasks_of
+            .iter()
+            .filter(|(app, _)| !self.services.apps.contains_key(*app))
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect();
+        for t in orphans {
+            if self.tasks.get(&t).is_some_and(|t| t.state != TaskState::Killing) {
+                self.kill_service_task(&t, true, Some("its app was removed"))?;
+            }
+        }
+        self.advance_deployments(&converged)?;
+        self.sync_service_demand();
+        Ok(())
+    }
+
+    /// Revives the services framework of each role with queued instances, suppresses the rest.
+    fn sync_service_demand(&mut self) {
+        let wanting: BTreeSet<String> = self
+            .services
+            .apps
+            .iter()
+            .filter(|(id, _)| self.queued_of(id).next().is_some())
+            .map(|(_, e)| e.app.role.clone())
+            .collect();
+        for role in wanting.difference(&self.services.wanting) {
+            self.alloc.revive(&framework_of(role), &Role::parse(role).expect("validated"));
+        }
+        for role in self.services.wanting.difference(&wanting) {
+            self.alloc.suppress(&framework_of(role), &Role::parse(role).expect("validated"));
+        }
+        self.services.wanting = wanting;
+    }
+
+    fn advance_deployments(&mut self, converged: &BTreeSet<AppId>) -> Result<(), MasterError> {
+        let mut done = Vec::new();
+        for i in 0..self.services.deployments.len() {
+            let mut changed = false;
+            loop {
+                let d = &self.services.deployments[i];
+                let Some(step) = d.steps.get(d.current_step) else { break };
+                let finished = step.iter().all(|(action, app)| match action {
+                    Action::StopApplication => {
+                        !self.services.apps.contains_key(app)
+                            && self.services.tasks_of.get(app).is_none_or(|t| t.is_empty())
+                    }
+                    _ => converged.contains(app) || !self.services.apps.contains_key(app),
+                });
+                if !finished {
+                    break;
+                }
+                self.services.deployments[i].current_step += 1;
+                changed = true;
+            }
+            let d = &self.services.deployments[i];
+            if d.current_step >= d.steps.len() {
+                done.push(d.id.clone());
+            } else if changed {
+                self.store.put(DEPLOYMENTS, &d.id, d)?;
+            }
+        }
+        for id in done {
+            tracing::info!(deployment = %id, "deployment finished");
+            self.services.deployments.retain(|d| d.id != id);
+            self.store.delete(DEPLOYMENTS, &id)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `count` tasks of the app to the launch queue.
+    fn queue_instances(&mut self, app_id: &str, count: u32, now_ms: u64) -> Result<(), MasterError> {
+        let entry = &self.services.apps[app_id];
+        let app = entry.app.clone();
+        let service_ports: Vec<u64> = service_ports(&entry.definition).into_iter().map(|p| p as u64).collect();
+        let prefix = app_id.trim_start_matches('/').replace('/', "_");
+        let wall = self.wall(now_ms);
+        let mut records = Vec::new();
+        for _ in 0..count {
+            let t = TaskRecord {
+                id: format!("{prefix}.{}", uuid()),
+                name: prefix.clone(),
+                role: app.role.clone(),
+                agent: None,
+                state: TaskState::Staging,
+                resources: app.resources_spec(),
+                cpus: app.cpus,
+                mem_mb: app.mem.ceil() as u64,
+                image: app.image.clone(),
+                command: app.argv(),
+                exit_code: None,
+                message: None,
+                seq: self.next_seq,
+                service: Some(ServiceTask {
+                    app: app_id.to_string(),
+                    version: app.version.clone(),
+                    config_version: app.config_version.clone(),
+                    service_ports: service_ports.clone(),
+                    staged_at: Some(wall.clone()),
+                    ..ServiceTask::default()
+                }),
+            };
+            self.next_seq += 1;
+            records.push(t);
+        }
+        let refs: Vec<(&str, Option<&TaskRecord>)> = records.iter().map(|t| (t.id.as_str(), Some(t))).collect();
+        self.store.write(TASKS, &refs)?;
+        for t in records {
+            self.services.tasks_of.entry(app_id.to_string()).or_default().insert(t.id.clone());
+            self.tasks.insert(t.id.clone(), t);
+        }
+        let role = Role::parse(&app.role).expect("validated");
+        self.alloc.revive(&framework_of(&app.role), &role);
+        Ok(())
+    }
+
+    /// Kills a service task; `intended` kills (scale-down, upgrade, user) are not failures.
+    pub(super) fn kill_service_task(
+        &mut self,
+        id: &str,
+        intended: bool,
+        reason: Option<&str>,
+    ) -> Result<(), MasterError> {
+        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
+        if t.state.is_terminal() {
+            return Ok(());
+        }
+        if let Some(s) = &mut t.service {
+            s.kill_intended = intended;
+            s.kill_reason = reason.map(str::to_string);
+        }
+        if t.agent.is_none() {
+            let message = reason.map_or("killed before it was placed".to_string(), |r| format!("{r}; never placed"));
+            return self.set_state(id, TaskState::Killed, None, Some(message));
+        }
+        let t = t.clone();
+        let next = transition(t.state, TaskEvent::KillRequested).unwrap_or(TaskState::Killing);
+        self.set_state(id, next, None, reason.map(str::to_string))?;
+        if let Some(a) = t.agent.as_ref().and_then(|a| self.agents.get(a)) {
+            self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id: id.to_string() });
+        }
+        Ok(())
+    }
+
+    /// After a service task's state changed: its start time, failures, and its end.
+    pub(super) fn service_task_changed(&mut self, id: &str) -> Result<(), MasterError> {
+        let Some(t) = self.tasks.get(id).cloned() else { return Ok(()) };
+        let Some(s) = t.service.clone() else { return Ok(()) };
+        let now_ms = self.now_hint();
+        if t.state == TaskState::Running && s.started_at.is_none() {
+            let wall = self.wall(now_ms);
+            if let Some(svc) = self.tasks.get_mut(id).and_then(|t| t.service.as_mut()) {
+                svc.started_at = Some(wall);
+            }
+            let t = self.tasks[id].clone();
+            self.store.put(TASKS, id, &t)?;
+        }
+        if !t.state.is_terminal() {
+            return Ok(());
+        }
+        if let Some(set) = self.services.tasks_of.get_mut(&s.app) {
+            set.remove(id);
+            if set.is_empty() {
+                self.services.tasks_of.remove(&s.app);
+            }
+        }
+        let failed = !s.kill_intended && t.agent.is_some();
+        if let Some(entry) = self.services.apps.get_mut(&s.app) {
+            if failed {
+                entry.backoff.failed(&entry.app, now_ms);
+                entry.last_failure = Some(LastFailure {
+                    task_id: t.id.clone(),
+                    host: s.host.clone().unwrap_or_default(),
+                    agent: t.agent.clone().unwrap_or_default(),
+                    state: t.state,
+                    message: s.kill_reason.clone().or_else(|| t.message.clone()).unwrap_or_default(),
+                    at: timestamp(self.epoch_ms + now_ms),
+                    version: s.version.clone(),
+                });
+                tracing::info!(app = %s.app, task = %t.id, state = t.state.as_str(), delay_ms = entry.backoff.delay_ms, "a task of the app failed; backing off");
+            }
+        }
+        // Ended tasks of services are not kept: the app's lastTaskFailure remembers failures.
+        self.tasks.remove(id);
+        self.store.delete(TASKS, id)?;
+        Ok(())
+    }
+
+    /// The controller's latest clock reading (set by every entry point that takes `now_ms`).
+    fn now_hint(&self) -> u64 {
+        self.last_now_ms
+    }
+
+    /// A health check result from the agent.
+    pub(super) fn service_health(&mut self, id: &str, healthy: bool, now_ms: u64) -> Result<(), MasterError> {
+        let wall = self.wall(now_ms);
+        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
+        let Some(s) = &mut t.service else { return Ok(()) };
+        let h = s.health.get_or_insert_with(Health::default);
+        if healthy {
+            h.alive = true;
+            h.consecutive_failures = 0;
+            h.first_success.get_or_insert_with(|| wall.clone());
+            h.last_success = Some(wall);
+        } else {
+            h.alive = false;
+            h.consecutive_failures += 1;
+            h.last_failure = Some(wall);
+        }
+        let failures = h.consecutive_failures;
+        let app = s.app.clone();
+        let t = t.clone();
+        self.store.put(TASKS, id, &t)?;
+        let max =
+            self.services.apps.get(&app).and_then(|e| e.app.health_checks.first()).map(|h| h.max_consecutive_failures);
+        if let Some(max) = max.filter(|m| *m > 0 && failures >= *m) {
+            tracing::warn!(app = %app, task = %id, failures, max, "task is unhealthy: killing it");
+            self.kill_service_task(id, false, Some("unhealthy: failed its health check"))?;
+        }
+        self.reconcile_services(now_ms)
+    }
+
+    // ---- offers ---------------------------------------------------------------------------
+
+    /// Uses an offer for as many queued instances as fit; records why the rest did not.
+    pub(super) fn services_offer(&mut self, o: Offer, now_ms: u64) {
+        let Some(agent) = self.agents.get(&o.agent) else {
+            let _ = self.alloc.decline(o.id, DECLINE_MS, now_ms);
+            return;
+        };
+        let hostname = agent.record.hostname.clone();
+        let attributes = agent.attributes.clone();
+        let address = agent.record.address.clone();
+        let role = o.role.to_string();
+        let wall = self.wall(now_ms);
+        let mut remaining = o.resources.clone();
+        let mut ops = Vec::new();
+        let mut launched: Vec<(String, plan::Fit)> = Vec::new();
+        let waiting: Vec<AppId> = self
+            .services
+            .apps
+            .iter()
+            .filter(|(_, e)| e.app.role == role || (role == "*" && e.app.role == "*"))
+            .map(|(id, _)| id.clone())
+            .filter(|id| self.queued_of(id).next().is_some())
+            .collect();
+        for app_id in waiting {
+            let queued: Vec<String> = self.queued_of(&app_id).collect();
+            for task_id in queued {
+                let entry = &self.services.apps[&app_id];
+                let placed_attrs: Vec<(String, Attributes)> = self
+                    .services
+                    .tasks_of
+                    .get(&app_id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.tasks.get(id))
+                    .filter_map(|t| t.agent.as_ref())
+                    .filter_map(|a| self.agents.get(a))
+                    .map(|a| (a.record.hostname.clone(), a.attributes.clone()))
+                    .collect();
+                let placed: Vec<AgentView> =
+                    placed_attrs.iter().map(|(h, a)| AgentView { hostname: h, attributes: a }).collect();
+                let candidate = AgentView { hostname: &hostname, attributes: &attributes };
+                let agents = &self.agents;
+                let known = |field: &str| -> Vec<String> {
+                    let mut v: Vec<String> = agents
+                        .values()
+                        .filter(|a| a.reachable)
+                        .filter_map(|a| {
+                            if field == "hostname" {
+                                Some(a.record.hostname.clone())
+                            } else {
+                                a.attributes.get(field).cloned()
+                            }
+                        })
+                        .collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                };
+                let result = plan::fit(&entry.app, &remaining, &candidate, &placed, &known);
+                let entry = self.services.apps.get_mut(&app_id).expect("listed");
+                entry.offers.processed += 1;
+                match result {
+                    Ok(fit) => {
+                        entry.offers.last_used_at = Some(wall.clone());
+                        remaining = remaining.minus(&fit.resources).expect("fit takes from the offer");
+                        ops.push(Operation::Launch(fit.resources.clone()));
+                        // Placed now, so the next instance's constraints see it.
+                        if let Some(t) = self.tasks.get_mut(&task_id) {
+                            t.agent = Some(o.agent.clone());
+                        }
+                        launched.push((task_id, fit));
+                    }
+                    Err(reasons) => {
+                        record_unused(entry, &o.agent, &hostname, &o.resources, &reasons, &wall);
+                        break;
+                    }
+                }
+            }
+        }
+        if ops.is_empty() {
+            let _ = self.alloc.decline(o.id, DECLINE_MS, now_ms);
+            return;
+        }
+        if let Err(e) = self.alloc.accept(o.id, &ops, DECLINE_MS, now_ms) {
+            tracing::error!(error = %e, "accepting an offer failed");
+            for (task_id, _) in launched {
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    t.agent = None;
+                }
+            }
+            return;
+        }
+        for (task_id, fit) in launched {
+            let Some(t) = self.tasks.get_mut(&task_id) else { continue };
+            t.resources = fit.resources.to_string();
+            let s = t.service.as_mut().expect("service tasks");
+            s.host = Some(hostname.clone());
+            s.ports = fit.ports.clone();
+            let t = t.clone();
+            if let Err(e) = self.store.put(TASKS, &task_id, &t) {
+                tracing::error!(error = %e, task = %task_id, "persisting a placement failed");
+            }
+            let app = &self.services.apps[&t.service.as_ref().expect("service").app].app;
+            let launch = launch_of(app, &t, &hostname);
+            self.outbox.push(AgentCall::Launch { address: address.clone(), launch });
+        }
+        let _ = role;
+    }
+
+    /// Why a role gets no offers, when its quota is the reason.
+    pub(super) fn quota_note(&self, role: &str, one_instance: &str) -> Option<String> {
+        let need = Resources::parse(one_instance).ok()?;
+        let summary = self.alloc.roles().into_iter().find(|s| s.role.as_str() == role)?;
+        let quota = summary.quota?;
+        let after = summary.allocated.unreserved_view().plus(&need);
+        (!quota.unreserved_view().contains(&after)).then(|| {
+            format!(
+                "role {role} is at its quota {quota} (allocated {}, one more instance needs {need})",
+                summary.allocated
+            )
+        })
+    }
+
+    fn queued_of<'a>(&'a self, app: &str) -> impl Iterator<Item = String> + 'a {
+        let mut ids: Vec<&TaskRecord> = self
+            .services
+            .tasks_of
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+            .filter(|t| t.agent.is_none() && t.state == TaskState::Staging)
+            .collect();
+        ids.sort_by_key(|t| t.seq);
+        ids.into_iter().map(|t| t.id.clone())
+    }
+}
+
+fn record_unused(
+    entry: &mut AppEntry,
+    agent: &str,
+    hostname: &str,
+    offered: &Resources,
+    reasons: &[Reason],
+    wall: &str,
+) {
+    entry.offers.unused += 1;
+    entry.offers.last_unused_at = Some(wall.to_string());
+    let first = REASONS.iter().find(|r| reasons.iter().any(|x| x.name() == **r)).copied().unwrap_or("UnfulfilledRole");
+    *entry.offers.declined_by.entry(first).or_default() += 1;
+    let app = &entry.app;
+    entry.offers.last_unused.push_back(UnusedOffer {
+        agent: agent.to_string(),
+        hostname: hostname.to_string(),
+        resources: offered.to_string(),
+        reasons: reasons.iter().map(|r| r.describe(app)).collect(),
+        at: wall.to_string(),
+    });
+    while entry.offers.last_unused.len() > UNUSED_OFFERS_KEPT {
+        entry.offers.last_unused.pop_front();
+    }
+}
+
+/// The service ports of a definition, in port order.
+pub fn service_ports(d: &AppDefinition) -> Vec<i64> {
+    if d.network() == "HOST" {
+        d.port_definitions.iter().flatten().map(|p| p.port).collect()
+    } else {
+        d.container.iter().flat_map(|c| c.port_mappings.iter().flatten()).map(|m| m.service_port.unwrap_or(0)).collect()
+    }
+}
+
+/// What the agent is told to run for a placed task.
+fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
+    let s = t.service.as_ref().expect("service tasks");
+    let mut env = app.env.clone();
+    env.insert("HOST".into(), hostname.to_string());
+    env.insert("MARATHON_APP_ID".into(), app.id.clone());
+    env.insert("MARATHON_APP_VERSION".into(), app.version.clone());
+    env.insert("MESOS_TASK_ID".into(), t.id.clone());
+    if let Some(i) = &app.image {
+        env.insert("MARATHON_APP_DOCKER_IMAGE".into(), i.clone());
+    }
+    for (i, p) in s.ports.iter().enumerate() {
+        env.insert(format!("PORT{i}"), p.to_string());
+        if let Some(name) = app.ports.get(i).and_then(|p| p.name.as_ref()) {
+            env.insert(format!("PORT_{}", name.to_uppercase().replace('-', "_")), p.to_string());
+        }
+    }
+    if let Some(p) = s.ports.first() {
+        env.insert("PORT".into(), p.to_string());
+    }
+    if !s.ports.is_empty() {
+        env.insert("PORTS".into(), s.ports.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
+    }
+    let health_checks = app
+        .health_checks
+        .iter()
+        .map(|h| {
+            let port_of = |i: usize| s.ports.get(i).copied().unwrap_or(0) as u16;
+            let (kind, port, path, command) = match &h.probe {
+                Probe::Http { path, port_index, .. } => ("http", port_of(*port_index), path.clone(), String::new()),
+                Probe::Tcp { port_index } => ("tcp", port_of(*port_index), String::new(), String::new()),
+                Probe::Command(c) => ("command", 0, String::new(), c.clone()),
+            };
+            wire::HealthCheck {
+                kind: kind.into(),
+                port,
+                path,
+                command,
+                grace_period_ms: h.grace_period_ms,
+                interval_ms: h.interval_ms,
+                timeout_ms: h.timeout_ms,
+            }
+        })
+        .collect();
+    wire::Launch {
+        env,
+        user: app.user,
+        volumes: app
+            .volumes
+            .iter()
+            .map(|v| wire::VolumeMount {
+                host: v.host_path.clone(),
+                container: v.container_path.clone(),
+                read_only: v.read_only,
+            })
+            .collect(),
+        host_network: app.network == Network::Host,
+        kill_grace_secs: app.kill_grace_secs,
+        health_checks,
+        ..super::controller::launch_of(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_marathons() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn uuids_look_like_uuids() {
+        let u = uuid();
+        let parts: Vec<usize> = u.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12], "{u}");
+        assert_ne!(uuid(), uuid());
+    }
+}

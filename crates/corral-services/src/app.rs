@@ -1,0 +1,575 @@
+//! An app, validated: what the reconciler and placement work from. Built from a normalized
+//! [`AppDefinition`] by [`App::from_definition`], which lists every problem Marathon-style
+//! (`path` plus messages) instead of stopping at the first.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::constraints::Constraint;
+use crate::wire::AppDefinition;
+
+/// An absolute app path: `/prod/web`.
+pub type AppId = String;
+
+/// One problem with a definition, in the shape of Marathon's 422 `details`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Violation {
+    pub path: String,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid app definition: {}", .0.iter().map(|v| format!("{}: {}", v.path, v.errors.join("; "))).collect::<Vec<_>>().join(", "))]
+pub struct Invalid(pub Vec<Violation>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// The agent's network: host ports are the task's ports.
+    Host,
+    /// Its own namespace; until CNI lands, with loopback only.
+    Bridge,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `cmd`: run by `/bin/sh -c`.
+    Shell(String),
+    /// `args`: the argv (after the image's entrypoint, for images).
+    Args(Vec<String>),
+    /// Neither: the image's own entrypoint and cmd.
+    Image,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Port {
+    /// A fixed host port, or 0 for any from the offer.
+    pub host_port: u64,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeMount {
+    pub container_path: String,
+    pub host_path: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    Http { path: String, port_index: usize, https: bool },
+    Tcp { port_index: usize },
+    Command(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub grace_period_ms: u64,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// 0: never kill for failing.
+    pub max_consecutive_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillSelection {
+    YoungestFirst,
+    OldestFirst,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub id: AppId,
+    /// The definition's version (a timestamp); every change makes a new one.
+    pub version: String,
+    /// When the configuration (not the instance count) last changed: tasks of an older one are
+    /// replaced by a rolling upgrade.
+    pub config_version: String,
+    pub command: Command,
+    pub image: Option<String>,
+    pub cpus: f64,
+    pub mem: f64,
+    pub disk: f64,
+    pub instances: u32,
+    pub env: BTreeMap<String, String>,
+    pub user: Option<(u32, u32)>,
+    pub volumes: Vec<VolumeMount>,
+    pub network: Network,
+    pub ports: Vec<Port>,
+    pub require_ports: bool,
+    pub constraints: Vec<Constraint>,
+    pub role: String,
+    /// Roles whose resources this app may use; `None`: any the framework is offered.
+    pub accepted_roles: Option<Vec<String>>,
+    pub health_checks: Vec<HealthCheck>,
+    pub min_health_capacity: f64,
+    pub max_over_capacity: f64,
+    pub backoff_ms: u64,
+    pub backoff_factor: f64,
+    pub max_launch_delay_ms: u64,
+    pub kill_selection: KillSelection,
+    pub kill_grace_secs: Option<u64>,
+    pub dependencies: Vec<AppId>,
+    /// Unreachable tasks are replaced after this long (0: at once).
+    pub unreachable_inactive_ms: u64,
+}
+
+/// The largest app corral accepts: more instances than this is a typo.
+pub const MAX_INSTANCES: i64 = 10_000;
+
+/// `web` → `/web`; `/a//b/` → `/a/b`.
+pub fn absolute_id(id: &str) -> String {
+    let parts: Vec<&str> = id.split('/').filter(|p| !p.is_empty()).collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// Resolves a dependency path against the app's own: relative paths are siblings.
+pub fn resolve_id(base: &str, id: &str) -> String {
+    if id.starts_with('/') {
+        return absolute_id(id);
+    }
+    let parent = base.rsplit_once('/').map_or("", |(p, _)| p);
+    let mut parts: Vec<&str> = parent.split('/').filter(|p| !p.is_empty()).collect();
+    for seg in id.split('/').filter(|p| !p.is_empty()) {
+        match seg {
+            "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn valid_segment(s: &str) -> bool {
+    // Marathon's path segment: lowercase letters, digits, '-' and '.', starting and ending
+    // with a letter or digit.
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// Checks an absolute app path; the message names what is wrong.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id == "/" || id.is_empty() {
+        return Err("an app needs an id".into());
+    }
+    for seg in id.split('/').skip(1) {
+        if seg == "." || seg == ".." {
+            return Err(format!("{id:?}: '.' and '..' are not allowed in an app id"));
+        }
+        if !valid_segment(seg) {
+            return Err(format!(
+                "{id:?}: path segment {seg:?} must be lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_user(u: &str) -> Result<(u32, u32), String> {
+    match u {
+        "root" => return Ok((0, 0)),
+        "nobody" => return Ok((65534, 65534)),
+        _ => {}
+    }
+    let (uid, gid) = match u.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (u, None),
+    };
+    let uid: u32 = uid.parse().map_err(|_| format!("{u:?}: give a numeric uid[:gid] (or root, nobody)"))?;
+    let gid: u32 = match gid {
+        Some(g) => g.parse().map_err(|_| format!("{u:?}: the gid must be a number"))?,
+        None => uid,
+    };
+    Ok((uid, gid))
+}
+
+fn seconds_ms(s: f64) -> u64 {
+    (s * 1000.0).round().max(0.0) as u64
+}
+
+#[derive(Default)]
+struct Problems(Vec<Violation>);
+
+impl Problems {
+    fn add(&mut self, path: &str, error: impl Into<String>) {
+        let error = error.into();
+        match self.0.iter_mut().find(|v| v.path == path) {
+            Some(v) => v.errors.push(error),
+            None => self.0.push(Violation { path: path.to_string(), errors: vec![error] }),
+        }
+    }
+}
+
+impl App {
+    /// Validates a normalized definition (see [`AppDefinition::normalized`]) whose `version`
+    /// and `versionInfo` are set.
+    pub fn from_definition(d: &AppDefinition) -> Result<App, Invalid> {
+        let mut p = Problems::default();
+        if let Err(e) = check_id(&d.id) {
+            p.add("/id", e);
+        }
+        let num = |p: &mut Problems, path: &str, v: f64, min: f64, what: &str| {
+            if !v.is_finite() || v < min {
+                p.add(path, format!("got {v}, expected {min} or more ({what})"));
+            }
+        };
+        let cpus = d.cpus.unwrap_or(crate::wire::DEFAULT_CPUS);
+        let mem = d.mem.unwrap_or(crate::wire::DEFAULT_MEM);
+        let disk = d.disk.unwrap_or(0.0);
+        num(&mut p, "/cpus", cpus, 0.001, "cpus");
+        num(&mut p, "/mem", mem, 4.0, "MiB");
+        num(&mut p, "/disk", disk, 0.0, "MiB");
+        let instances = d.instances.unwrap_or(1);
+        if !(0..=MAX_INSTANCES).contains(&instances) {
+            p.add("/instances", format!("got {instances}, expected 0 to {MAX_INSTANCES}"));
+        }
+        if d.gpus.unwrap_or(0) != 0 {
+            p.add("/gpus", "this cluster offers no GPUs");
+        }
+        let image = d.container.as_ref().and_then(|c| c.docker.as_ref()).map(|d| d.image.trim().to_string());
+        if let Some(c) = &d.container {
+            match c.kind.as_deref().unwrap_or("DOCKER") {
+                "DOCKER" | "MESOS" => {}
+                other => p.add("/container/type", format!("{other:?}: expected DOCKER or MESOS")),
+            }
+            if c.kind.as_deref() == Some("DOCKER") && image.as_deref().is_none_or(str::is_empty) {
+                p.add("/container/docker/image", "a DOCKER container needs an image");
+            }
+        }
+        let command = match (&d.cmd, &d.args) {
+            (Some(_), Some(a)) if !a.is_empty() => {
+                p.add("/", "give cmd or args, not both");
+                Command::Image
+            }
+            (Some(c), _) if !c.trim().is_empty() => Command::Shell(c.clone()),
+            (_, Some(a)) if !a.is_empty() => Command::Args(a.clone()),
+            _ => {
+                if image.as_deref().is_none_or(str::is_empty) {
+                    p.add("/", "an app needs cmd, args or a container image");
+                }
+                Command::Image
+            }
+        };
+        let network = match d.network() {
+            "HOST" => Network::Host,
+            "BRIDGE" => Network::Bridge,
+            "NONE" => Network::None,
+            other => {
+                p.add("/container/docker/network", format!("{other:?}: expected HOST, BRIDGE or NONE"));
+                Network::Host
+            }
+        };
+        let mut volumes = Vec::new();
+        for (i, v) in d.container.iter().flat_map(|c| c.volumes.iter().flatten()).enumerate() {
+            let path = format!("/container/volumes({i})");
+            if !v.container_path.starts_with('/') {
+                p.add(&format!("{path}/containerPath"), format!("{:?} must be an absolute path", v.container_path));
+            }
+            let read_only = match v.mode.as_str() {
+                "RO" => true,
+                "RW" => false,
+                m => {
+                    p.add(&format!("{path}/mode"), format!("{m:?}: expected RO or RW"));
+                    false
+                }
+            };
+            match &v.host_path {
+                Some(h) if h.starts_with('/') => volumes.push(VolumeMount {
+                    container_path: v.container_path.clone(),
+                    host_path: h.clone(),
+                    read_only,
+                }),
+                Some(h) => p.add(&format!("{path}/hostPath"), format!("{h:?} must be an absolute path")),
+                None => p.add(&format!("{path}/hostPath"), "only host volumes are supported; give a hostPath"),
+            }
+        }
+        let mut ports = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mappings = d.container.as_ref().and_then(|c| c.port_mappings.clone()).unwrap_or_default();
+        if network == Network::Host {
+            for (i, pd) in d.port_definitions.iter().flatten().enumerate() {
+                if !(0..=65535).contains(&pd.port) {
+                    p.add(&format!("/portDefinitions({i})/port"), format!("{} is not a port", pd.port));
+                    continue;
+                }
+                if pd.port != 0 && !seen.insert(pd.port) {
+                    p.add(&format!("/portDefinitions({i})/port"), format!("port {} is given twice", pd.port));
+                }
+                ports.push(Port {
+                    host_port: if d.require_ports == Some(true) { pd.port as u64 } else { 0 },
+                    name: pd.name.clone(),
+                });
+            }
+        } else {
+            for (i, m) in mappings.iter().enumerate() {
+                let hp = m.host_port.unwrap_or(0);
+                if !(0..=65535).contains(&hp) || !(0..=65535).contains(&m.container_port) {
+                    p.add(&format!("/container/portMappings({i})"), "ports must be 0 to 65535");
+                    continue;
+                }
+                ports.push(Port { host_port: hp as u64, name: m.name.clone() });
+            }
+        }
+        let mut constraints = Vec::new();
+        for (i, c) in d.constraints.iter().flatten().enumerate() {
+            match Constraint::parse(c) {
+                Ok(c) => constraints.push(c),
+                Err(e) => p.add(&format!("/constraints({i})"), e.to_string()),
+            }
+        }
+        let role = d.role.clone().unwrap_or_else(|| "*".into());
+        if let Err(e) = corral_alloc::Role::parse(&role) {
+            p.add("/role", e.to_string());
+        }
+        if let Some(roles) = &d.accepted_resource_roles {
+            if roles.is_empty() {
+                p.add("/acceptedResourceRoles", "give at least one role, or leave it out");
+            }
+            for r in roles {
+                if r != "*" && r != &role {
+                    p.add(
+                        "/acceptedResourceRoles",
+                        format!("{r:?}: only \"*\" and the app's role {role:?} can be used"),
+                    );
+                }
+            }
+        }
+        let mut health_checks = Vec::new();
+        for (i, h) in d.health_checks.iter().flatten().enumerate() {
+            let path = format!("/healthChecks({i})");
+            let port_index = h.port_index.unwrap_or(0);
+            let out_of_range = port_index < 0 || port_index as usize >= ports.len();
+            if h.port.is_none() && out_of_range && h.protocol.as_deref() != Some("COMMAND") {
+                p.add(
+                    &format!("{path}/portIndex"),
+                    format!("{port_index} is not the index of one of the app's {} ports", ports.len()),
+                );
+            }
+            let port_index = port_index.max(0) as usize;
+            let probe = match h.protocol.as_deref().unwrap_or("HTTP") {
+                "HTTP" | "MESOS_HTTP" => {
+                    Probe::Http { path: h.path.clone().unwrap_or_else(|| "/".into()), port_index, https: false }
+                }
+                "HTTPS" | "MESOS_HTTPS" => {
+                    Probe::Http { path: h.path.clone().unwrap_or_else(|| "/".into()), port_index, https: true }
+                }
+                "TCP" | "MESOS_TCP" => Probe::Tcp { port_index },
+                "COMMAND" => match &h.command {
+                    Some(c) if !c.value.trim().is_empty() => Probe::Command(c.value.clone()),
+                    _ => {
+                        p.add(&format!("{path}/command"), "a COMMAND health check needs command.value");
+                        continue;
+                    }
+                },
+                other => {
+                    p.add(&format!("{path}/protocol"), format!("{other:?}: expected HTTP, HTTPS, TCP or COMMAND"));
+                    continue;
+                }
+            };
+            if matches!(probe, Probe::Http { https: true, .. }) {
+                p.add(&format!("{path}/protocol"), "HTTPS health checks are not supported yet; use HTTP or TCP");
+            }
+            let secs = |v: Option<f64>, name: &str, p: &mut Problems| -> u64 {
+                let v = v.unwrap_or(0.0);
+                if !v.is_finite() || v < 0.0 {
+                    p.add(&format!("{path}/{name}"), format!("got {v}, expected 0 or more"));
+                }
+                seconds_ms(v)
+            };
+            let interval_ms = secs(h.interval_seconds, "intervalSeconds", &mut p).max(100);
+            let timeout_ms = secs(h.timeout_seconds, "timeoutSeconds", &mut p).max(100);
+            let grace_period_ms = secs(h.grace_period_seconds, "gracePeriodSeconds", &mut p);
+            health_checks.push(HealthCheck {
+                probe,
+                grace_period_ms,
+                interval_ms,
+                timeout_ms,
+                max_consecutive_failures: h.max_consecutive_failures.unwrap_or(3).clamp(0, u32::MAX as i64) as u32,
+            });
+        }
+        let us = d.upgrade_strategy.clone().unwrap_or_default();
+        let min_health_capacity = us.minimum_health_capacity.unwrap_or(1.0);
+        let max_over_capacity = us.maximum_over_capacity.unwrap_or(1.0);
+        for (v, name) in [(min_health_capacity, "minimumHealthCapacity"), (max_over_capacity, "maximumOverCapacity")] {
+            if !(0.0..=1.0).contains(&v) {
+                p.add(&format!("/upgradeStrategy/{name}"), format!("got {v}, expected 0.0 to 1.0"));
+            }
+        }
+        let backoff = d.backoff_seconds.unwrap_or(1.0);
+        let factor = d.backoff_factor.unwrap_or(1.15);
+        let max_delay = d.max_launch_delay_seconds.unwrap_or(300.0);
+        num(&mut p, "/backoffSeconds", backoff, 0.0, "seconds");
+        num(&mut p, "/backoffFactor", factor, 1.0, "a factor");
+        num(&mut p, "/maxLaunchDelaySeconds", max_delay, 0.0, "seconds");
+        let kill_selection = match d.kill_selection.as_deref().unwrap_or("YOUNGEST_FIRST") {
+            "YOUNGEST_FIRST" => KillSelection::YoungestFirst,
+            "OLDEST_FIRST" => KillSelection::OldestFirst,
+            other => {
+                p.add("/killSelection", format!("{other:?}: expected YOUNGEST_FIRST or OLDEST_FIRST"));
+                KillSelection::YoungestFirst
+            }
+        };
+        if let Some(g) = d.task_kill_grace_period_seconds {
+            num(&mut p, "/taskKillGracePeriodSeconds", g, 0.0, "seconds");
+        }
+        let mut env = BTreeMap::new();
+        for (k, v) in d.env.iter().flatten() {
+            match v {
+                serde_json::Value::String(s) => {
+                    env.insert(k.clone(), s.clone());
+                }
+                _ => p.add(&format!("/env({k})"), "environment values must be strings (secrets are not supported yet)"),
+            }
+        }
+        let user = match d.user.as_deref() {
+            None | Some("") => None,
+            Some(u) => match parse_user(u) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    p.add("/user", e);
+                    None
+                }
+            },
+        };
+        let mut dependencies = Vec::new();
+        for (i, dep) in d.dependencies.iter().flatten().enumerate() {
+            let dep = resolve_id(&d.id, dep);
+            match check_id(&dep) {
+                Ok(()) if dep == d.id => p.add(&format!("/dependencies({i})"), "an app cannot depend on itself"),
+                Ok(()) => dependencies.push(dep),
+                Err(e) => p.add(&format!("/dependencies({i})"), e),
+            }
+        }
+        let unreachable = d.unreachable_strategy.clone().unwrap_or_default();
+        if !p.0.is_empty() {
+            return Err(Invalid(p.0));
+        }
+        let version = d.version.clone().unwrap_or_default();
+        let config_version =
+            d.version_info.as_ref().map_or_else(|| version.clone(), |v| v.last_config_change_at.clone());
+        Ok(App {
+            id: d.id.clone(),
+            version,
+            config_version,
+            command,
+            image: image.filter(|i| !i.is_empty()),
+            cpus,
+            mem,
+            disk,
+            instances: instances as u32,
+            env,
+            user,
+            volumes,
+            network,
+            ports,
+            require_ports: d.require_ports.unwrap_or(false),
+            constraints,
+            role,
+            accepted_roles: d.accepted_resource_roles.clone(),
+            health_checks,
+            min_health_capacity,
+            max_over_capacity,
+            backoff_ms: seconds_ms(backoff),
+            backoff_factor: factor,
+            max_launch_delay_ms: seconds_ms(max_delay),
+            kill_selection,
+            kill_grace_secs: d.task_kill_grace_period_seconds.map(|g| g.round() as u64),
+            dependencies,
+            unreachable_inactive_ms: seconds_ms(unreachable.inactive_after_seconds.unwrap_or(0.0)),
+        })
+    }
+
+    /// The argv a task of this app runs (empty: the image's own).
+    pub fn argv(&self) -> Vec<String> {
+        match &self.command {
+            Command::Shell(c) => vec!["/bin/sh".into(), "-c".into(), c.clone()],
+            Command::Args(a) => a.clone(),
+            Command::Image => Vec::new(),
+        }
+    }
+
+    /// The resources one instance asks for, in the allocator's grammar (ports apart).
+    pub fn resources_spec(&self) -> String {
+        let mut s = format!("cpus:{:.3};mem:{}", self.cpus, self.mem.ceil() as u64);
+        if self.disk > 0.0 {
+            s.push_str(&format!(";disk:{}", self.disk.ceil() as u64));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(json: &str) -> Result<App, Invalid> {
+        let mut d = AppDefinition::decode(json.as_bytes(), false).unwrap().normalized();
+        d.version = Some("2026-01-01T00:00:00.000Z".into());
+        App::from_definition(&d)
+    }
+
+    fn paths(json: &str) -> Vec<String> {
+        check(json).unwrap_err().0.into_iter().map(|v| v.path).collect()
+    }
+
+    #[test]
+    fn ids() {
+        assert_eq!(absolute_id("web"), "/web");
+        assert_eq!(absolute_id("/a//b/"), "/a/b");
+        assert_eq!(resolve_id("/prod/web", "db"), "/prod/db");
+        assert_eq!(resolve_id("/prod/web", "../shared/db"), "/shared/db");
+        assert_eq!(resolve_id("/prod/web", "/x"), "/x");
+        assert!(check_id("/prod/web-1").is_ok());
+        assert!(check_id("/Prod").is_err());
+        assert!(check_id("/a/-b").is_err());
+        assert!(check_id("/").is_err());
+    }
+
+    #[test]
+    fn valid_definitions() {
+        let a = check(r#"{"id":"web","cmd":"python3 -m http.server $PORT0"}"#).unwrap();
+        assert_eq!(a.argv(), ["/bin/sh", "-c", "python3 -m http.server $PORT0"]);
+        assert_eq!(a.ports.len(), 1);
+        assert_eq!(a.instances, 1);
+        let a =
+            check(r#"{"id":"/a/b","args":["sleep","1"],"user":"1000","constraints":[["hostname","UNIQUE"]]}"#).unwrap();
+        assert_eq!(a.argv(), ["sleep", "1"]);
+        assert_eq!(a.user, Some((1000, 1000)));
+        assert_eq!(a.constraints.len(), 1);
+        let a = check(r#"{"id":"img","container":{"type":"MESOS","docker":{"image":"busybox"}}}"#).unwrap();
+        assert_eq!(a.command, Command::Image);
+        assert_eq!(a.image.as_deref(), Some("busybox"));
+    }
+
+    #[test]
+    fn invalid_definitions_name_every_problem() {
+        assert_eq!(paths(r#"{"id":"Bad","cmd":"x","cpus":0,"mem":-1}"#), ["/id", "/cpus", "/mem"]);
+        assert_eq!(paths(r#"{"id":"x"}"#), ["/"]);
+        assert_eq!(paths(r#"{"id":"x","cmd":"a","args":["b"]}"#), ["/"]);
+        assert_eq!(paths(r#"{"id":"x","cmd":"a","instances":-1}"#), ["/instances"]);
+        assert_eq!(paths(r#"{"id":"x","cmd":"a","constraints":[["hostname","SOMETIMES"]]}"#), ["/constraints(0)"]);
+        assert_eq!(
+            paths(
+                r#"{"id":"x","container":{"type":"DOCKER","docker":{"image":"i"},"volumes":[{"containerPath":"c","hostPath":"/h","mode":"XX"}]}}"#
+            ),
+            ["/container/volumes(0)/containerPath", "/container/volumes(0)/mode"]
+        );
+        assert_eq!(
+            paths(r#"{"id":"x","cmd":"a","healthChecks":[{"protocol":"COMMAND"}]}"#),
+            ["/healthChecks(0)/command"]
+        );
+        assert_eq!(
+            paths(r#"{"id":"x","cmd":"a","upgradeStrategy":{"minimumHealthCapacity":2}}"#),
+            ["/upgradeStrategy/minimumHealthCapacity"]
+        );
+        assert_eq!(paths(r#"{"id":"x","cmd":"a","killSelection":"RANDOM"}"#), ["/killSelection"]);
+        assert_eq!(paths(r#"{"id":"x","cmd":"a","user":"alice"}"#), ["/user"]);
+        assert_eq!(paths(r#"{"id":"x","cmd":"a","dependencies":["x"]}"#), ["/dependencies(0)"]);
+    }
+}

@@ -1,0 +1,278 @@
+//! `corral app ...` and `corral deployments`: a client of the master's Marathon API, with
+//! tables for people and `--json` for scripts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::cli::{AppCommand, JsonArgs};
+
+fn master_url() -> String {
+    std::env::var("CORRAL_MASTER").unwrap_or_else(|_| "http://127.0.0.1:5050".into()).trim_end_matches('/').to_string()
+}
+
+/// Calls the master; a Marathon error body becomes a one-line error with its details.
+fn call(method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    let url = format!("{}{path}", master_url());
+    let reach = || format!("reaching the master at {}", master_url());
+    let resp = match (method, body) {
+        ("GET", _) => agent.get(&url).call(),
+        ("DELETE", _) => agent.delete(&url).call(),
+        ("POST", Some(b)) => agent.post(&url).send_json(b),
+        ("POST", None) => agent.post(&url).send_empty(),
+        ("PUT", Some(b)) => agent.put(&url).send_json(b),
+        _ => bail!("unsupported request {method} {path}"),
+    };
+    let mut resp = resp.with_context(reach)?;
+    let status = resp.status();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+    if !status.is_success() {
+        let mut message = value.get("message").and_then(Value::as_str).unwrap_or(&text).to_string();
+        if let Some(details) = value.get("details").and_then(Value::as_array) {
+            let parts: Vec<String> = details
+                .iter()
+                .map(|d| {
+                    let errors: Vec<&str> =
+                        d["errors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    format!("{}: {}", d["path"].as_str().unwrap_or("/"), errors.join("; "))
+                })
+                .collect();
+            message = format!("{message}: {}", parts.join(", "));
+        }
+        bail!("{method} {path}: {message} (HTTP {})", status.as_u16());
+    }
+    Ok(value)
+}
+
+fn app_path(id: &str) -> String {
+    format!("/v2/apps/{}", id.trim_start_matches('/'))
+}
+
+fn force(f: bool) -> &'static str {
+    if f {
+        "?force=true"
+    } else {
+        ""
+    }
+}
+
+fn print_change(v: &Value) {
+    println!(
+        "deployment {} (version {})",
+        v["deploymentId"].as_str().unwrap_or("?"),
+        v["version"].as_str().unwrap_or("?")
+    );
+}
+
+pub fn app(cmd: AppCommand) -> Result<()> {
+    match cmd {
+        AppCommand::Deploy { file, force: f } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let yaml = matches!(Path::new(&file).extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+            let def = corral_services::wire::decode_value(&bytes, yaml)
+                .map_err(|e| anyhow::anyhow!("{}: {}", file.display(), e.message))?;
+            let id = def.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            if id.is_empty() {
+                bail!("{}: the app definition has no id", file.display());
+            }
+            let sep = if f { "&" } else { "?" };
+            let path = format!("{}{}{sep}partialUpdate=false", app_path(&id), force(f));
+            print_change(&call("PUT", &path, Some(&def))?);
+        }
+        AppCommand::Ls(args) => {
+            let v = call("GET", "/v2/apps", None)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&v["apps"])?);
+                return Ok(());
+            }
+            println!("{:<28}  {:>9}  {:>6}  {:>7}  {:<10}  WHAT", "ID", "RUNNING", "CPUS", "MEM", "DEPLOYING");
+            for a in v["apps"].as_array().into_iter().flatten() {
+                let what = a["container"]["docker"]["image"]
+                    .as_str()
+                    .map(|i| format!("{i} {}", a["cmd"].as_str().unwrap_or("")))
+                    .unwrap_or_else(|| a["cmd"].as_str().unwrap_or("").to_string());
+                println!(
+                    "{:<28}  {:>9}  {:>6}  {:>7}  {:<10}  {}",
+                    a["id"].as_str().unwrap_or(""),
+                    format!("{}/{}", a["tasksRunning"], a["instances"]),
+                    a["cpus"],
+                    a["mem"],
+                    if a["deployments"].as_array().is_some_and(|d| !d.is_empty()) { "yes" } else { "no" },
+                    what.trim()
+                );
+            }
+        }
+        AppCommand::Show { id, json } => {
+            let v = call("GET", &app_path(&id), None)?;
+            let a = &v["app"];
+            if json {
+                println!("{}", serde_json::to_string_pretty(a)?);
+                return Ok(());
+            }
+            println!("id:         {}", a["id"].as_str().unwrap_or(""));
+            println!("version:    {}", a["version"].as_str().unwrap_or(""));
+            println!(
+                "instances:  {} wanted, {} running, {} staged",
+                a["instances"], a["tasksRunning"], a["tasksStaged"]
+            );
+            println!("resources:  cpus {} mem {} disk {}", a["cpus"], a["mem"], a["disk"]);
+            if let Some(i) = a["container"]["docker"]["image"].as_str() {
+                println!("image:      {i}");
+            }
+            if let Some(c) = a["cmd"].as_str() {
+                println!("cmd:        {c}");
+            }
+            if let Some(f) = a.get("lastTaskFailure") {
+                println!("last failure: {} {} {}", f["taskId"], f["state"], f["message"]);
+            }
+            println!();
+            println!("{:<48}  {:<14}  {:<16}  {:<12}  PORTS", "TASK", "STATE", "HOST", "HEALTH");
+            for t in a["tasks"].as_array().into_iter().flatten() {
+                let health = match t["healthCheckResults"][0]["alive"].as_bool() {
+                    Some(true) => "healthy",
+                    Some(false) => "unhealthy",
+                    None => "-",
+                };
+                let ports: Vec<String> = t["ports"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
+                println!(
+                    "{:<48}  {:<14}  {:<16}  {:<12}  {}",
+                    t["id"].as_str().unwrap_or(""),
+                    t["state"].as_str().unwrap_or(""),
+                    t["host"].as_str().unwrap_or(""),
+                    health,
+                    ports.join(",")
+                );
+            }
+        }
+        AppCommand::Scale { id, instances, force: f } => {
+            print_change(&call(
+                "PUT",
+                &format!("{}{}", app_path(&id), force(f)),
+                Some(&json!({ "instances": instances })),
+            )?);
+        }
+        AppCommand::Restart { id, force: f } => {
+            print_change(&call("POST", &format!("{}/restart{}", app_path(&id), force(f)), None)?);
+        }
+        AppCommand::Rollback { id, version, force: f } => {
+            let version = match version {
+                Some(v) => v,
+                None => {
+                    let v = call("GET", &format!("{}/versions", app_path(&id)), None)?;
+                    let versions: Vec<&str> =
+                        v["versions"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    match versions.get(1) {
+                        Some(v) => v.to_string(),
+                        None => bail!("app {id} has no earlier version to roll back to"),
+                    }
+                }
+            };
+            print_change(&call(
+                "PUT",
+                &format!("{}{}", app_path(&id), force(f)),
+                Some(&json!({ "version": version })),
+            )?);
+        }
+        AppCommand::Rm { id, force: f } => {
+            print_change(&call("DELETE", &format!("{}{}", app_path(&id), force(f)), None)?);
+        }
+        AppCommand::Why { id, json } => why(&id, json)?,
+    }
+    Ok(())
+}
+
+/// Explains what holds an app back: its launch delay, its deployment, and each recent
+/// offer's reasons, per agent.
+fn why(id: &str, as_json: bool) -> Result<()> {
+    let app = call("GET", &app_path(id), None)?;
+    let app = &app["app"];
+    let queue = call("GET", "/v2/queue?embed=lastUnusedOffers", None)?;
+    let full_id = app["id"].as_str().unwrap_or(id).to_string();
+    let item = queue["queue"].as_array().into_iter().flatten().find(|q| q["app"]["id"].as_str() == Some(&full_id));
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json!({"app": full_id, "queue": item}))?);
+        return Ok(());
+    }
+    let wanted = app["instances"].as_u64().unwrap_or(0);
+    let running = app["tasksRunning"].as_u64().unwrap_or(0);
+    println!("{full_id}: {running} of {wanted} instances running");
+    let Some(item) = item else {
+        println!("nothing is waiting to launch");
+        return Ok(());
+    };
+    println!("{} instance(s) waiting for an offer since {}", item["count"], item["since"].as_str().unwrap_or("?"));
+    let delay = item["delay"]["timeLeftSeconds"].as_u64().unwrap_or(0);
+    if delay > 0 {
+        println!("launches are delayed {delay}s more: the app's tasks failed (backoffSeconds, backoffFactor)");
+    }
+    if let Some(q) = item["roleQuota"].as_str() {
+        println!("{q}");
+    }
+    let summary = &item["processedOffersSummary"];
+    if summary["processedOffersCount"].as_u64() == Some(0) {
+        println!(
+            "no offer has reached this app yet: no agent has free resources for role {:?} (see `corral agents`, `corral roles`)",
+            app["role"].as_str().unwrap_or("*")
+        );
+    }
+    for r in summary["rejectSummaryLastOffers"].as_array().into_iter().flatten() {
+        if r["declined"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "  {:<32} declined {} of {} offers",
+                r["reason"].as_str().unwrap_or(""),
+                r["declined"],
+                r["processed"]
+            );
+        }
+    }
+    let offers = item["lastUnusedOffers"].as_array().cloned().unwrap_or_default();
+    if !offers.is_empty() {
+        println!();
+        println!("{:<20}  {:<24}  WHY NOT", "AGENT", "AT");
+        let mut seen = std::collections::BTreeSet::new();
+        for o in offers.iter().rev() {
+            let agent = o["offer"]["hostname"].as_str().unwrap_or("").to_string();
+            if !seen.insert(agent.clone()) {
+                continue;
+            }
+            let details: Vec<&str> = o["details"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            println!("{:<20}  {:<24}  {}", agent, o["timestamp"].as_str().unwrap_or(""), details.join("; "));
+        }
+    }
+    Ok(())
+}
+
+pub fn deployments(args: JsonArgs) -> Result<()> {
+    let v = call("GET", "/v2/deployments", None)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<36}  {:<24}  {:>5}  {:<24}  CURRENT", "ID", "VERSION", "STEP", "APPS");
+    for d in v.as_array().into_iter().flatten() {
+        let apps: Vec<&str> = d["affectedApps"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let current: Vec<String> = d["currentActions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| format!("{} {}", a["action"].as_str().unwrap_or(""), a["app"].as_str().unwrap_or("")))
+            .collect();
+        println!(
+            "{:<36}  {:<24}  {:>5}  {:<24}  {}",
+            d["id"].as_str().unwrap_or(""),
+            d["version"].as_str().unwrap_or(""),
+            format!("{}/{}", d["currentStep"], d["totalSteps"]),
+            apps.join(","),
+            current.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! Long-running services through the Marathon v2 API, on clusters whose agents run in their own
+//! network namespaces: deployments, scaling, constraints, health checks, rolling upgrades
+//! under load, masters and agents killed mid-deployment, and Marathon's own Python client.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::cluster::Cluster;
+use crate::support::{corral_exe, eventually, repo_root};
+
+const UBUNTU: &str = r#"{"container":{"type":"DOCKER","docker":{"image":"libmesos/ubuntu"},"volumes":[{"containerPath":"/etc/a","hostPath":"/var/data/a","mode":"RO"},{"containerPath":"/etc/b","hostPath":"/var/data/b","mode":"RW"}]},"id":"ubuntu","instances":1,"cpus":0.5,"mem":512,"cmd":"while sleep 10; do date -u +%T; done"}"#;
+
+struct Reply {
+    status: u16,
+    body: Value,
+    location: Option<String>,
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .new_agent()
+}
+
+/// One call to the master's Marathon API.
+fn api(c: &Cluster, method: &str, path: &str, body: Option<&str>) -> Reply {
+    let url = format!("http://{}:{}{path}", c.master_host(), c.master_port);
+    let a = http();
+    let resp = match method {
+        "GET" => a.get(&url).call(),
+        "DELETE" => a.delete(&url).call(),
+        "POST" => a.post(&url).header("Content-Type", "application/json").send(body.unwrap_or("")),
+        "PUT" => a.put(&url).header("Content-Type", "application/json").send(body.unwrap_or("")),
+        "PATCH" => a.patch(&url).header("Content-Type", "application/json").send(body.unwrap_or("")),
+        _ => unreachable!(),
+    };
+    let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = resp.status().as_u16();
+    let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+    let text = resp.body_mut().read_to_string().unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, body, location }
+}
+
+fn app(c: &Cluster, id: &str) -> Value {
+    let r = api(c, "GET", &format!("/v2/apps/{id}"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["app"].clone()
+}
+
+fn running(c: &Cluster, id: &str) -> Vec<Value> {
+    app(c, id)["tasks"].as_array().unwrap().iter().filter(|t| t["state"] == "TASK_RUNNING").cloned().collect()
+}
+
+fn no_deployments(c: &Cluster) -> bool {
+    api(c, "GET", "/v2/deployments", None).body.as_array().is_some_and(|d| d.is_empty())
+}
+
+/// The agent hostnames an app's running tasks are on.
+fn hosts(c: &Cluster, id: &str) -> Vec<String> {
+    let mut h: Vec<String> = running(c, id).iter().map(|t| t["host"].as_str().unwrap().to_string()).collect();
+    h.sort();
+    h
+}
+
+#[test]
+fn marathon_apps_deploy_scale_spread_and_explain() {
+    let mut c = Cluster::in_namespaces("15", 3);
+    // The verbatim Marathon example: its image and host paths, made here.
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/make-busybox-image.sh"))
+        .arg("libmesos/ubuntu:latest")
+        .env("CORRAL", corral_exe())
+        .env("CORRAL_ROOT", c.env.root.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::create_dir_all("/var/data/a").unwrap();
+    std::fs::create_dir_all("/var/data/b").unwrap();
+    c.start_named_agent("h0", "cpus:2;mem:2048", "rack:r1");
+    c.start_named_agent("h1", "cpus:2;mem:2048", "rack:r1");
+    c.start_named_agent("h2", "cpus:2;mem:2048", "rack:r2");
+
+    let r = api(&c, "POST", "/v2/apps", Some(UBUNTU));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.location.as_deref(), Some("/v2/apps/ubuntu"));
+    assert_eq!(r.body["id"], "/ubuntu");
+    assert_eq!(r.body["deployments"].as_array().unwrap().len(), 1, "{}", r.body);
+    assert_eq!(r.body["container"]["volumes"][1]["mode"], "RW");
+    eventually("the ubuntu app runs", Duration::from_secs(60), || running(&c, "ubuntu").len() == 1);
+    eventually("its deployment finishes", Duration::from_secs(30), || no_deployments(&c));
+    let dup = api(&c, "POST", "/v2/apps", Some(UBUNTU));
+    assert_eq!(dup.status, 409);
+    assert_eq!(dup.body["message"], "An app with id [/ubuntu] already exists.");
+
+    // Invalid definitions: 422 with Marathon's details, nothing stored.
+    for (body, path) in [
+        (r#"{"id":"bad","cmd":"x","cpus":-1}"#, "/cpus"),
+        (r#"{"id":"Bad","cmd":"x"}"#, "/id"),
+        (r#"{"id":"bad","cmd":"x","constraints":[["hostname","NEAR"]]}"#, "/constraints(0)"),
+        (r#"{"id":"bad","cmd":"x","instances":"many"}"#, "/instances"),
+        (r#"{"id":"bad"}"#, "/"),
+    ] {
+        let r = api(&c, "POST", "/v2/apps", Some(body));
+        assert_eq!(r.status, 422, "{body}: {}", r.body);
+        let details = r.body["details"].as_array().unwrap();
+        assert!(details.iter().any(|d| d["path"] == path), "{body}: {}", r.body);
+    }
+    assert_eq!(api(&c, "GET", "/v2/apps/bad", None).status, 404);
+
+    // UNIQUE spreads over hostnames; the fourth instance waits, and `why` says so.
+    let spread = r#"{"id":"/web/spread","cmd":"sleep 1000","cpus":0.1,"mem":16,"instances":3,"constraints":[["hostname","UNIQUE"]]}"#;
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(spread)).status, 201);
+    eventually("three spread instances", Duration::from_secs(60), || {
+        hosts(&c, "web/spread") == ["h0", "h1", "h2"] && no_deployments(&c)
+    });
+    let r = api(&c, "PUT", "/v2/apps/web/spread", Some(r#"{"instances":4}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["deploymentId"].is_string() && r.body["version"].is_string());
+    eventually("why names the constraint", Duration::from_secs(30), || {
+        let why = c.ok(&["app", "why", "/web/spread"]);
+        why.contains("3 of 4 instances running") && why.contains("hostname UNIQUE")
+    });
+    let q = api(&c, "GET", "/v2/queue", None).body;
+    let item = q["queue"].as_array().unwrap().iter().find(|i| i["app"]["id"] == "/web/spread").unwrap().clone();
+    assert_eq!(item["count"], 1);
+    let summary = item["processedOffersSummary"]["rejectSummaryLastOffers"].as_array().unwrap();
+    assert!(summary.iter().any(|s| s["reason"] == "UnfulfilledConstraint" && s["declined"].as_u64() > Some(0)));
+    c.ok(&["app", "scale", "/web/spread", "1", "--force"]);
+    eventually("scaled down to one", Duration::from_secs(30), || running(&c, "web/spread").len() == 1);
+
+    // GROUP_BY rack puts two instances on two racks.
+    let grouped = r#"{"id":"/web/grouped","cmd":"sleep 1000","cpus":0.1,"mem":16,"instances":2,"constraints":[["rack","GROUP_BY"]]}"#;
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(grouped)).status, 201);
+    eventually("two grouped instances", Duration::from_secs(60), || running(&c, "web/grouped").len() == 2);
+    let racks: Vec<String> =
+        hosts(&c, "web/grouped").iter().map(|h| if h == "h2" { "r2".into() } else { "r1".into() }).collect();
+    assert!(racks.contains(&"r1".to_string()) && racks.contains(&"r2".to_string()), "{racks:?}");
+
+    // Groups, versions, the CLI's views, and removal.
+    let g = api(&c, "GET", "/v2/groups", None).body;
+    assert_eq!(g["groups"][0]["id"], "/web", "{g}");
+    let versions = api(&c, "GET", "/v2/apps/web/spread/versions", None).body;
+    assert!(versions["versions"].as_array().unwrap().len() >= 3, "{versions}");
+    let ls = c.ok(&["app", "ls"]);
+    assert!(ls.contains("/web/grouped") && ls.contains("/ubuntu"), "{ls}");
+    c.ok(&["app", "rm", "/ubuntu"]);
+    eventually("the app is gone", Duration::from_secs(30), || api(&c, "GET", "/v2/apps/ubuntu", None).status == 404);
+    eventually("its task is gone", Duration::from_secs(30), || {
+        c.env
+            .ps()
+            .iter()
+            .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("ubuntu.")) && p["state"] == "running")
+            .count()
+            == 0
+    });
+}
+
+/// A small HTTP service: busybox httpd serving its version, checked over HTTP.
+fn web_app(version: &str) -> String {
+    json!({
+        "id": "/web",
+        "cmd": format!("mkdir -p /tmp/w && echo {version} > /tmp/w/index.html && exec httpd -f -p $PORT0 -h /tmp/w"),
+        "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
+        "instances": 2, "cpus": 0.1, "mem": 16,
+        "taskKillGracePeriodSeconds": 2,
+        "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5},
+        "healthChecks": [{"protocol": "HTTP", "path": "/", "gracePeriodSeconds": 10, "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 3}],
+        "env": {"VERSION": version},
+    })
+    .to_string()
+}
+
+#[test]
+fn a_rolling_upgrade_under_load_loses_no_request() {
+    let mut c = Cluster::in_namespaces("15", 2);
+    c.start_named_agent("h0", "cpus:2;mem:2048", "");
+    c.start_named_agent("h1", "cpus:2;mem:2048", "");
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(&web_app("v1"))).status, 201);
+    eventually("two healthy v1 tasks", Duration::from_secs(60), || {
+        let a = app(&c, "web");
+        a["tasksHealthy"] == 2 && no_deployments(&c)
+    });
+    // A client loop: each request goes to a task the API lists as running and healthy.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let base = format!("http://{}:{}", c.master_host(), c.master_port);
+    let client = {
+        let (stop, ok, failed, seen) = (stop.clone(), ok.clone(), failed.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let a = http();
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let tasks: Value = match a.get(&format!("{base}/v2/apps/web/tasks")).call() {
+                    Ok(mut r) => r.body_mut().read_json().unwrap_or(Value::Null),
+                    Err(e) => panic!("the master did not answer: {e}"),
+                };
+                if !tasks["tasks"].is_array() {
+                    continue;
+                }
+                let healthy: Vec<&Value> = tasks["tasks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t["state"] == "TASK_RUNNING" && t["healthCheckResults"][0]["alive"] == true)
+                    .collect();
+                let Some(t) = healthy.get(n % healthy.len().max(1)) else { continue };
+                n += 1;
+                let url = format!("http://{}:{}/", t["ipAddresses"][0]["ipAddress"].as_str().unwrap(), t["ports"][0]);
+                match a.get(&url).call() {
+                    Ok(mut r) if r.status() == 200 => {
+                        let body = r.body_mut().read_to_string().unwrap_or_default();
+                        seen.lock().unwrap().insert(body.trim().to_string());
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    eventually("the client gets answers", Duration::from_secs(10), || ok.load(Ordering::Relaxed) > 5);
+    let r = api(&c, "PUT", "/v2/apps/web", Some(&web_app("v2")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("the upgrade finishes", Duration::from_secs(120), || {
+        no_deployments(&c)
+            && app(&c, "web")["tasks"].as_array().unwrap().iter().all(|t| t["version"] == r.body["version"])
+    });
+    eventually("v2 answers", Duration::from_secs(30), || seen.lock().unwrap().contains("v2"));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the upgrade ({} succeeded)",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(seen.contains("v1") && seen.contains("v2"), "{seen:?}");
+    // Roll back to v1 from the CLI: the previous version comes back.
+    c.ok(&["app", "rollback", "/web"]);
+    eventually("v1 is back", Duration::from_secs(120), || {
+        no_deployments(&c) && running(&c, "web").len() == 2 && app(&c, "web")["env"]["VERSION"] == "v1"
+    });
+}
+
+#[test]
+fn a_failing_health_check_gets_its_task_replaced() {
+    let mut c = Cluster::in_namespaces("15", 1);
+    c.start_named_agent("h0", "cpus:2;mem:2048", "");
+    // Healthy for its first seconds, then the COMMAND check fails.
+    let def = json!({
+        "id": "/flaky",
+        "cmd": "touch /tmp/alive; sleep 3; rm /tmp/alive; exec sleep 1000",
+        "container": {"type": "MESOS", "docker": {"image": "busybox"}},
+        "cpus": 0.1, "mem": 16, "instances": 1,
+        "taskKillGracePeriodSeconds": 1,
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test -e /tmp/alive"}, "gracePeriodSeconds": 30, "intervalSeconds": 1, "timeoutSeconds": 2, "maxConsecutiveFailures": 2}],
+    });
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(&def.to_string())).status, 201);
+    eventually("a healthy task", Duration::from_secs(60), || app(&c, "flaky")["tasksHealthy"] == 1);
+    let first = running(&c, "flaky")[0]["id"].as_str().unwrap().to_string();
+    eventually("the unhealthy task is replaced", Duration::from_secs(60), || {
+        let a = app(&c, "flaky");
+        a["lastTaskFailure"]["taskId"] == first.as_str()
+            && a["tasks"].as_array().unwrap().iter().any(|t| t["id"] != first.as_str())
+    });
+    let a = app(&c, "flaky");
+    assert!(a["lastTaskFailure"]["message"].as_str().unwrap().contains("unhealthy"), "{a}");
+}
+
+#[test]
+fn a_master_killed_mid_deployment_resumes_it() {
+    let mut c = Cluster::in_namespaces("15", 1);
+    c.start_named_agent("h0", "cpus:4;mem:4096", "");
+    // Health checks hold the deployment open for a while (the first success takes 3 s).
+    let def = json!({
+        "id": "/slow", "cmd": "sleep 3; touch /tmp/up; exec sleep 1000",
+        "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
+        "cpus": 0.1, "mem": 16, "instances": 3,
+        "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0},
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test -e /tmp/up"}, "gracePeriodSeconds": 60, "intervalSeconds": 1}],
+    });
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(&def.to_string())).status, 201);
+    eventually("the app is healthy", Duration::from_secs(60), || {
+        app(&c, "slow")["tasksHealthy"] == 3 && no_deployments(&c)
+    });
+    // A restart replaces one task at a time (min health 1, no over-capacity).
+    let r = api(&c, "POST", "/v2/apps/slow/restart", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("the restart is under way", Duration::from_secs(30), || {
+        app(&c, "slow")["tasks"].as_array().unwrap().len() == 4
+    });
+    c.master.as_mut().unwrap().kill9();
+    c.start_master("15");
+    let deployments = api(&c, "GET", "/v2/deployments", None).body;
+    assert_eq!(deployments.as_array().map(Vec::len), Some(1), "the deployment survived: {deployments}");
+    eventually("it finishes after the restart", Duration::from_secs(120), || no_deployments(&c));
+    let a = app(&c, "slow");
+    assert_eq!(a["tasksRunning"], 3, "{a}");
+    assert!(a["tasks"].as_array().unwrap().iter().all(|t| t["version"] == r.body["version"]), "{a}");
+    let containers = c.env.ps().iter().filter(|p| p["state"] == "running").count();
+    assert_eq!(containers, 3, "no duplicate instances beyond the plan");
+}
+
+#[test]
+fn an_agent_killed_mid_deployment_has_its_tasks_replaced() {
+    let mut c = Cluster::in_namespaces("1", 2);
+    c.start_named_agent("h0", "cpus:2;mem:2048", "");
+    let def = r#"{"id":"/spread","cmd":"sleep 1000","cpus":0.1,"mem":16,"instances":2,"container":{"type":"DOCKER","docker":{"image":"busybox"}}}"#;
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(def)).status, 201);
+    eventually("two tasks", Duration::from_secs(60), || running(&c, "spread").len() == 2 && no_deployments(&c));
+    c.start_named_agent("h1", "cpus:2;mem:2048", "");
+    // Scale up, then lose the first agent before the deployment is done.
+    let r = api(&c, "PUT", "/v2/apps/spread", Some(r#"{"instances":4}"#));
+    assert_eq!(r.status, 200);
+    c.agents[0].kill9();
+    eventually("four tasks run on the agent that is left", Duration::from_secs(60), || {
+        hosts(&c, "spread") == ["h1", "h1", "h1", "h1"] && no_deployments(&c)
+    });
+}
+
+#[test]
+fn the_marathon_python_client_works_unchanged() {
+    let mut c = Cluster::in_namespaces("15", 1);
+    c.start_named_agent("h0", "cpus:2;mem:2048", "");
+    let url = format!("http://{}:{}", c.master_host(), c.master_port);
+    let out = Command::new("python3")
+        .arg(repo_root().join("crates/corral/tests/it/marathon_client.py"))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python client test failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
