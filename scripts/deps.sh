@@ -4,7 +4,7 @@
 #   scripts/deps.sh [--bench]    (--bench adds the peers the benchmarks compare against)
 set -euo pipefail
 
-packages=(busybox-static libseccomp-dev pkg-config iproute2 file skopeo umoci docker-registry)
+packages=(busybox-static libseccomp-dev pkg-config iproute2 file skopeo umoci docker-registry curl)
 if [ "${1:-}" = "--bench" ]; then
     packages+=(crun runc buildah)
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: build corral, make the busybox base image, run a container that
 # prints its own hostname, user and memory limit, then start a one-machine cluster
-# (`corral up`: master and agent, state in the embedded store) with a sample task running.
+# (`corral up`: master and agent, state in the embedded store) with a sample service running.
 # Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,13 +39,17 @@ for _ in $(seq 1 100); do
 done
 corral agents
 
-task=$(corral task run --name sample --image busybox --mem 64 -- sh -c 'echo "sample task on $(hostname), as $(id -un)"; while true; do date; sleep 10; done')
-for _ in $(seq 1 100); do
-    corral tasks | grep "$task" | grep -q RUNNING && break
+echo "== a sample service (Marathon app definition: examples/apps/hello.json)"
+corral app deploy examples/apps/hello.json
+for _ in $(seq 1 300); do
+    [ -z "$(corral deployments | tail -n +2)" ] && break
     sleep 0.1
 done
-corral tasks
-corral task logs "$task" | head -1
+corral app show /examples/hello
+port=$(curl -fsS "$CORRAL_MASTER/v2/apps/examples/hello/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"][0]["ports"][0])')
+curl -fsS "http://127.0.0.1:$port/"
 echo
-echo "The cluster runs in the background: corral tasks, corral agents, corral roles,"
-echo "corral task run -- CMD, corral task logs -f $task. Stop it with: pkill -f 'corral up'"
+echo "The cluster runs in the background. Try: corral app ls, corral app scale /examples/hello 3,"
+echo "corral app restart /examples/hello, corral deployments, corral app why /examples/hello,"
+echo "corral tasks, corral agents, curl $CORRAL_MASTER/v2/apps (Marathon's API)."
+echo "Stop it with: pkill -f 'corral up'"

@@ -2,9 +2,11 @@
 //! and the agent (runs tasks as corral containers and reports their states), talking HTTP/JSON.
 //!
 //! `task` is the task lifecycle (pure); `wire` the JSON of every API; `store` the master's
-//! embedded database; `master` and `agent` the two processes' logic, I/O at their edges.
+//! embedded database; `master` and `agent` the two processes' logic, I/O at their edges;
+//! `chunks` a channel-fed response body (logs, server-sent events).
 
 pub mod agent;
+mod chunks;
 pub mod master;
 pub mod store;
 pub mod task;

@@ -431,6 +431,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         runs: usize,
     },
+    /// The services framework at scale: deploy APPS x INSTANCES, time until all run, then the
+    /// latency of GET /v2/apps. The agent is simulated (it acknowledges launches at once), so
+    /// this measures the master.
+    Services {
+        #[arg(long, default_value_t = 1000)]
+        apps: usize,
+        #[arg(long, default_value_t = 10)]
+        instances: usize,
+        /// GET /v2/apps requests to time once everything runs.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+    },
     /// Build (cold and cached) against buildah, push and pull against skopeo.
     Images {
         /// Runs per case.

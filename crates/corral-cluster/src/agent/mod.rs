@@ -644,19 +644,5 @@ async fn logs(
         };
         let _ = corral_runtime::logs::read(&dir.logs(), q.follow, done, &dir.dir, &mut sink);
     });
-    axum::response::Response::new(axum::body::Body::from_stream(ChunkStream(rx)))
-}
-
-/// An mpsc receiver of body chunks, as a stream.
-struct ChunkStream(tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>);
-
-impl futures_core::Stream for ChunkStream {
-    type Item = Result<Vec<u8>, std::io::Error>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
+    axum::response::Response::new(axum::body::Body::from_stream(crate::chunks::ChunkStream(rx)))
 }

@@ -123,7 +123,7 @@ async fn register(
     Body(req): Body<wire::Register>,
 ) -> Result<Json<wire::Registered>, ApiError> {
     let now = m.now_ms();
-    let reply = m.controller.lock().await.register(req, now)?;
+    let reply = m.controller.lock().await.batched(|c| c.register(req, now))?;
     m.flush().await;
     Ok(Json(reply))
 }
@@ -143,7 +143,7 @@ async fn updates(
     Body(req): Body<wire::Updates>,
 ) -> Result<Json<wire::Acked>, ApiError> {
     let now = m.now_ms();
-    let acked = m.controller.lock().await.updates(&id, req.updates, now)?;
+    let acked = m.controller.lock().await.batched(|c| c.updates(&id, req.updates, now))?;
     m.flush().await;
     Ok(Json(wire::Acked { acked }))
 }

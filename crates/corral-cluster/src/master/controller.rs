@@ -140,6 +140,8 @@ pub struct Controller {
     pub(super) epoch_ms: u64,
     /// The latest `now_ms` any entry point was given.
     pub(super) last_now_ms: u64,
+    /// Marathon events raised since the last flush (`/v2/events`).
+    pub(super) events: Vec<serde_json::Value>,
 }
 
 /// How long an offer may stay unanswered before it is rescinded.
@@ -216,6 +218,7 @@ impl Controller {
             services: Default::default(),
             epoch_ms: epoch_ms.saturating_sub(now_ms),
             last_now_ms: now_ms,
+            events: Vec::new(),
         };
         for (name, r) in c.store.all::<RoleRecord>(ROLES)? {
             let role = Role::parse(&name).map_err(|e| MasterError::BadRequest(e.to_string()))?;
@@ -252,6 +255,20 @@ impl Controller {
         }
         c.recover_services()?;
         Ok(c)
+    }
+
+    /// Runs `f` with the store's writes batched into one transaction.
+    pub fn batched<T>(&mut self, f: impl FnOnce(&mut Controller) -> Result<T, MasterError>) -> Result<T, MasterError> {
+        self.store.begin();
+        let result = f(self);
+        let committed = self.store.commit();
+        let value = result?;
+        committed?;
+        Ok(value)
+    }
+
+    pub fn take_events(&mut self) -> Vec<serde_json::Value> {
+        std::mem::take(&mut self.events)
     }
 
     pub fn take_outbox(&mut self) -> Vec<AgentCall> {

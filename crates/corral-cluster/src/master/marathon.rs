@@ -30,6 +30,7 @@ pub fn routes() -> Router<Master> {
         .route("/v2/groups/{*id}", get(get_group))
         .route("/v2/queue", get(queue))
         .route("/v2/queue/{*rest}", delete(reset_delay))
+        .route("/v2/events", get(events))
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader))
         .route("/ping", get(|| async { "pong" }))
@@ -163,7 +164,7 @@ pub fn task_json(c: &Controller, t: &TaskRecord) -> Value {
     v
 }
 
-fn host_of(address: &str) -> Option<String> {
+pub(super) fn host_of(address: &str) -> Option<String> {
     let rest = address.split("://").nth(1)?;
     let host = rest.split('/').next()?.rsplit_once(':').map_or(rest, |(h, _)| h);
     Some(host.trim_matches(['[', ']']).to_string())
@@ -298,7 +299,7 @@ async fn create_app(
     let def = decode(&body, &headers)?;
     let now = m.now_ms();
     let mut c = m.controller.lock().await;
-    let (d, deployment) = c.create_app(def, now)?;
+    let (d, deployment) = c.batched(|c| c.create_app(def, now))?;
     let entry = c.services.apps.get(&d.id).expect("just created");
     let mut v = app_json(&c, entry, Embed { tasks: true, last_failure: false });
     v["deployments"] = json!([{"id": deployment}]);
@@ -336,7 +337,7 @@ async fn put_apps(
                 errors: vec!["an app needs an id".into()],
             }])));
         }
-        let (_, d, v) = c.update_app(&id, item, true, p.flag("force"), now)?;
+        let (_, d, v) = c.batched(|c| c.update_app(&id, item, true, p.flag("force"), now))?;
         last = Some((d, v));
     }
     drop(c);
@@ -518,7 +519,8 @@ async fn change_app(m: Master, id: &str, patch: Value, partial: bool, force: boo
         return Err(bad("an app definition must be a JSON object"));
     }
     let now = m.now_ms();
-    let (created, deployment, version) = m.controller.lock().await.update_app(id, patch, partial, force, now)?;
+    let (created, deployment, version) =
+        m.controller.lock().await.batched(|c| c.update_app(id, patch, partial, force, now))?;
     m.flush().await;
     if created {
         let location = format!("/v2/apps{}", norm(id));
@@ -544,7 +546,7 @@ async fn app_delete(
     let now = m.now_ms();
     match app_path(&rest) {
         AppPath::App(id) => {
-            let (d, v) = m.controller.lock().await.delete_app(&id, p.flag("force"), now)?;
+            let (d, v) = m.controller.lock().await.batched(|c| c.delete_app(&id, p.flag("force"), now))?;
             m.flush().await;
             Ok(changed(d, v))
         }
@@ -629,7 +631,7 @@ async fn app_post(
         return Err(MarathonError(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "method not allowed"})));
     };
     let now = m.now_ms();
-    let (d, v) = m.controller.lock().await.restart_app(&id, p.flag("force"), now)?;
+    let (d, v) = m.controller.lock().await.batched(|c| c.restart_app(&id, p.flag("force"), now))?;
     m.flush().await;
     Ok(changed(d, v))
 }
@@ -695,7 +697,7 @@ async fn cancel_deployment(
 ) -> Result<Response, MarathonError> {
     let p = Params::parse(q);
     let now = m.now_ms();
-    let result = m.controller.lock().await.cancel_deployment(&id, p.flag("force"), now)?;
+    let result = m.controller.lock().await.batched(|c| c.cancel_deployment(&id, p.flag("force"), now))?;
     m.flush().await;
     Ok(match result {
         Some((d, v)) => changed(d, v),
@@ -813,6 +815,56 @@ async fn reset_delay(State(m): State<Master>, Path(rest): Path<String>) -> Resul
     })?;
     e.backoff.reset();
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- /v2/events: server-sent events ---------------------------------------------------------------
+
+/// Marathon's event stream: `event: TYPE` and `data: JSON` per event, filtered by
+/// `event_type`; `event_stream_attached` first, a comment line every 15 s to keep it open.
+async fn events(State(m): State<Master>, RawQuery(q): RawQuery) -> Response {
+    let p = Params::parse(q);
+    let filter: Vec<String> = p.all("event_type").map(str::to_string).collect();
+    let mut rx = m.events.subscribe();
+    let attached = {
+        let c = m.controller.lock().await;
+        json!({"remoteAddress": "", "eventType": "event_stream_attached", "timestamp": c.wall(m.now_ms())})
+    };
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(256);
+    let frame = move |e: &Value| -> Option<Vec<u8>> {
+        let kind = e["eventType"].as_str().unwrap_or("");
+        (filter.is_empty() || filter.iter().any(|f| f == kind))
+            .then(|| format!("event: {kind}\ndata: {e}\n\n").into_bytes())
+    };
+    tokio::spawn(async move {
+        if let Some(f) = frame(&attached) {
+            if tx.send(Ok(f)).await.is_err() {
+                return;
+            }
+        }
+        let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(15));
+        loop {
+            let chunk = tokio::select! {
+                e = rx.recv() => match e {
+                    Ok(e) => match frame(&e) {
+                        Some(f) => f,
+                        None => continue,
+                    },
+                    // A slow reader misses events, as with Marathon.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = keepalive.tick() => b":\n\n".to_vec(),
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        axum::body::Body::from_stream(crate::chunks::ChunkStream(out)),
+    )
+        .into_response()
 }
 
 // ---- info, leader, metrics --------------------------------------------------------------------

@@ -46,6 +46,8 @@ pub enum RunError {
 pub struct Master {
     pub(crate) controller: Arc<Mutex<Controller>>,
     started: Instant,
+    /// Marathon events, to every `/v2/events` subscriber.
+    pub(crate) events: tokio::sync::broadcast::Sender<Arc<serde_json::Value>>,
 }
 
 impl Master {
@@ -55,7 +57,14 @@ impl Master {
 
     /// Delivers what the controller queued for agents, off the async threads.
     pub(crate) async fn flush(&self) {
-        let calls = self.controller.lock().await.take_outbox();
+        let (calls, events) = {
+            let mut c = self.controller.lock().await;
+            (c.take_outbox(), c.take_events())
+        };
+        for e in events {
+            // No subscriber is not an error.
+            let _ = self.events.send(Arc::new(e));
+        }
         for call in calls {
             let master = self.clone();
             tokio::task::spawn_blocking(move || deliver(master, call));
@@ -114,7 +123,11 @@ pub async fn serve(listener: tokio::net::TcpListener, config: MasterConfig) -> R
     let epoch_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let controller = Controller::recover(store, 0, epoch_ms, config.agent_timeout)?;
-    let master = Master { controller: Arc::new(Mutex::new(controller)), started };
+    let master = Master {
+        controller: Arc::new(Mutex::new(controller)),
+        started,
+        events: tokio::sync::broadcast::channel(4096).0,
+    };
     tracing::info!(addr = %listener.local_addr().map_err(RunError::Serve)?, "master listening");
     let ticker = master.clone();
     tokio::spawn(async move {
@@ -122,7 +135,7 @@ pub async fn serve(listener: tokio::net::TcpListener, config: MasterConfig) -> R
         loop {
             interval.tick().await;
             let now = ticker.now_ms();
-            if let Err(e) = ticker.controller.lock().await.tick(now) {
+            if let Err(e) = ticker.controller.lock().await.batched(|c| c.tick(now)) {
                 tracing::error!(error = %e, "periodic work failed");
             }
             ticker.flush().await;

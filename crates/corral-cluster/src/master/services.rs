@@ -200,9 +200,40 @@ fn phase_of(t: &TaskRecord) -> Phase {
     }
 }
 
+/// A deployment plan as Marathon's events carry it.
+fn plan_json(d: &Deployment) -> serde_json::Value {
+    let empty = |v: &str| serde_json::json!({"id": "/", "apps": [], "groups": [], "dependencies": [], "version": v});
+    serde_json::json!({
+        "id": d.id,
+        "version": d.version,
+        "original": empty(&d.version),
+        "target": empty(&d.version),
+        "steps": d.steps.iter().map(step_json).collect::<Vec<_>>(),
+    })
+}
+
+fn step_json(step: &Vec<(Action, AppId)>) -> serde_json::Value {
+    serde_json::json!({"actions": step.iter().map(|(a, app)| serde_json::json!({"action": a, "app": app})).collect::<Vec<_>>()})
+}
+
 impl Controller {
     pub(super) fn wall(&self, now_ms: u64) -> String {
         timestamp(self.epoch_ms + now_ms)
+    }
+
+    /// Raises a Marathon event (`/v2/events`): `payload` plus its type and timestamp.
+    pub(super) fn event(&mut self, kind: &str, mut payload: serde_json::Value) {
+        payload["eventType"] = kind.into();
+        payload["timestamp"] = self.wall(self.last_now_ms).into();
+        self.events.push(payload);
+    }
+
+    fn api_post_event(&mut self, id: &str, definition: Option<&AppDefinition>) {
+        let def = definition.map(|d| serde_json::to_value(d).expect("definitions serialize"));
+        self.event(
+            "api_post_event",
+            serde_json::json!({"clientIp": "", "uri": format!("/v2/apps{id}"), "appDefinition": def}),
+        );
     }
 
     /// Loads apps and deployments; tasks were loaded by the caller.
@@ -266,7 +297,8 @@ impl Controller {
         d.version_info = Some(VersionInfo { last_scaling_at: wall.clone(), last_config_change_at: wall.clone() });
         self.assign_service_ports(&mut d, None);
         let id = d.id.clone();
-        let (deployment, _) = self.deploy(vec![(id, Some(d.clone()))], false, now_ms)?;
+        let (deployment, _) = self.deploy(vec![(id.clone(), Some(d.clone()))], false, now_ms)?;
+        self.api_post_event(&id, Some(&d));
         Ok((d, deployment))
     }
 
@@ -325,7 +357,8 @@ impl Controller {
         d.version = Some(wall.clone());
         self.assign_service_ports(&mut d, current.as_ref());
         let created = current.is_none();
-        let (deployment, version) = self.deploy(vec![(id, Some(d))], force, now_ms)?;
+        let (deployment, version) = self.deploy(vec![(id.clone(), Some(d.clone()))], force, now_ms)?;
+        self.api_post_event(&id, Some(&d));
         Ok((created, deployment, version))
     }
 
@@ -335,7 +368,9 @@ impl Controller {
         if !self.services.apps.contains_key(&id) {
             return Err(not_found(&id));
         }
-        self.deploy(vec![(id, None)], force, now_ms)
+        let result = self.deploy(vec![(id.clone(), None)], force, now_ms)?;
+        self.api_post_event(&id, None);
+        Ok(result)
     }
 
     /// `POST /v2/apps/{id}/restart`: a new version with the same configuration, rolled out.
@@ -345,7 +380,9 @@ impl Controller {
         let wall = self.wall(now_ms);
         d.version = Some(wall.clone());
         d.version_info = Some(VersionInfo { last_scaling_at: wall.clone(), last_config_change_at: wall });
-        self.deploy(vec![(id, Some(d))], force, now_ms)
+        let result = self.deploy(vec![(id.clone(), Some(d.clone()))], force, now_ms)?;
+        self.api_post_event(&id, Some(&d));
+        Ok(result)
     }
 
     /// Applies changes (a new definition, or `None` to remove) as one deployment.
@@ -392,6 +429,13 @@ impl Controller {
             let _ = i;
         }
         for id in &locking {
+            if let Some(d) = self.services.deployments.iter().find(|d| &d.id == id) {
+                let plan = plan_json(d);
+                self.event(
+                    "deployment_failed",
+                    serde_json::json!({"id": id, "plan": plan, "reason": "superseded by a forced change"}),
+                );
+            }
             self.services.deployments.retain(|d| &d.id != id);
             self.store.delete(DEPLOYMENTS, id)?;
         }
@@ -457,14 +501,19 @@ impl Controller {
                         }
                     }
                     self.store.delete(APPS, &id)?;
+                    self.event("app_terminated_event", serde_json::json!({ "appId": id }));
                 }
             }
         }
         let id = deployment.id.clone();
         self.store.put(DEPLOYMENTS, &id, &deployment)?;
+        let first = deployment.steps.first().map(step_json).unwrap_or_else(|| serde_json::json!({"actions": []}));
+        self.event("deployment_info", serde_json::json!({"plan": plan_json(&deployment), "currentStep": first}));
         tracing::info!(deployment = %id, apps = ?deployment.affected_apps, steps = deployment.steps.len(), "deployment started");
+        let affected: Vec<AppId> =
+            deployment.affected_apps.iter().filter(|a| self.services.apps.contains_key(*a)).cloned().collect();
         self.services.deployments.push(deployment);
-        self.reconcile_services(now_ms)?;
+        self.reconcile_apps(affected, now_ms)?;
         self.allocate(now_ms);
         Ok((id, version))
     }
@@ -485,6 +534,10 @@ impl Controller {
             .cloned()
             .ok_or_else(|| MasterError::NotFound(format!("DeploymentPlan {id} does not exist")))?;
         if force {
+            self.event(
+                "deployment_failed",
+                serde_json::json!({"id": id, "plan": plan_json(&d), "reason": "cancelled"}),
+            );
             self.services.deployments.retain(|x| x.id != id);
             self.store.delete(DEPLOYMENTS, id)?;
             return Ok(None);
@@ -549,11 +602,20 @@ impl Controller {
 
     // ---- the reconciler loop --------------------------------------------------------------
 
-    /// Whether an app waits for an earlier step of its deployment.
-    fn held(&self, app: &str) -> bool {
-        self.services.deployments.iter().any(|d| {
-            d.steps.iter().position(|s| s.iter().any(|(_, a)| a == app)).is_some_and(|first| first > d.current_step)
-        })
+    /// The apps that wait for an earlier step of their deployment.
+    fn held_apps(&self) -> BTreeSet<&str> {
+        let mut held = BTreeSet::new();
+        for d in &self.services.deployments {
+            let mut seen: BTreeSet<&str> = BTreeSet::new();
+            for (i, step) in d.steps.iter().enumerate() {
+                for (_, app) in step {
+                    if seen.insert(app) && i > d.current_step {
+                        held.insert(app.as_str());
+                    }
+                }
+            }
+        }
+        held
     }
 
     fn task_views(&self, app: &str) -> Vec<TaskView> {
@@ -577,10 +639,16 @@ impl Controller {
     /// tasks, and moves deployments on.
     pub(super) fn reconcile_services(&mut self, now_ms: u64) -> Result<(), MasterError> {
         let ids: Vec<AppId> = self.services.apps.keys().cloned().collect();
+        self.reconcile_apps(ids, now_ms)
+    }
+
+    /// Reconciles some apps (a change touches only its own), then moves deployments on.
+    fn reconcile_apps(&mut self, ids: Vec<AppId>, now_ms: u64) -> Result<(), MasterError> {
+        let held_apps: BTreeSet<String> = self.held_apps().into_iter().map(str::to_string).collect();
         let mut converged: BTreeSet<AppId> = BTreeSet::new();
         for id in ids {
             let views = self.task_views(&id);
-            let held = self.held(&id);
+            let held = held_apps.contains(&id);
             let entry = &self.services.apps[&id];
             let p = plan::reconcile(&entry.app, &views, held);
             if plan::reconcile(&entry.app, &views, false).converged {
@@ -655,6 +723,8 @@ impl Controller {
                 if !finished {
                     break;
                 }
+                let (plan, step) = (plan_json(d), step_json(step));
+                self.event("deployment_step_success", serde_json::json!({"plan": plan, "currentStep": step}));
                 self.services.deployments[i].current_step += 1;
                 changed = true;
             }
@@ -667,6 +737,10 @@ impl Controller {
         }
         for id in done {
             tracing::info!(deployment = %id, "deployment finished");
+            if let Some(d) = self.services.deployments.iter().find(|d| d.id == id) {
+                let plan = plan_json(d);
+                self.event("deployment_success", serde_json::json!({"id": id, "plan": plan}));
+            }
             self.services.deployments.retain(|d| d.id != id);
             self.store.delete(DEPLOYMENTS, &id)?;
         }
@@ -752,6 +826,17 @@ impl Controller {
         let Some(t) = self.tasks.get(id).cloned() else { return Ok(()) };
         let Some(s) = t.service.clone() else { return Ok(()) };
         let now_ms = self.now_hint();
+        let ip =
+            t.agent.as_ref().and_then(|a| self.agents.get(a)).and_then(|a| super::marathon::host_of(&a.record.address));
+        self.event(
+            "status_update_event",
+            serde_json::json!({
+                "slaveId": t.agent, "taskId": t.id, "taskStatus": marathon_state(t.state),
+                "message": t.message.clone().unwrap_or_default(), "appId": s.app, "host": s.host.clone().unwrap_or_default(),
+                "ipAddresses": ip.map(|ip| vec![serde_json::json!({"ipAddress": ip, "protocol": "IPv4"})]).unwrap_or_default(),
+                "ports": s.ports, "version": s.version,
+            }),
+        );
         if t.state == TaskState::Running && s.started_at.is_none() {
             let wall = self.wall(now_ms);
             if let Some(svc) = self.tasks.get_mut(id).and_then(|t| t.service.as_mut()) {
@@ -802,6 +887,7 @@ impl Controller {
         let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
         let Some(s) = &mut t.service else { return Ok(()) };
         let h = s.health.get_or_insert_with(Health::default);
+        let flipped = h.alive != healthy || h.first_success.is_none() && h.last_failure.is_none();
         if healthy {
             h.alive = true;
             h.consecutive_failures = 0;
@@ -814,12 +900,27 @@ impl Controller {
         }
         let failures = h.consecutive_failures;
         let app = s.app.clone();
+        let version = s.version.clone();
         let t = t.clone();
         self.store.put(TASKS, id, &t)?;
+        if flipped {
+            self.event(
+                "health_status_changed_event",
+                serde_json::json!({"appId": app, "taskId": id, "instanceId": id, "version": version, "alive": healthy}),
+            );
+        }
+        if !healthy {
+            self.event("failed_health_check_event", serde_json::json!({"appId": app, "taskId": id, "healthCheck": {}}));
+        }
         let max =
             self.services.apps.get(&app).and_then(|e| e.app.health_checks.first()).map(|h| h.max_consecutive_failures);
         if let Some(max) = max.filter(|m| *m > 0 && failures >= *m) {
             tracing::warn!(app = %app, task = %id, failures, max, "task is unhealthy: killing it");
+            let host = t.service.as_ref().and_then(|s| s.host.clone()).unwrap_or_default();
+            self.event(
+                "unhealthy_task_kill_event",
+                serde_json::json!({"appId": app, "taskId": id, "version": version, "reason": "health check failed", "host": host, "slaveId": t.agent}),
+            );
             self.kill_service_task(id, false, Some("unhealthy: failed its health check"))?;
         }
         self.reconcile_services(now_ms)

@@ -346,3 +346,89 @@ fn the_marathon_python_client_works_unchanged() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn deployments_are_cancelled_or_forced_and_every_step_is_an_event() {
+    let mut c = Cluster::in_namespaces("15", 1);
+    c.start_named_agent("h0", "cpus:2;mem:2048", "");
+    // Subscribe to the event stream first.
+    let seen = Arc::new(Mutex::new(String::new()));
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect((c.master_host().as_str(), c.master_port)).unwrap();
+        write!(s, "GET /v2/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(s).lines() {
+                let Ok(line) = line else { return };
+                seen.lock().unwrap().push_str(&line);
+                seen.lock().unwrap().push('\n');
+            }
+        });
+    }
+    eventually("the stream is attached", Duration::from_secs(10), || {
+        seen.lock().unwrap().contains("event: event_stream_attached")
+    });
+    let never_healthy = |id: &str, cmd: &str| {
+        json!({
+            "id": id, "cmd": cmd, "cpus": 0.1, "mem": 16, "instances": 1,
+            "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
+            "taskKillGracePeriodSeconds": 1,
+            "healthChecks": [{"protocol": "COMMAND", "command": {"value": "false"}, "gracePeriodSeconds": 600, "intervalSeconds": 1}],
+        })
+        .to_string()
+    };
+    // A new app that never gets healthy: its deployment waits; cancelling rolls it back (removes it).
+    let r = api(&c, "POST", "/v2/apps", Some(&never_healthy("/stuck", "exec sleep 1000")));
+    assert_eq!(r.status, 201);
+    let id = r.body["deployments"][0]["id"].as_str().unwrap().to_string();
+    eventually("the task runs", Duration::from_secs(60), || running(&c, "stuck").len() == 1);
+    assert!(c.ok(&["deployments"]).contains(&id));
+    let locked = api(&c, "PUT", "/v2/apps/stuck", Some(r#"{"instances":2}"#));
+    assert_eq!(locked.status, 409, "{}", locked.body);
+    assert_eq!(locked.body["deployments"][0]["id"], id.as_str());
+    let r = api(&c, "DELETE", &format!("/v2/deployments/{id}"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["deploymentId"].is_string());
+    eventually("the rollback removes the app", Duration::from_secs(60), || {
+        api(&c, "GET", "/v2/apps/stuck", None).status == 404 && no_deployments(&c)
+    });
+    // A forced cancel stops the deployment and leaves the app as it is.
+    let r = api(&c, "POST", "/v2/apps", Some(&never_healthy("/forced", "exec sleep 1000")));
+    let id = r.body["deployments"][0]["id"].as_str().unwrap().to_string();
+    let r = api(&c, "DELETE", &format!("/v2/deployments/{id}?force=true"), None);
+    assert_eq!(r.status, 202);
+    assert!(no_deployments(&c));
+    assert_eq!(app(&c, "forced")["instances"], 1);
+    assert_eq!(api(&c, "DELETE", "/v2/deployments/nope", None).status, 404);
+    // A crash-looping app backs off: the queue shows the delay and the app its last failure.
+    let crash = r#"{"id":"/crash","cmd":"exit 3","cpus":0.1,"mem":16,"backoffSeconds":3,"backoffFactor":2,"portDefinitions":[]}"#;
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(crash)).status, 201);
+    eventually("the launch is delayed", Duration::from_secs(60), || {
+        let q = api(&c, "GET", "/v2/queue", None).body;
+        q["queue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["app"]["id"] == "/crash" && i["delay"]["timeLeftSeconds"].as_u64() > Some(0))
+    });
+    assert_eq!(app(&c, "crash")["lastTaskFailure"]["state"], "TASK_FAILED");
+    let why = c.ok(&["app", "why", "crash"]);
+    assert!(why.contains("delayed"), "{why}");
+    // The stream saw the lifecycle, in Marathon's event types.
+    let events = seen.lock().unwrap().clone();
+    for kind in [
+        "api_post_event",
+        "deployment_info",
+        "status_update_event",
+        "deployment_success",
+        "deployment_failed",
+        "app_terminated_event",
+    ] {
+        assert!(events.contains(&format!("event: {kind}")), "no {kind} in:\n{events}");
+    }
+    let data: Vec<Value> =
+        events.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert!(data.iter().all(|d| d["eventType"].is_string() && d["timestamp"].is_string()));
+    assert!(data.iter().any(|d| d["eventType"] == "status_update_event" && d["taskStatus"] == "TASK_RUNNING"));
+}

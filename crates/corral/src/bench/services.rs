@@ -1,0 +1,199 @@
+//! `corral bench services`: the services framework at scale. A master runs in this process
+//! with one simulated agent (an HTTP server that speaks the agent protocol and reports every
+//! launched task RUNNING at once, with resources for everything), so what is measured is the
+//! master: deploying APPS apps of INSTANCES instances through the Marathon API, the time until
+//! all run, and the latency of `GET /v2/apps` (and friends) once they do.
+
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use corral_cluster::task::TaskState;
+use corral_cluster::wire;
+
+/// What the simulated agent has been asked to run and not yet reported.
+#[derive(Default)]
+struct FakeAgent {
+    launched: Mutex<VecDeque<String>>,
+}
+
+async fn launch(State(a): State<Arc<FakeAgent>>, Json(req): Json<wire::Launch>) -> &'static str {
+    a.launched.lock().expect("not poisoned").push_back(req.task_id);
+    "launched"
+}
+
+fn percentile(samples: &mut [Duration], q: f64) -> f64 {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
+}
+
+pub fn run(apps: usize, instances: usize, requests: usize) -> Result<()> {
+    if apps == 0 || instances == 0 || requests == 0 {
+        bail!("--apps, --instances and --requests must be at least 1");
+    }
+    let work = std::env::temp_dir().join(format!("corral-bench-services-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+    let (master_port, agent_port) = (port()?, port()?);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.spawn(corral_cluster::master::run(corral_cluster::master::MasterConfig {
+        listen: ([127, 0, 0, 1], master_port).into(),
+        data_dir: work.join("master"),
+        agent_timeout: Duration::from_secs(60),
+    }));
+    let fake = Arc::new(FakeAgent::default());
+    let router = Router::new().route("/api/v1/tasks", post(launch)).with_state(fake.clone());
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", agent_port)).await.expect("a free port");
+        axum::serve(listener, router).await.expect("the fake agent serves");
+    });
+    let base = format!("http://127.0.0.1:{master_port}");
+    let http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .new_agent();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let registered: wire::Registered = loop {
+        let reg = wire::Register {
+            agent_id: None,
+            hostname: "bench".into(),
+            address: format!("http://127.0.0.1:{agent_port}"),
+            resources: format!("cpus:{};mem:{}", apps * instances, apps * instances * 64),
+            attributes: String::new(),
+            tasks: Vec::new(),
+        };
+        match http.post(&format!("{base}/api/v1/agents")).send_json(&reg) {
+            Ok(mut r) if r.status().is_success() => break r.body_mut().read_json()?,
+            _ if Instant::now() > deadline => bail!("the master did not start"),
+            _ => std::thread::yield_now(),
+        }
+    };
+    // The simulated agent: heartbeats, and RUNNING for whatever it was asked to launch.
+    let agent_id = registered.agent_id.clone();
+    let reporter = {
+        let (fake, base, http) = (fake.clone(), base.clone(), http.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0u64;
+            let mut last_beat = Instant::now();
+            loop {
+                let batch: Vec<String> = {
+                    let mut l = fake.launched.lock().expect("not poisoned");
+                    let n = l.len().min(2000);
+                    l.drain(..n).collect()
+                };
+                if last_beat.elapsed() > Duration::from_secs(2) {
+                    let _ = http.post(&format!("{base}/api/v1/agents/{agent_id}/heartbeat")).send_empty();
+                    last_beat = Instant::now();
+                }
+                if batch.is_empty() {
+                    std::thread::park_timeout(Duration::from_millis(20));
+                    continue;
+                }
+                let updates = batch
+                    .into_iter()
+                    .map(|task_id| {
+                        seq += 1;
+                        wire::StatusUpdate {
+                            task_id,
+                            state: TaskState::Running,
+                            seq,
+                            exit_code: None,
+                            message: None,
+                            healthy: None,
+                        }
+                    })
+                    .collect();
+                let _ = http
+                    .post(&format!("{base}/api/v1/agents/{agent_id}/updates"))
+                    .send_json(&wire::Updates { updates });
+            }
+        })
+    };
+    let _ = reporter;
+
+    let started = Instant::now();
+    let mut posts = Vec::with_capacity(apps);
+    for i in 0..apps {
+        let def = serde_json::json!({
+            "id": format!("/bench/app-{i:05}"),
+            "cmd": "sleep 100000",
+            "cpus": 0.01, "mem": 16, "instances": instances,
+            "portDefinitions": [],
+        });
+        let t = Instant::now();
+        let r = http.post(&format!("{base}/v2/apps")).send_json(&def).context("creating an app")?;
+        if r.status() != 201 {
+            bail!("creating app {i}: HTTP {}", r.status());
+        }
+        posts.push(t.elapsed());
+    }
+    let deployed = started.elapsed();
+    let want = apps * instances;
+    let metric = |name: &str| -> Result<usize> {
+        let m: serde_json::Value = http.get(&format!("{base}/metrics")).call()?.body_mut().read_json()?;
+        Ok(m["gauges"][name]["value"].as_u64().unwrap_or(0) as usize)
+    };
+    loop {
+        if metric("marathon.instances.running.gauge")? >= want {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("not all {want} instances ran within 30 minutes");
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    let all_running = started.elapsed();
+    loop {
+        if metric("marathon.deployments.active.gauge")? == 0 {
+            break;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    let deployments_done = started.elapsed();
+
+    let time = |path: &str, n: usize| -> Result<(f64, f64, usize)> {
+        let mut samples = Vec::with_capacity(n);
+        let mut bytes = 0;
+        for _ in 0..n {
+            let t = Instant::now();
+            let body = http.get(&format!("{base}{path}")).call()?.body_mut().read_to_vec()?;
+            samples.push(t.elapsed());
+            bytes = body.len();
+        }
+        Ok((percentile(&mut samples, 0.5), percentile(&mut samples, 0.99), bytes))
+    };
+    let rows = [
+        ("GET /v2/apps", time("/v2/apps", requests)?),
+        ("GET /v2/apps?embed=apps.tasks", time("/v2/apps?embed=apps.tasks", requests.min(50))?),
+        ("GET /v2/tasks", time("/v2/tasks", requests.min(50))?),
+        ("GET /v2/apps/bench/app-00000", time("/v2/apps/bench/app-00000", requests)?),
+        ("GET /v2/queue", time("/v2/queue", requests)?),
+    ];
+    drop(rt);
+    let _ = std::fs::remove_dir_all(&work);
+
+    println!("Services at scale: {apps} apps x {instances} instances on one simulated agent\n");
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| {apps} POST /v2/apps, sequential | {:.1} s |", deployed.as_secs_f64());
+    println!(
+        "| POST /v2/apps p50 / p99 | {:.1} / {:.1} ms |",
+        percentile(&mut posts, 0.5),
+        percentile(&mut posts, 0.99)
+    );
+    println!("| first POST to all {want} RUNNING | {:.1} s |", all_running.as_secs_f64());
+    println!("| first POST to all deployments finished | {:.1} s |", deployments_done.as_secs_f64());
+    println!("\nRead latency with {want} tasks running:\n");
+    println!("| request | p50 ms | p99 ms | body |");
+    println!("|---|---:|---:|---:|");
+    for (name, (p50, p99, bytes)) in rows {
+        println!("| {name} | {p50:.1} | {p99:.1} | {:.1} MiB |", bytes as f64 / (1024.0 * 1024.0));
+    }
+    Ok(())
+}
