@@ -132,6 +132,9 @@ pub struct StatusUpdate {
     /// A health check result of a running task: `true` when it passes, `false` on each failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
+    /// The task's readiness checks passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +175,9 @@ pub struct Launch {
     /// Run by the agent next to the task; results come back as status updates.
     #[serde(default)]
     pub health_checks: Vec<HealthCheck>,
+    /// Run by the agent until they pass once; the result comes back as `ready`.
+    #[serde(default)]
+    pub readiness_checks: Vec<HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +203,9 @@ pub struct HealthCheck {
     pub grace_period_ms: u64,
     pub interval_ms: u64,
     pub timeout_ms: u64,
+    /// HTTP statuses that pass (empty: 200-399).
+    #[serde(default)]
+    pub statuses: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -73,6 +73,17 @@ pub struct HealthCheck {
     pub max_consecutive_failures: u32,
 }
 
+/// Marathon's readiness check: an HTTP GET to the named port until it answers one of the
+/// ready statuses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadinessCheck {
+    pub port_index: usize,
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub ready_statuses: Vec<u16>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KillSelection {
     YoungestFirst,
@@ -104,6 +115,8 @@ pub struct App {
     /// Roles whose resources this app may use; `None`: any the framework is offered.
     pub accepted_roles: Option<Vec<String>>,
     pub health_checks: Vec<HealthCheck>,
+    /// A new task counts toward the healthy capacity only once these pass.
+    pub readiness_checks: Vec<ReadinessCheck>,
     pub min_health_capacity: f64,
     pub max_over_capacity: f64,
     pub backoff_ms: u64,
@@ -372,9 +385,6 @@ impl App {
                     continue;
                 }
             };
-            if matches!(probe, Probe::Http { https: true, .. }) {
-                p.add(&format!("{path}/protocol"), "HTTPS health checks are not supported yet; use HTTP or TCP");
-            }
             let secs = |v: Option<f64>, name: &str, p: &mut Problems| -> u64 {
                 let v = v.unwrap_or(0.0);
                 if !v.is_finite() || v < 0.0 {
@@ -446,7 +456,41 @@ impl App {
                 Err(e) => p.add(&format!("/dependencies({i})"), e),
             }
         }
-        let unreachable = d.unreachable_strategy.clone().unwrap_or_default();
+        let mut readiness_checks = Vec::new();
+        for (i, r) in d.readiness_checks.iter().flatten().enumerate() {
+            let path = format!("/readinessChecks({i})");
+            let name = r.port_name.clone().unwrap_or_else(|| "http-api".into());
+            let Some(port_index) = ports.iter().position(|p| p.name.as_deref() == Some(name.as_str())) else {
+                p.add(&format!("{path}/portName"), format!("no port of the app is named {name:?}"));
+                continue;
+            };
+            if r.protocol.as_deref().unwrap_or("HTTP") != "HTTP" {
+                p.add(&format!("{path}/protocol"), "only HTTP readiness checks are supported");
+            }
+            readiness_checks.push(ReadinessCheck {
+                port_index,
+                path: r.path.clone().unwrap_or_else(|| "/".into()),
+                interval_ms: seconds_ms(r.interval_seconds.unwrap_or(30.0)).max(100),
+                timeout_ms: seconds_ms(r.timeout_seconds.unwrap_or(10.0)).max(100),
+                ready_statuses: r.http_status_codes_for_ready.clone().unwrap_or_else(|| vec![200]),
+            });
+        }
+        let unreachable_inactive_ms = match &d.unreachable_strategy {
+            None => 0,
+            Some(serde_json::Value::String(s)) if s == "disabled" => u64::MAX,
+            Some(serde_json::Value::Object(o)) => match o.get("inactiveAfterSeconds").map(|v| v.as_f64()) {
+                None => 0,
+                Some(Some(v)) if v >= 0.0 && v.is_finite() => seconds_ms(v),
+                Some(_) => {
+                    p.add("/unreachableStrategy/inactiveAfterSeconds", "expected a number of seconds, 0 or more");
+                    0
+                }
+            },
+            Some(other) => {
+                p.add("/unreachableStrategy", format!("{other}: expected an object or \"disabled\""));
+                0
+            }
+        };
         if !p.0.is_empty() {
             return Err(Invalid(p.0));
         }
@@ -473,6 +517,7 @@ impl App {
             role,
             accepted_roles: d.accepted_resource_roles.clone(),
             health_checks,
+            readiness_checks,
             min_health_capacity,
             max_over_capacity,
             backoff_ms: seconds_ms(backoff),
@@ -481,7 +526,7 @@ impl App {
             kill_selection,
             kill_grace_secs: d.task_kill_grace_period_seconds.map(|g| g.round() as u64),
             dependencies,
-            unreachable_inactive_ms: seconds_ms(unreachable.inactive_after_seconds.unwrap_or(0.0)),
+            unreachable_inactive_ms,
         })
     }
 
@@ -571,5 +616,22 @@ mod tests {
         assert_eq!(paths(r#"{"id":"x","cmd":"a","killSelection":"RANDOM"}"#), ["/killSelection"]);
         assert_eq!(paths(r#"{"id":"x","cmd":"a","user":"alice"}"#), ["/user"]);
         assert_eq!(paths(r#"{"id":"x","cmd":"a","dependencies":["x"]}"#), ["/dependencies(0)"]);
+        assert_eq!(paths(r#"{"id":"x","cmd":"a","unreachableStrategy":"sometimes"}"#), ["/unreachableStrategy"]);
+        assert_eq!(
+            paths(r#"{"id":"x","cmd":"a","readinessChecks":[{"portName":"web"}]}"#),
+            ["/readinessChecks(0)/portName"]
+        );
+        let a = check(r#"{"id":"x","cmd":"a","portDefinitions":[{"port":0},{"port":0,"name":"web"}],"readinessChecks":[{"portName":"web","path":"/ready"}]}"#).unwrap();
+        assert_eq!((a.readiness_checks[0].port_index, a.readiness_checks[0].path.as_str()), (1, "/ready"));
+        assert_eq!(
+            check(r#"{"id":"x","cmd":"a","unreachableStrategy":"disabled"}"#).unwrap().unreachable_inactive_ms,
+            u64::MAX
+        );
+        assert_eq!(
+            check(r#"{"id":"x","cmd":"a","unreachableStrategy":{"inactiveAfterSeconds":30}}"#)
+                .unwrap()
+                .unreachable_inactive_ms,
+            30_000
+        );
     }
 }

@@ -19,8 +19,11 @@ pub enum Phase {
     Running,
     /// Asked to stop.
     Killing,
-    /// Its agent stopped answering.
+    /// Its agent stopped answering, less than the app's `inactiveAfterSeconds` ago: it still
+    /// counts as an instance (not a healthy one).
     Unreachable,
+    /// Unreachable for longer: replaced, as if gone.
+    Inactive,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,16 +36,20 @@ pub struct TaskView {
     pub healthy: Option<bool>,
     /// Order of launch: larger is younger.
     pub seq: u64,
+    /// Its readiness checks passed (meaningless without readiness checks).
+    pub ready: bool,
 }
 
 impl TaskView {
     /// Counts toward the app's healthy capacity.
     pub fn is_healthy(&self, app: &App) -> bool {
-        self.phase == Phase::Running && (app.health_checks.is_empty() || self.healthy == Some(true))
+        self.phase == Phase::Running
+            && (app.health_checks.is_empty() || self.healthy == Some(true))
+            && (app.readiness_checks.is_empty() || self.ready)
     }
 
     fn is_live(&self) -> bool {
-        !matches!(self.phase, Phase::Killing | Phase::Unreachable)
+        !matches!(self.phase, Phase::Killing | Phase::Inactive)
     }
 }
 
@@ -445,7 +452,7 @@ mod tests {
     }
 
     fn task(id: &str, version: &str, phase: Phase, seq: u64) -> TaskView {
-        TaskView { id: id.into(), config_version: version.into(), phase, healthy: None, seq }
+        TaskView { id: id.into(), config_version: version.into(), phase, healthy: None, seq, ready: false }
     }
 
     #[test]
@@ -465,6 +472,25 @@ mod tests {
         assert_eq!(killed, ["t3", "t5"], "not-yet-running first, then youngest");
         assert!(reconcile(&a, &ts[..2], true).kill.is_empty() && reconcile(&a, &ts[..2], true).launch == 0);
         assert!(reconcile(&a, &[ts[0].clone(), ts[1].clone(), ts[3].clone()], false).converged);
+    }
+
+    #[test]
+    fn readiness_gates_the_healthy_count() {
+        let a = app(r#"{"id":"a","cmd":"x","portDefinitions":[{"port":0,"name":"http-api"}],"readinessChecks":[{}]}"#);
+        let mut t = task("t1", "v1", Phase::Running, 1);
+        assert!(!t.is_healthy(&a));
+        t.ready = true;
+        assert!(t.is_healthy(&a));
+    }
+
+    #[test]
+    fn unreachable_tasks_count_until_inactive() {
+        let a = app(r#"{"id":"a","cmd":"x","instances":2}"#);
+        let ts = [task("t1", "v1", Phase::Running, 1), task("t2", "v1", Phase::Unreachable, 2)];
+        assert_eq!(reconcile(&a, &ts, false).launch, 0, "still an instance");
+        assert!(!reconcile(&a, &ts, false).converged, "but not a healthy one");
+        let ts = [task("t1", "v1", Phase::Running, 1), task("t2", "v1", Phase::Inactive, 2)];
+        assert_eq!(reconcile(&a, &ts, false).launch, 1, "replaced");
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub struct AppDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_kill_grace_period_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unreachable_strategy: Option<UnreachableStrategy>,
+    /// `{"inactiveAfterSeconds", "expungeAfterSeconds"}`, or `"disabled"`.
+    pub unreachable_strategy: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_selection: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,15 +230,6 @@ pub struct UpgradeStrategy {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct UnreachableStrategy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inactive_after_seconds: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expunge_after_seconds: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct VersionInfo {
     pub last_scaling_at: String,
     pub last_config_change_at: String,
@@ -331,9 +323,11 @@ impl AppDefinition {
         us.minimum_health_capacity.get_or_insert(1.0);
         us.maximum_over_capacity.get_or_insert(1.0);
         d.labels.get_or_insert_with(BTreeMap::new);
-        let ur = d.unreachable_strategy.get_or_insert_with(UnreachableStrategy::default);
-        ur.inactive_after_seconds.get_or_insert(0.0);
-        ur.expunge_after_seconds.get_or_insert(0.0);
+        let ur = d.unreachable_strategy.get_or_insert_with(|| serde_json::json!({}));
+        if let Value::Object(o) = ur {
+            o.entry("inactiveAfterSeconds").or_insert(0.into());
+            o.entry("expungeAfterSeconds").or_insert(0.into());
+        }
         d.kill_selection.get_or_insert_with(|| "YOUNGEST_FIRST".into());
         d.require_ports.get_or_insert(false);
         let mappings = d.container.as_ref().and_then(|c| c.port_mappings.as_ref()).is_some_and(|m| !m.is_empty());

@@ -75,6 +75,9 @@ struct TaskEntry {
     /// Run by the agent while the task runs.
     #[serde(default)]
     health_checks: Vec<wire::HealthCheck>,
+    /// Run until they pass once.
+    #[serde(default)]
+    readiness_checks: Vec<wire::HealthCheck>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -120,10 +123,16 @@ impl Inner {
 
     /// Queues a health check result of a running task.
     fn report_health(&mut self, task_id: &str, healthy: bool, message: Option<String>) {
+        self.report_check(task_id, Some(healthy), None, message);
+    }
+
+    /// Queues a check result (health or readiness) of a running task.
+    fn report_check(&mut self, task_id: &str, healthy: Option<bool>, ready: Option<bool>, message: Option<String>) {
         let seq = self.pending.next_seq;
         self.pending.next_seq += 1;
         self.pending.updates.push_back(wire::StatusUpdate {
-            healthy: Some(healthy),
+            healthy,
+            ready,
             task_id: task_id.to_string(),
             state: TaskState::Running,
             seq,
@@ -145,6 +154,7 @@ impl Inner {
         self.pending.next_seq += 1;
         self.pending.updates.push_back(wire::StatusUpdate {
             healthy: None,
+            ready: None,
             task_id: task_id.to_string(),
             state,
             seq,
@@ -487,6 +497,31 @@ impl Agent {
         }
     }
 
+    /// Runs a task's readiness checks until they all pass once, then reports it ready.
+    async fn readiness_loop(self, task_id: String, checks: Vec<wire::HealthCheck>) {
+        let interval = Duration::from_millis(checks.iter().map(|c| c.interval_ms).min().unwrap_or(1000).max(100));
+        loop {
+            tokio::time::sleep(interval).await;
+            {
+                let i = self.inner.lock().await;
+                match i.tasks.get(&task_id) {
+                    Some(t) if t.state == TaskState::Running && !t.kill_requested => {}
+                    Some(t) if !t.state.is_terminal() && !t.kill_requested => continue,
+                    _ => return,
+                }
+            }
+            let probes = checks.clone();
+            let ready = tokio::task::spawn_blocking(move || probes.iter().try_for_each(|c| health::probe(c, None)))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if ready {
+                self.inner.lock().await.report_check(&task_id, None, Some(true), None);
+                self.wake.notify_one();
+                return;
+            }
+        }
+    }
+
     async fn kill_task(&self, task_id: &str) -> Result<(), String> {
         let (root, container) = {
             let mut i = self.inner.lock().await;
@@ -530,6 +565,7 @@ async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
                 kill_requested: false,
                 state: TaskState::Staging,
                 health_checks: req.health_checks.clone(),
+                readiness_checks: req.readiness_checks.clone(),
             },
         );
         i.report(&req.task_id, TaskState::Starting, None, None);
@@ -592,10 +628,17 @@ async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
                 t.container_id = container.clone();
             }
             i.report(&task_id, TaskState::Running, None, None);
-            let checks = i.tasks.get(&task_id).map(|t| t.health_checks.clone()).unwrap_or_default();
+            let (checks, readiness) = i
+                .tasks
+                .get(&task_id)
+                .map(|t| (t.health_checks.clone(), t.readiness_checks.clone()))
+                .unwrap_or_default();
             drop(i);
             if !checks.is_empty() {
                 tokio::spawn(agent.clone().health_loop(task_id.clone(), checks));
+            }
+            if !readiness.is_empty() {
+                tokio::spawn(agent.clone().readiness_loop(task_id.clone(), readiness));
             }
             (StatusCode::ACCEPTED, "launched".to_string())
         }

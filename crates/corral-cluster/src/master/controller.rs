@@ -79,6 +79,12 @@ pub struct ServiceTask {
     /// Why the services framework killed it, for the app's `lastTaskFailure`.
     #[serde(default)]
     pub kill_reason: Option<String>,
+    /// Wall-clock ms since the epoch when its agent stopped answering (cleared when it returns).
+    #[serde(default)]
+    pub unreachable_since: Option<u64>,
+    /// Its readiness checks passed.
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// Health check results, as Marathon reports them.
@@ -558,6 +564,10 @@ impl Controller {
             }
             if let Some(healthy) = u.healthy {
                 self.service_health(&u.task_id, healthy, now_ms)?;
+                continue;
+            }
+            if u.ready == Some(true) {
+                self.service_ready(&u.task_id, now_ms)?;
                 continue;
             }
             // Duplicates and stale updates (already applied, or out of date) are acknowledged

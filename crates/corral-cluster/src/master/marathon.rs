@@ -327,22 +327,8 @@ async fn put_apps(
     let list = body_value(&body, &headers)?;
     let Value::Array(items) = list else { return Err(bad("expected a JSON array of app definitions")) };
     let now = m.now_ms();
-    let mut c = m.controller.lock().await;
-    let mut last = None;
-    for item in items {
-        let id = item.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-        if id.is_empty() {
-            return Err(MarathonError::from(MasterError::Invalid(vec![corral_services::Violation {
-                path: "/id".into(),
-                errors: vec!["an app needs an id".into()],
-            }])));
-        }
-        let (_, d, v) = c.batched(|c| c.update_app(&id, item, true, p.flag("force"), now))?;
-        last = Some((d, v));
-    }
-    drop(c);
+    let (d, v) = m.controller.lock().await.batched(|c| c.update_apps(items, p.flag("force"), now))?;
     m.flush().await;
-    let (d, v) = last.ok_or_else(|| bad("no apps given"))?;
     Ok(changed(d, v))
 }
 

@@ -190,13 +190,22 @@ fn config_of(d: &AppDefinition) -> AppDefinition {
     c
 }
 
-fn phase_of(t: &TaskRecord) -> Phase {
+/// Where a task is, for the reconciler; `now` and `inactive_after_ms` decide when an
+/// unreachable task stops counting.
+fn phase_of(t: &TaskRecord, now: u64, inactive_after_ms: u64) -> Phase {
     match t.state {
         TaskState::Staging if t.agent.is_none() => Phase::Queued,
         TaskState::Staging | TaskState::Starting => Phase::Staging,
         TaskState::Running => Phase::Running,
         TaskState::Killing => Phase::Killing,
-        _ => Phase::Unreachable,
+        _ => {
+            let since = t.service.as_ref().and_then(|s| s.unreachable_since).unwrap_or(now);
+            if now.saturating_sub(since) >= inactive_after_ms {
+                Phase::Inactive
+            } else {
+                Phase::Unreachable
+            }
+        }
     }
 }
 
@@ -313,6 +322,50 @@ impl Controller {
         force: bool,
         now_ms: u64,
     ) -> Result<(bool, String, String), MasterError> {
+        let (id, created, d) = self.updated_definition(id, patch, partial, now_ms)?;
+        let (deployment, version) = self.deploy(vec![(id.clone(), Some(d.clone()))], force, now_ms)?;
+        self.api_post_event(&id, Some(&d));
+        Ok((created, deployment, version))
+    }
+
+    /// `PUT /v2/apps`: several apps changed (or created) in one deployment, so dependencies
+    /// among them order its steps.
+    pub fn update_apps(
+        &mut self,
+        items: Vec<serde_json::Value>,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(String, String), MasterError> {
+        let mut changes = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let id = item.get("id").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+            if id.is_empty() {
+                return Err(invalid(&format!("/({i})/id"), "an app needs an id"));
+            }
+            let (id, _, d) = self.updated_definition(&id, item, true, now_ms)?;
+            changes.push((id, Some(d)));
+        }
+        if changes.is_empty() {
+            return Err(MasterError::BadRequest("no apps given".into()));
+        }
+        let defs: Vec<(AppId, AppDefinition)> =
+            changes.iter().filter_map(|(id, d)| d.clone().map(|d| (id.clone(), d))).collect();
+        let result = self.deploy(changes, force, now_ms)?;
+        for (id, d) in defs {
+            self.api_post_event(&id, Some(&d));
+        }
+        Ok(result)
+    }
+
+    /// The definition a PUT or PATCH makes: merged (when `partial`), or restored from a
+    /// version (a body of only `version`), normalized and versioned. Returns (id, created, it).
+    fn updated_definition(
+        &mut self,
+        id: &str,
+        patch: serde_json::Value,
+        partial: bool,
+        now_ms: u64,
+    ) -> Result<(AppId, bool, AppDefinition), MasterError> {
         let id = corral_services::app::absolute_id(id);
         let wall = self.wall(now_ms);
         let current = self.services.apps.get(&id).map(|e| e.definition.clone());
@@ -354,12 +407,9 @@ impl Controller {
             d
         };
         d.id = id.clone();
-        d.version = Some(wall.clone());
+        d.version = Some(wall);
         self.assign_service_ports(&mut d, current.as_ref());
-        let created = current.is_none();
-        let (deployment, version) = self.deploy(vec![(id.clone(), Some(d.clone()))], force, now_ms)?;
-        self.api_post_event(&id, Some(&d));
-        Ok((created, deployment, version))
+        Ok((id, current.is_none(), d))
     }
 
     /// `DELETE /v2/apps/{id}`.
@@ -620,6 +670,8 @@ impl Controller {
 
     fn task_views(&self, app: &str) -> Vec<TaskView> {
         let Some(ids) = self.services.tasks_of.get(app) else { return Vec::new() };
+        let now = self.epoch_ms + self.last_now_ms;
+        let inactive_after = self.services.apps.get(app).map_or(0, |e| e.app.unreachable_inactive_ms);
         ids.iter()
             .filter_map(|id| self.tasks.get(id))
             .filter_map(|t| {
@@ -627,8 +679,9 @@ impl Controller {
                 Some(TaskView {
                     id: t.id.clone(),
                     config_version: s.config_version.clone(),
-                    phase: phase_of(t),
+                    phase: phase_of(t, now, inactive_after),
                     healthy: s.health.as_ref().map(|h| h.alive),
+                    ready: s.ready,
                     seq: t.seq,
                 })
             })
@@ -845,6 +898,31 @@ impl Controller {
             let t = self.tasks[id].clone();
             self.store.put(TASKS, id, &t)?;
         }
+        // Unreachable: note since when. Back: if it was replaced meanwhile, it is one too many
+        // (Marathon expunges it); the replacement stays.
+        let now = self.epoch_ms + now_ms;
+        let inactive_after = self.services.apps.get(&s.app).map_or(0, |e| e.app.unreachable_inactive_ms);
+        match (t.state, s.unreachable_since) {
+            (TaskState::Unreachable, None) => {
+                if let Some(svc) = self.tasks.get_mut(id).and_then(|t| t.service.as_mut()) {
+                    svc.unreachable_since = Some(now);
+                }
+                let t = self.tasks[id].clone();
+                self.store.put(TASKS, id, &t)?;
+            }
+            (TaskState::Running, Some(since)) => {
+                if let Some(svc) = self.tasks.get_mut(id).and_then(|t| t.service.as_mut()) {
+                    svc.unreachable_since = None;
+                }
+                let t = self.tasks[id].clone();
+                self.store.put(TASKS, id, &t)?;
+                if now.saturating_sub(since) >= inactive_after {
+                    tracing::info!(task = %id, app = %s.app, "a replaced task came back: killing it");
+                    self.kill_service_task(id, true, Some("came back after it was replaced"))?;
+                }
+            }
+            _ => {}
+        }
         if !t.state.is_terminal() {
             return Ok(());
         }
@@ -879,6 +957,16 @@ impl Controller {
     /// The controller's latest clock reading (set by every entry point that takes `now_ms`).
     fn now_hint(&self) -> u64 {
         self.last_now_ms
+    }
+
+    /// The agent says a task passed its readiness checks.
+    pub(super) fn service_ready(&mut self, id: &str, now_ms: u64) -> Result<(), MasterError> {
+        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
+        let Some(s) = &mut t.service else { return Ok(()) };
+        s.ready = true;
+        let t = t.clone();
+        self.store.put(TASKS, id, &t)?;
+        self.reconcile_services(now_ms)
     }
 
     /// A health check result from the agent.
@@ -1128,7 +1216,9 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
         .map(|h| {
             let port_of = |i: usize| s.ports.get(i).copied().unwrap_or(0) as u16;
             let (kind, port, path, command) = match &h.probe {
-                Probe::Http { path, port_index, .. } => ("http", port_of(*port_index), path.clone(), String::new()),
+                Probe::Http { path, port_index, https } => {
+                    (if *https { "https" } else { "http" }, port_of(*port_index), path.clone(), String::new())
+                }
                 Probe::Tcp { port_index } => ("tcp", port_of(*port_index), String::new(), String::new()),
                 Probe::Command(c) => ("command", 0, String::new(), c.clone()),
             };
@@ -1140,7 +1230,22 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
                 grace_period_ms: h.grace_period_ms,
                 interval_ms: h.interval_ms,
                 timeout_ms: h.timeout_ms,
+                statuses: Vec::new(),
             }
+        })
+        .collect();
+    let readiness_checks = app
+        .readiness_checks
+        .iter()
+        .map(|r| wire::HealthCheck {
+            kind: "http".into(),
+            port: s.ports.get(r.port_index).copied().unwrap_or(0) as u16,
+            path: r.path.clone(),
+            command: String::new(),
+            grace_period_ms: 0,
+            interval_ms: r.interval_ms,
+            timeout_ms: r.timeout_ms,
+            statuses: r.ready_statuses.clone(),
         })
         .collect();
     wire::Launch {
@@ -1158,6 +1263,7 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
         host_network: app.network == Network::Host,
         kill_grace_secs: app.kill_grace_secs,
         health_checks,
+        readiness_checks,
         ..super::controller::launch_of(t)
     }
 }

@@ -106,6 +106,7 @@ pub fn run(apps: usize, instances: usize, requests: usize) -> Result<()> {
                             exit_code: None,
                             message: None,
                             healthy: None,
+                            ready: None,
                         }
                     })
                     .collect();

@@ -276,6 +276,14 @@ fn a_failing_health_check_gets_its_task_replaced() {
     });
     let a = app(&c, "flaky");
     assert!(a["lastTaskFailure"]["message"].as_str().unwrap().contains("unhealthy"), "{a}");
+    // An HTTPS check, against a host task serving TLS with a self-signed certificate.
+    let tls = json!({
+        "id": "/tls", "cpus": 0.2, "mem": 64,
+        "cmd": "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=t -keyout k.pem -out c.pem -days 1 2>/dev/null && exec openssl s_server -quiet -accept $PORT0 -www -key k.pem -cert c.pem",
+        "healthChecks": [{"protocol": "HTTPS", "path": "/", "gracePeriodSeconds": 60, "intervalSeconds": 1, "timeoutSeconds": 2}],
+    });
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(&tls.to_string())).status, 201);
+    eventually("the TLS task is healthy", Duration::from_secs(60), || app(&c, "tls")["tasksHealthy"] == 1);
 }
 
 #[test]
@@ -431,4 +439,78 @@ fn deployments_are_cancelled_or_forced_and_every_step_is_an_event() {
         events.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
     assert!(data.iter().all(|d| d["eventType"].is_string() && d["timestamp"].is_string()));
     assert!(data.iter().any(|d| d["eventType"] == "status_update_event" && d["taskStatus"] == "TASK_RUNNING"));
+}
+
+#[test]
+fn dependencies_order_a_deployment() {
+    let mut c = Cluster::in_namespaces("15", 1);
+    c.start_named_agent("h0", "cpus:2;mem:2048", "");
+    // The database is healthy 3 s after it starts; the web app depends on it.
+    let apps = json!([
+        {"id": "/shop/web", "cmd": "exec sleep 1000", "cpus": 0.1, "mem": 16, "dependencies": ["db"],
+         "container": {"type": "DOCKER", "docker": {"image": "busybox"}}},
+        {"id": "/shop/db", "cmd": "sleep 3; touch /tmp/up; exec sleep 1000", "cpus": 0.1, "mem": 16,
+         "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
+         "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test -e /tmp/up"}, "gracePeriodSeconds": 60, "intervalSeconds": 1}]},
+    ]);
+    let r = api(&c, "PUT", "/v2/apps", Some(&apps.to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = api(&c, "GET", "/v2/deployments", None).body;
+    let steps: Vec<String> = d[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!("{} {}", s["actions"][0]["action"].as_str().unwrap(), s["actions"][0]["app"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "StartApplication /shop/db",
+            "ScaleApplication /shop/db",
+            "StartApplication /shop/web",
+            "ScaleApplication /shop/web"
+        ]
+    );
+    // Until the database is healthy, the web app gets no task.
+    eventually("the web app runs", Duration::from_secs(60), || {
+        let web = app(&c, "shop/web");
+        if web["tasks"].as_array().unwrap().is_empty() {
+            return false;
+        }
+        assert_eq!(app(&c, "shop/db")["tasksHealthy"], 1, "web started before its dependency was healthy");
+        web["tasksRunning"] == 1
+    });
+    eventually("the deployment ends", Duration::from_secs(30), || no_deployments(&c));
+    // A dependency that does not exist is refused.
+    let r = api(&c, "POST", "/v2/apps", Some(r#"{"id":"/lonely","cmd":"sleep 1","dependencies":["/nope"]}"#));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.body["details"][0]["path"], "/dependencies(0)");
+}
+
+#[test]
+fn readiness_checks_hold_a_deployment_until_the_service_answers() {
+    let mut c = Cluster::in_namespaces("15", 1);
+    c.start_named_agent("h0", "cpus:2;mem:2048", "");
+    // Running at once, serving only after 3 s: the deployment must wait for the readiness check.
+    let def = json!({
+        "id": "/ready", "cpus": 0.1, "mem": 16,
+        "cmd": "sleep 3; mkdir -p /tmp/w && echo ok > /tmp/w/index.html && exec httpd -f -p $PORT0 -h /tmp/w",
+        "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
+        "portDefinitions": [{"port": 0, "name": "http-api"}],
+        "readinessChecks": [{"protocol": "HTTP", "path": "/", "portName": "http-api", "intervalSeconds": 1, "timeoutSeconds": 1}],
+    });
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(&def.to_string())).status, 201);
+    eventually("the task runs", Duration::from_secs(60), || running(&c, "ready").len() == 1);
+    let task = running(&c, "ready")[0].clone();
+    let url = format!("http://{}:{}/", task["ipAddresses"][0]["ipAddress"].as_str().unwrap(), task["ports"][0]);
+    eventually("the deployment finishes", Duration::from_secs(60), || {
+        if !no_deployments(&c) {
+            return false;
+        }
+        let answer = http().get(&url).call().map(|mut r| r.body_mut().read_to_string().unwrap_or_default());
+        assert_eq!(answer.ok().as_deref(), Some("ok\n"), "the deployment finished before the service was ready");
+        true
+    });
 }
