@@ -178,6 +178,16 @@ pub struct Launch {
     /// Run by the agent until they pass once; the result comes back as `ready`.
     #[serde(default)]
     pub readiness_checks: Vec<HealthCheck>,
+    /// For a task on its own network: host ports the agent forwards into it (TCP).
+    #[serde(default)]
+    pub port_forwards: Vec<PortForward>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortForward {
+    pub host_port: u16,
+    pub container_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -47,6 +47,9 @@ pub struct Port {
     /// A fixed host port, or 0 for any from the offer.
     pub host_port: u64,
     pub name: Option<String>,
+    /// BRIDGE: the port inside the task's network that the host port forwards to (0: the same
+    /// number as the host port). HOST: unused.
+    pub container_port: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -317,8 +320,11 @@ impl App {
                 ports.push(Port {
                     host_port: if d.require_ports == Some(true) { pd.port as u64 } else { 0 },
                     name: pd.name.clone(),
+                    container_port: 0,
                 });
             }
+        } else if network == Network::None && !mappings.is_empty() {
+            p.add("/container/portMappings", "a task with NONE networking has no ports to map");
         } else {
             for (i, m) in mappings.iter().enumerate() {
                 let hp = m.host_port.unwrap_or(0);
@@ -326,7 +332,14 @@ impl App {
                     p.add(&format!("/container/portMappings({i})"), "ports must be 0 to 65535");
                     continue;
                 }
-                ports.push(Port { host_port: hp as u64, name: m.name.clone() });
+                if m.protocol.as_deref().is_some_and(|p| p != "tcp") {
+                    p.add(&format!("/container/portMappings({i})/protocol"), "only tcp port mappings are forwarded");
+                }
+                ports.push(Port {
+                    host_port: hp as u64,
+                    name: m.name.clone(),
+                    container_port: m.container_port as u64,
+                });
             }
         }
         let mut constraints = Vec::new();

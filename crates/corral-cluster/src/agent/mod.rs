@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+mod forward;
 mod health;
 
 use corral_runtime::create::{self, CreateRequest};
@@ -78,6 +79,9 @@ struct TaskEntry {
     /// Run until they pass once.
     #[serde(default)]
     readiness_checks: Vec<wire::HealthCheck>,
+    /// Host ports forwarded into the task's network (BRIDGE).
+    #[serde(default)]
+    port_forwards: Vec<wire::PortForward>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -98,6 +102,8 @@ struct Agent {
     inner: Arc<Mutex<Inner>>,
     wake: Arc<Notify>,
     resources: String,
+    /// Port forwarders of running tasks, by task id (dropped when the task ends).
+    forwards: Arc<std::sync::Mutex<BTreeMap<String, forward::Forwarder>>>,
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AgentError {
@@ -219,6 +225,7 @@ pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Re
         inner: Arc::new(Mutex::new(Inner { config, agent_id, tasks, pending })),
         wake: Arc::new(Notify::new()),
         resources,
+        forwards: Default::default(),
     };
     agent.recover().await;
     tokio::spawn(agent.clone().heartbeats());
@@ -257,6 +264,9 @@ impl Agent {
                 // the agent was away, on its first pass).
                 Ok(CState::Running { .. } | CState::Created) => {
                     tracing::info!(task = %t.task_id, "reattached to a running task");
+                    if let Err(e) = self.start_forwarding(&t.task_id, &dir.netns(), &t.port_forwards) {
+                        tracing::warn!(task = %t.task_id, error = %e, "could not forward the task's ports again");
+                    }
                     if !t.health_checks.is_empty() {
                         tokio::spawn(self.clone().health_loop(t.task_id.clone(), t.health_checks.clone()));
                     }
@@ -321,6 +331,7 @@ impl Agent {
             }
             let mut i = self.inner.lock().await;
             for (task, state, code, message) in ended {
+                self.forwards.lock().expect("not poisoned").remove(&task);
                 i.report(&task, state, code, message);
             }
             drop(i);
@@ -497,6 +508,16 @@ impl Agent {
         }
     }
 
+    /// Forwards a task's mapped host ports into its network namespace.
+    fn start_forwarding(&self, task_id: &str, netns: &Path, mappings: &[wire::PortForward]) -> std::io::Result<()> {
+        if mappings.is_empty() {
+            return Ok(());
+        }
+        let f = forward::start(netns, mappings)?;
+        self.forwards.lock().expect("not poisoned").insert(task_id.to_string(), f);
+        Ok(())
+    }
+
     /// Runs a task's readiness checks until they all pass once, then reports it ready.
     async fn readiness_loop(self, task_id: String, checks: Vec<wire::HealthCheck>) {
         let interval = Duration::from_millis(checks.iter().map(|c| c.interval_ms).min().unwrap_or(1000).max(100));
@@ -566,6 +587,7 @@ async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
                 state: TaskState::Staging,
                 health_checks: req.health_checks.clone(),
                 readiness_checks: req.readiness_checks.clone(),
+                port_forwards: req.port_forwards.clone(),
             },
         );
         i.report(&req.task_id, TaskState::Starting, None, None);
@@ -624,6 +646,22 @@ async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
     let reply = match started {
         Ok(container) => {
             tracing::info!(task = %task_id, container = %container, "task started");
+            let forwards = i.tasks.get(&task_id).map(|t| t.port_forwards.clone()).unwrap_or_default();
+            let netns = Containers::new(&i.config.state_root).dir_of(&container).netns();
+            if let Err(e) = agent.start_forwarding(&task_id, &netns, &forwards) {
+                let message = format!("forwarding host ports {forwards:?}: {e}");
+                tracing::warn!(task = %task_id, %message, "stopping the task");
+                if let Some(t) = i.tasks.get_mut(&task_id) {
+                    t.container_id = container.clone();
+                    t.kill_requested = true;
+                }
+                i.report(&task_id, TaskState::Error, None, Some(message.clone()));
+                let root = i.config.state_root.clone();
+                drop(i);
+                let _ = corral_runtime::control::send(&Containers::new(&root).dir_of(&container), "stop");
+                agent.wake.notify_one();
+                return (StatusCode::ACCEPTED, message);
+            }
             if let Some(t) = i.tasks.get_mut(&task_id) {
                 t.container_id = container.clone();
             }

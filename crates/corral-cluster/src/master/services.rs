@@ -1207,6 +1207,19 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
     if let Some(p) = s.ports.first() {
         env.insert("PORT".into(), p.to_string());
     }
+    let port_forwards: Vec<wire::PortForward> = if app.network == Network::Bridge {
+        s.ports
+            .iter()
+            .zip(&app.ports)
+            .map(|(host, p)| {
+                let container = if p.container_port == 0 { *host } else { p.container_port };
+                env.insert(format!("PORT_{container}"), host.to_string());
+                wire::PortForward { host_port: *host as u16, container_port: container as u16 }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     if !s.ports.is_empty() {
         env.insert("PORTS".into(), s.ports.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
     }
@@ -1264,6 +1277,7 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
         kill_grace_secs: app.kill_grace_secs,
         health_checks,
         readiness_checks,
+        port_forwards,
         ..super::controller::launch_of(t)
     }
 }

@@ -514,3 +514,33 @@ fn readiness_checks_hold_a_deployment_until_the_service_answers() {
         true
     });
 }
+
+#[test]
+fn bridge_networking_forwards_mapped_ports_into_the_task() {
+    let mut c = Cluster::in_namespaces("15", 1);
+    c.start_named_agent("h0", "cpus:2;mem:2048", "");
+    // The task listens on 8080 in its own network; the agent forwards a host port to it.
+    let def = json!({
+        "id": "/bridged", "cpus": 0.1, "mem": 16,
+        "cmd": "mkdir -p /tmp/w && echo \"mapped $PORT_8080\" > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w",
+        "container": {"type": "DOCKER", "docker": {"image": "busybox", "network": "BRIDGE"},
+                      "portMappings": [{"containerPort": 8080, "hostPort": 0, "protocol": "tcp", "name": "web"}]},
+        "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0, "gracePeriodSeconds": 30, "intervalSeconds": 1}],
+    });
+    let r = api(&c, "POST", "/v2/apps", Some(&def.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body["container"]["portMappings"][0]["servicePort"].as_u64() >= Some(10000), "{}", r.body);
+    eventually("the bridged task is healthy", Duration::from_secs(60), || app(&c, "bridged")["tasksHealthy"] == 1);
+    let task = running(&c, "bridged")[0].clone();
+    let host_port = task["ports"][0].as_u64().unwrap();
+    let url = format!("http://{}:{host_port}/", task["ipAddresses"][0]["ipAddress"].as_str().unwrap());
+    let page = http().get(&url).call().unwrap().body_mut().read_to_string().unwrap();
+    assert_eq!(page, format!("mapped {host_port}\n"));
+    // NONE networking has nothing to map.
+    let none = r#"{"id":"/none","cmd":"sleep 1","container":{"type":"DOCKER","docker":{"image":"busybox","network":"NONE"},"portMappings":[{"containerPort":80}]}}"#;
+    let r = api(&c, "POST", "/v2/apps", Some(none));
+    assert_eq!(r.status, 422, "{}", r.body);
+    // Removing the app closes the forwarded port.
+    c.ok(&["app", "rm", "/bridged"]);
+    eventually("the port is closed", Duration::from_secs(60), || http().get(&url).call().is_err());
+}
