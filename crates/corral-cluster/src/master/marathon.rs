@@ -26,8 +26,8 @@ pub fn routes() -> Router<Master> {
         .route("/v2/tasks/delete", post(delete_tasks))
         .route("/v2/deployments", get(list_deployments))
         .route("/v2/deployments/{id}", delete(cancel_deployment))
-        .route("/v2/groups", get(root_group))
-        .route("/v2/groups/{*id}", get(get_group))
+        .route("/v2/groups", get(root_group).post(create_group).put(put_root_group))
+        .route("/v2/groups/{*id}", get(get_group).put(put_group).delete(delete_group))
         .route("/v2/queue", get(queue))
         .route("/v2/queue/{*rest}", delete(reset_delay))
         .route("/v2/events", get(events))
@@ -118,6 +118,16 @@ fn body_value(body: &[u8], headers: &HeaderMap) -> Result<Value, MarathonError> 
     }
     corral_services::wire::decode_value(body, is_yaml(headers))
         .map_err(|e| MarathonError(StatusCode::BAD_REQUEST, json!({"message": "Invalid JSON", "details": e.message})))
+}
+
+/// 201 for something new, with where it is and the deployment that makes it.
+fn created_at(location: String, deployment: String, version: String) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location), (header::HeaderName::from_static("marathon-deployment-id"), deployment.clone())],
+        Json(json!({"deploymentId": deployment, "version": version})),
+    )
+        .into_response()
 }
 
 fn changed(deployment: String, version: String) -> Response {
@@ -509,16 +519,7 @@ async fn change_app(m: Master, id: &str, patch: Value, partial: bool, force: boo
         m.controller.lock().await.batched(|c| c.update_app(id, patch, partial, force, now))?;
     m.flush().await;
     if created {
-        let location = format!("/v2/apps{}", norm(id));
-        return Ok((
-            StatusCode::CREATED,
-            [
-                (header::LOCATION, location),
-                (header::HeaderName::from_static("marathon-deployment-id"), deployment.clone()),
-            ],
-            Json(json!({"deploymentId": deployment, "version": version})),
-        )
-            .into_response());
+        return Ok(created_at(format!("/v2/apps{}", norm(id)), deployment, version));
     }
     Ok(changed(deployment, version))
 }
@@ -720,6 +721,179 @@ fn group_json(c: &Controller, id: &str) -> Option<Value> {
         "dependencies": [],
         "version": version,
     }))
+}
+
+/// The apps of a group definition, nested groups flattened: ids made absolute (relative to
+/// their group), and the group's dependencies (on apps or groups) added to every app in it.
+fn flatten_group(parent: &str, g: &Value, known: &[String], out: &mut Vec<Value>) -> Result<String, MarathonError> {
+    let invalid = |path: &str, e: &str| {
+        MarathonError::from(MasterError::Invalid(vec![corral_services::Violation {
+            path: path.into(),
+            errors: vec![e.into()],
+        }]))
+    };
+    let raw = g.get("id").and_then(Value::as_str).unwrap_or("");
+    let id = if raw.starts_with('/') { norm(raw) } else { norm(&format!("{parent}/{raw}")) };
+    if let Err(e) = corral_services::app::check_id(&id) {
+        if id != "/" {
+            return Err(invalid("/id", &e));
+        }
+    }
+    let deps: Vec<String> = g
+        .get("dependencies")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|d| corral_services::app::resolve_id(&id, d))
+        .flat_map(|d| {
+            // A group dependency means every app in it.
+            let apps: Vec<String> = known.iter().filter(|k| k.starts_with(&format!("{d}/"))).cloned().collect();
+            if apps.is_empty() {
+                vec![d]
+            } else {
+                apps
+            }
+        })
+        .collect();
+    for (i, app) in g.get("apps").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let mut app = app.clone();
+        let Some(obj) = app.as_object_mut() else {
+            return Err(invalid(&format!("/apps({i})"), "an app must be an object"));
+        };
+        let raw = obj.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+        if raw.is_empty() {
+            return Err(invalid(&format!("/apps({i})/id"), "an app needs an id"));
+        }
+        let app_id = if raw.starts_with('/') { norm(&raw) } else { norm(&format!("{id}/{raw}")) };
+        obj.insert("id".into(), app_id.clone().into());
+        let mut all: Vec<Value> = obj.get("dependencies").and_then(Value::as_array).cloned().unwrap_or_default();
+        all.extend(deps.iter().filter(|d| **d != app_id).map(|d| Value::String(d.clone())));
+        obj.insert("dependencies".into(), Value::Array(all));
+        out.push(app);
+    }
+    for sub in g.get("groups").and_then(Value::as_array).into_iter().flatten() {
+        flatten_group(&id, sub, known, out)?;
+    }
+    Ok(id)
+}
+
+/// Every app id a group change can refer to: those that exist and those in the body.
+fn known_ids(c: &Controller, body: &Value, base: &str) -> Vec<String> {
+    let mut ids: Vec<String> = c.services.apps.keys().cloned().collect();
+    let mut out = Vec::new();
+    if flatten_group(base, body, &[], &mut out).is_ok() {
+        ids.extend(out.iter().filter_map(|a| a["id"].as_str().map(str::to_string)));
+    }
+    ids
+}
+
+/// `POST /v2/groups`: creates a group's apps in one deployment (409 if the group exists).
+async fn create_group(
+    State(m): State<Master>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let g = body_value(&body, &headers)?;
+    let now = m.now_ms();
+    let mut c = m.controller.lock().await;
+    let known = known_ids(&c, &g, "/");
+    let mut apps = Vec::new();
+    let id = flatten_group("/", &g, &known, &mut apps)?;
+    if c.services.apps.keys().any(|a| a.starts_with(&format!("{id}/"))) {
+        return Err(MasterError::Conflict {
+            message: format!("Group {id} is already created. Use PUT to change this group."),
+            deployments: Vec::new(),
+        }
+        .into());
+    }
+    let (d, v) = c.batched(|c| c.change_apps(apps, false, Vec::new(), p.flag("force"), now))?;
+    drop(c);
+    m.flush().await;
+    Ok(created_at(format!("/v2/groups{id}"), d, v))
+}
+
+async fn put_root_group(
+    State(m): State<Master>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, MarathonError> {
+    change_group(m, "/".into(), q, headers, body).await
+}
+
+async fn put_group(
+    State(m): State<Master>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, MarathonError> {
+    change_group(m, norm(&id), q, headers, body).await
+}
+
+/// `PUT /v2/groups/{id}`: `{"scaleBy": f}` scales every app in it; a group definition replaces
+/// the group (its apps not in the body are removed), in one deployment.
+async fn change_group(
+    m: Master,
+    id: String,
+    q: Option<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let mut g = body_value(&body, &headers)?;
+    let now = m.now_ms();
+    let mut c = m.controller.lock().await;
+    let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
+    let members: Vec<String> = c.services.apps.keys().filter(|a| a.starts_with(&prefix)).cloned().collect();
+    let (items, removals) = if let Some(factor) = g.get("scaleBy").and_then(Value::as_f64) {
+        let items = members
+            .iter()
+            .map(|a| {
+                let n = c.services.apps[a].definition.instances.unwrap_or(1) as f64;
+                json!({"id": a, "instances": (n * factor).ceil() as i64})
+            })
+            .collect();
+        (items, Vec::new())
+    } else {
+        if let Some(o) = g.as_object_mut() {
+            o.insert("id".into(), id.clone().into());
+        }
+        let known = known_ids(&c, &g, "/");
+        let mut apps = Vec::new();
+        flatten_group("/", &g, &known, &mut apps)?;
+        let named: Vec<&str> = apps.iter().filter_map(|a| a["id"].as_str()).collect();
+        let removals = members.iter().filter(|a| !named.contains(&a.as_str())).cloned().collect();
+        (apps, removals)
+    };
+    let partial = g.get("scaleBy").is_some();
+    let (d, v) = c.batched(|c| c.change_apps(items, partial, removals, p.flag("force"), now))?;
+    drop(c);
+    m.flush().await;
+    Ok(changed(d, v))
+}
+
+/// `DELETE /v2/groups/{id}`: removes every app in it, in one deployment.
+async fn delete_group(
+    State(m): State<Master>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, MarathonError> {
+    let p = Params::parse(q);
+    let id = norm(&id);
+    let now = m.now_ms();
+    let mut c = m.controller.lock().await;
+    let members: Vec<String> = c.services.apps.keys().filter(|a| a.starts_with(&format!("{id}/"))).cloned().collect();
+    if members.is_empty() {
+        return Err(MarathonError(StatusCode::NOT_FOUND, json!({"message": format!("Group '{id}' does not exist")})));
+    }
+    let (d, v) = c.batched(|c| c.change_apps(Vec::new(), false, members, p.flag("force"), now))?;
+    drop(c);
+    m.flush().await;
+    Ok(changed(d, v))
 }
 
 async fn root_group(State(m): State<Master>) -> Json<Value> {

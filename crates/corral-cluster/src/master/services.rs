@@ -336,15 +336,29 @@ impl Controller {
         force: bool,
         now_ms: u64,
     ) -> Result<(String, String), MasterError> {
+        self.change_apps(items, true, Vec::new(), force, now_ms)
+    }
+
+    /// Changes (`items`, merged into the current definitions when `partial`) and removals in
+    /// one deployment: `PUT /v2/apps` and the group endpoints.
+    pub fn change_apps(
+        &mut self,
+        items: Vec<serde_json::Value>,
+        partial: bool,
+        removals: Vec<AppId>,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(String, String), MasterError> {
         let mut changes = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let id = item.get("id").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
             if id.is_empty() {
                 return Err(invalid(&format!("/({i})/id"), "an app needs an id"));
             }
-            let (id, _, d) = self.updated_definition(&id, item, true, now_ms)?;
+            let (id, _, d) = self.updated_definition(&id, item, partial, now_ms)?;
             changes.push((id, Some(d)));
         }
+        changes.extend(removals.into_iter().filter(|id| self.services.apps.contains_key(id)).map(|id| (id, None)));
         if changes.is_empty() {
             return Err(MasterError::BadRequest("no apps given".into()));
         }

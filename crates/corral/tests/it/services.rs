@@ -544,3 +544,48 @@ fn bridge_networking_forwards_mapped_ports_into_the_task() {
     c.ok(&["app", "rm", "/bridged"]);
     eventually("the port is closed", Duration::from_secs(60), || http().get(&url).call().is_err());
 }
+
+#[test]
+fn groups_deploy_scale_and_remove_their_apps_together() {
+    let mut c = Cluster::in_namespaces("15", 1);
+    c.start_named_agent("h0", "cpus:4;mem:4096", "");
+    let sleeper = |id: &str| json!({"id": id, "cmd": "exec sleep 1000", "cpus": 0.1, "mem": 16, "portDefinitions": [], "taskKillGracePeriodSeconds": 1});
+    // A group with a nested group; the outer apps depend on the inner group.
+    let group = json!({
+        "id": "/shop",
+        "apps": [sleeper("web")],
+        "dependencies": ["/shop/back"],
+        "groups": [{"id": "back", "apps": [sleeper("db"), sleeper("cache")]}],
+    });
+    let r = api(&c, "POST", "/v2/groups", Some(&group.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.location.as_deref(), Some("/v2/groups/shop"));
+    let steps = api(&c, "GET", "/v2/deployments", None).body[0]["steps"].clone();
+    let web_step = steps.as_array().unwrap().iter().position(|s| s.to_string().contains("/shop/web")).unwrap();
+    let db_step = steps.as_array().unwrap().iter().position(|s| s.to_string().contains("/shop/back/db")).unwrap();
+    assert!(db_step < web_step, "{steps}");
+    eventually("three apps run", Duration::from_secs(60), || {
+        ["shop/web", "shop/back/db", "shop/back/cache"].iter().all(|a| running(&c, a).len() == 1) && no_deployments(&c)
+    });
+    assert_eq!(api(&c, "POST", "/v2/groups", Some(&group.to_string())).status, 409);
+    let tree = api(&c, "GET", "/v2/groups/shop", None).body;
+    assert_eq!(tree["groups"][0]["id"], "/shop/back", "{tree}");
+    // scaleBy doubles every app of the group.
+    let r = api(&c, "PUT", "/v2/groups/shop/back", Some(r#"{"scaleBy": 2}"#));
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("the back group doubled", Duration::from_secs(60), || {
+        running(&c, "shop/back/db").len() == 2 && running(&c, "shop/back/cache").len() == 2 && no_deployments(&c)
+    });
+    // A PUT of the group replaces it: an app left out is removed.
+    let r = api(&c, "PUT", "/v2/groups/shop/back", Some(&json!({"apps": [sleeper("db")]}).to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("cache is gone", Duration::from_secs(60), || {
+        api(&c, "GET", "/v2/apps/shop/back/cache", None).status == 404 && no_deployments(&c)
+    });
+    let r = api(&c, "DELETE", "/v2/groups/shop", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("the group is gone", Duration::from_secs(60), || {
+        api(&c, "GET", "/v2/apps", None).body["apps"].as_array().unwrap().is_empty()
+    });
+    assert_eq!(api(&c, "DELETE", "/v2/groups/shop", None).status, 404);
+}
