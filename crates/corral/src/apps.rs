@@ -213,10 +213,10 @@ fn why(id: &str, as_json: bool) -> Result<()> {
     if delay > 0 {
         println!("launches are delayed {delay}s more: the app's tasks failed (backoffSeconds, backoffFactor)");
     }
-    if let Some(q) = item["roleQuota"].as_str() {
+    let summary = &item["processedOffersSummary"];
+    if let Some(q) = summary["roleQuota"].as_str() {
         println!("{q}");
     }
-    let summary = &item["processedOffersSummary"];
     if summary["processedOffersCount"].as_u64() == Some(0) {
         println!(
             "no offer has reached this app yet: no agent has free resources for role {:?} (see `corral agents`, `corral roles`)",

@@ -442,6 +442,10 @@ pub enum BenchCommand {
         /// GET /v2/apps requests to time once everything runs.
         #[arg(long, default_value_t = 200)]
         requests: usize,
+        /// A real agent running real tasks (host `sleep` in containers) instead of the
+        /// simulated one; each costs a shim and a process, so keep APPS x INSTANCES modest.
+        #[arg(long)]
+        real: bool,
     },
     /// Build (cold and cached) against buildah, push and pull against skopeo.
     Images {

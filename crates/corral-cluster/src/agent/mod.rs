@@ -104,6 +104,8 @@ struct Agent {
     resources: String,
     /// Port forwarders of running tasks, by task id (dropped when the task ends).
     forwards: Arc<std::sync::Mutex<BTreeMap<String, forward::Forwarder>>>,
+    /// Permits for container starts in flight.
+    starts: Arc<tokio::sync::Semaphore>,
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AgentError {
@@ -226,6 +228,7 @@ pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Re
         wake: Arc::new(Notify::new()),
         resources,
         forwards: Default::default(),
+        starts: Arc::new(tokio::sync::Semaphore::new(MAX_STARTS)),
     };
     agent.recover().await;
     tokio::spawn(agent.clone().heartbeats());
@@ -564,15 +567,11 @@ impl Agent {
     }
 }
 
-/// Launches on a task of its own: a master that disconnects mid-request (or dies) must not
-/// cancel a launch half done, with a container started and never watched.
+/// Records the task and answers at once; the container starts on a task of its own (at most
+/// `MAX_STARTS` at a time), so a busy agent never makes the master's call time out, and a
+/// master that disconnects (or dies) cannot cancel a launch half done. How it went comes back
+/// as status updates.
 async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> (StatusCode, String) {
-    tokio::spawn(launch_task(agent, req))
-        .await
-        .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("the launch failed: {e}")))
-}
-
-async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
     {
         let mut i = agent.inner.lock().await;
         if i.tasks.contains_key(&req.task_id) {
@@ -593,6 +592,22 @@ async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
         i.report(&req.task_id, TaskState::Starting, None, None);
     }
     agent.wake.notify_one();
+    tokio::spawn(start_task(agent, req));
+    (StatusCode::ACCEPTED, "launching".to_string())
+}
+
+/// Container starts at once per agent: more only thrash a small machine.
+const MAX_STARTS: usize = 4;
+
+async fn start_task(agent: Agent, req: wire::Launch) {
+    let Ok(_permit) = agent.starts.clone().acquire_owned().await else { return };
+    if agent.inner.lock().await.tasks.get(&req.task_id).is_some_and(|t| t.kill_requested) {
+        let mut i = agent.inner.lock().await;
+        i.report(&req.task_id, TaskState::Killed, None, Some("killed before it started".into()));
+        drop(i);
+        agent.wake.notify_one();
+        return;
+    }
     let (root, exe) = {
         let i = agent.inner.lock().await;
         (i.config.state_root.clone(), i.config.corral_exe.clone())
@@ -643,7 +658,7 @@ async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
     .await;
     let started = started.unwrap_or_else(|e| Err(e.to_string()));
     let mut i = agent.inner.lock().await;
-    let reply = match started {
+    match started {
         Ok(container) => {
             tracing::info!(task = %task_id, container = %container, "task started");
             let forwards = i.tasks.get(&task_id).map(|t| t.port_forwards.clone()).unwrap_or_default();
@@ -660,12 +675,22 @@ async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
                 drop(i);
                 let _ = corral_runtime::control::send(&Containers::new(&root).dir_of(&container), "stop");
                 agent.wake.notify_one();
-                return (StatusCode::ACCEPTED, message);
+                return;
             }
+            let mut killed_meanwhile = false;
             if let Some(t) = i.tasks.get_mut(&task_id) {
                 t.container_id = container.clone();
+                killed_meanwhile = t.kill_requested;
             }
             i.report(&task_id, TaskState::Running, None, None);
+            if killed_meanwhile {
+                // The kill came while the container was starting and had nothing to signal.
+                let root = i.config.state_root.clone();
+                drop(i);
+                let _ = corral_runtime::control::send(&Containers::new(&root).dir_of(&container), "stop");
+                agent.wake.notify_one();
+                return;
+            }
             let (checks, readiness) = i
                 .tasks
                 .get(&task_id)
@@ -678,16 +703,13 @@ async fn launch_task(agent: Agent, req: wire::Launch) -> (StatusCode, String) {
             if !readiness.is_empty() {
                 tokio::spawn(agent.clone().readiness_loop(task_id.clone(), readiness));
             }
-            (StatusCode::ACCEPTED, "launched".to_string())
         }
         Err(message) => {
-            i.report(&task_id, TaskState::Error, None, Some(message.clone()));
+            i.report(&task_id, TaskState::Error, None, Some(message));
             drop(i);
-            (StatusCode::ACCEPTED, message)
         }
-    };
+    }
     agent.wake.notify_one();
-    reply
 }
 
 async fn kill(State(agent): State<Agent>, UrlPath(id): UrlPath<String>) -> impl IntoResponse {

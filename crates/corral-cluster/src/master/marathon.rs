@@ -192,6 +192,39 @@ fn app_tasks<'a>(c: &'a Controller, id: &str) -> Vec<&'a TaskRecord> {
 struct Embed {
     tasks: bool,
     last_failure: bool,
+    readiness: bool,
+    task_stats: bool,
+}
+
+impl Embed {
+    /// From `embed=app.X` (one app) or `embed=apps.X` (lists); `tasks` and the last failure
+    /// are in a single app's view whatever is asked, as in Marathon.
+    fn from(p: &Params, single: bool) -> Embed {
+        Embed {
+            tasks: single || p.embeds("tasks") || p.embeds("failures"),
+            last_failure: single || p.embeds("lastTaskFailure") || p.embeds("failures"),
+            readiness: p.embeds("readiness"),
+            task_stats: p.embeds("taskStats"),
+        }
+    }
+}
+
+/// Marathon's task counts: staged, running, healthy, unhealthy (health only with checks).
+fn counts(tasks: &[&TaskRecord], with_checks: bool) -> Value {
+    let health = |alive: bool| {
+        tasks
+            .iter()
+            .filter(|t| {
+                with_checks && t.service.as_ref().and_then(|s| s.health.as_ref()).is_some_and(|h| h.alive == alive)
+            })
+            .count()
+    };
+    json!({
+        "staged": tasks.iter().filter(|t| matches!(t.state, crate::task::TaskState::Staging | crate::task::TaskState::Starting)).count(),
+        "running": tasks.iter().filter(|t| t.state == crate::task::TaskState::Running).count(),
+        "healthy": health(true),
+        "unhealthy": health(false),
+    })
 }
 
 /// An app in Marathon's JSON: the definition, counts and deployments (always), tasks and
@@ -199,26 +232,36 @@ struct Embed {
 fn app_json(c: &Controller, e: &AppEntry, embed: Embed) -> Value {
     let mut v = serde_json::to_value(&e.definition).expect("definitions serialize");
     let tasks = app_tasks(c, &e.app.id);
-    let running = tasks.iter().filter(|t| t.state == crate::task::TaskState::Running).count();
-    let staged = tasks
-        .iter()
-        .filter(|t| matches!(t.state, crate::task::TaskState::Staging | crate::task::TaskState::Starting))
-        .count();
     let with_checks = !e.app.health_checks.is_empty();
-    let healthy = if with_checks {
-        tasks.iter().filter(|t| t.service.as_ref().and_then(|s| s.health.as_ref()).is_some_and(|h| h.alive)).count()
-    } else {
-        0
-    };
-    let unhealthy = if with_checks {
-        tasks.iter().filter(|t| t.service.as_ref().and_then(|s| s.health.as_ref()).is_some_and(|h| !h.alive)).count()
-    } else {
-        0
-    };
-    v["tasksStaged"] = json!(staged);
-    v["tasksRunning"] = json!(running);
-    v["tasksHealthy"] = json!(healthy);
-    v["tasksUnhealthy"] = json!(unhealthy);
+    let all = counts(&tasks, with_checks);
+    v["tasksStaged"] = all["staged"].clone();
+    v["tasksRunning"] = all["running"].clone();
+    v["tasksHealthy"] = all["healthy"].clone();
+    v["tasksUnhealthy"] = all["unhealthy"].clone();
+    if embed.task_stats {
+        let mut stats = serde_json::Map::new();
+        let config = |t: &&TaskRecord| t.service.as_ref().is_some_and(|s| s.config_version == e.app.config_version);
+        let latest: Vec<&TaskRecord> = tasks.iter().copied().filter(config).collect();
+        let outdated: Vec<&TaskRecord> = tasks.iter().copied().filter(|t| !config(t)).collect();
+        for (key, group) in [("withLatestConfig", &latest), ("withOutdatedConfig", &outdated), ("totalSummary", &tasks)]
+        {
+            if !group.is_empty() {
+                stats.insert(key.into(), json!({"stats": {"counts": counts(group, with_checks)}}));
+            }
+        }
+        v["taskStats"] = Value::Object(stats);
+    }
+    if embed.readiness && !e.app.readiness_checks.is_empty() {
+        v["readinessCheckResults"] = json!(tasks
+            .iter()
+            .map(|t| json!({
+                "name": "readinessCheck",
+                "taskId": t.id,
+                "ready": t.service.as_ref().is_some_and(|s| s.ready),
+                "lastResponse": null,
+            }))
+            .collect::<Vec<_>>());
+    }
     v["deployments"] = json!(c
         .services
         .deployments
@@ -264,10 +307,7 @@ fn deployment_json(c: &Controller, d: &Deployment) -> Value {
 
 async fn list_apps(State(m): State<Master>, RawQuery(q): RawQuery) -> Json<Value> {
     let p = Params::parse(q);
-    let embed = Embed {
-        tasks: p.embeds("tasks") || p.embeds("failures"),
-        last_failure: p.embeds("lastTaskFailure") || p.embeds("failures"),
-    };
+    let embed = Embed::from(&p, false);
     let id_filter = p.get("id").map(str::to_lowercase);
     let cmd_filter = p.get("cmd").map(str::to_lowercase);
     let label = p.get("label").map(str::to_string);
@@ -311,7 +351,7 @@ async fn create_app(
     let mut c = m.controller.lock().await;
     let (d, deployment) = c.batched(|c| c.create_app(def, now))?;
     let entry = c.services.apps.get(&d.id).expect("just created");
-    let mut v = app_json(&c, entry, Embed { tasks: true, last_failure: false });
+    let mut v = app_json(&c, entry, Embed { last_failure: false, ..Embed::from(&Params(Vec::new()), true) });
     v["deployments"] = json!([{"id": deployment}]);
     drop(c);
     m.flush().await;
@@ -408,8 +448,7 @@ async fn app_get(
                 return Ok(Json(json!({ "*": apps })).into_response());
             }
             let e = c.services.apps.get(&id).ok_or_else(|| missing(&id))?;
-            let _ = p;
-            Ok(Json(json!({"app": app_json(&c, e, Embed { tasks: true, last_failure: true })})).into_response())
+            Ok(Json(json!({"app": app_json(&c, e, Embed::from(&p, true))})).into_response())
         }
         AppPath::Tasks(id) => {
             let id = norm(&id);
@@ -960,7 +999,9 @@ async fn queue(State(m): State<Master>, RawQuery(q): RawQuery) -> Json<Value> {
                     "timestamp": o.at,
                 }))
                 .collect::<Vec<_>>());
-            item["roleQuota"] = json!(c.quota_note(&e.app.role, &e.app.resources_spec()));
+            // Inside the summary, which clients keep as it is (their queue item model takes no
+            // new keys).
+            item["processedOffersSummary"]["roleQuota"] = json!(c.quota_note(&e.app.role, &e.app.resources_spec()));
         }
         items.push(item);
     }

@@ -39,22 +39,7 @@ pub fn run(runs: usize) -> Result<()> {
     rt.spawn(corral_cluster::agent::run(agent));
     let base = format!("http://127.0.0.1:{master_port}");
     let http = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let agents: Vec<wire::AgentInfo> = http
-            .get(&format!("{base}/api/v1/agents"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_json().ok())
-            .unwrap_or_default();
-        if agents.iter().any(|a| a.state == "active") {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the agent did not register");
-        }
-        std::thread::yield_now();
-    }
+    wait_for_agent(&http, &base)?;
     let mut samples = Vec::with_capacity(runs);
     let mut ids = Vec::new();
     for _ in 0..runs {
@@ -100,8 +85,28 @@ pub fn run(runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// Waits (20 s at most) until an agent has registered with the master at `base`.
+pub(super) fn wait_for_agent(http: &ureq::Agent, base: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let agents: Vec<wire::AgentInfo> = http
+            .get(&format!("{base}/api/v1/agents"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json().ok())
+            .unwrap_or_default();
+        if agents.iter().any(|a| a.state == "active") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the agent did not register");
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
 /// Kills and removes every container the benchmark started.
-fn cleanup(root: &Path) {
+pub(super) fn cleanup(root: &Path) {
     let containers = corral_runtime::state::Containers::new(root);
     for id in containers.ids().unwrap_or_default() {
         let dir = containers.dir_of(&id);

@@ -18,7 +18,7 @@ pub fn run(root: &Path, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Lifecycle { runs, image } => lifecycle::run(root, runs, &image),
         BenchCommand::Images { runs, size_mib, image } => images::run(root, runs, size_mib, &image),
         BenchCommand::Launch { runs } => launch::run(runs),
-        BenchCommand::Services { apps, instances, requests } => services::run(apps, instances, requests),
+        BenchCommand::Services { apps, instances, requests, real } => services::run(apps, instances, requests, real),
     }
 }
 

@@ -32,11 +32,12 @@ fn percentile(samples: &mut [Duration], q: f64) -> f64 {
     samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
 }
 
-pub fn run(apps: usize, instances: usize, requests: usize) -> Result<()> {
+pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result<()> {
     if apps == 0 || instances == 0 || requests == 0 {
         bail!("--apps, --instances and --requests must be at least 1");
     }
     let work = std::env::temp_dir().join(format!("corral-bench-services-{}", std::process::id()));
+    let command = if real { "exec sleep 100000" } else { "sleep 100000" };
     std::fs::create_dir_all(&work)?;
     let port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
     let (master_port, agent_port) = (port()?, port()?);
@@ -46,84 +47,46 @@ pub fn run(apps: usize, instances: usize, requests: usize) -> Result<()> {
         data_dir: work.join("master"),
         agent_timeout: Duration::from_secs(60),
     }));
-    let fake = Arc::new(FakeAgent::default());
-    let router = Router::new().route("/api/v1/tasks", post(launch)).with_state(fake.clone());
-    rt.spawn(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", agent_port)).await.expect("a free port");
-        axum::serve(listener, router).await.expect("the fake agent serves");
-    });
     let base = format!("http://127.0.0.1:{master_port}");
+    let resources = format!("cpus:{};mem:{}", apps * instances, apps * instances * 64);
+    if real {
+        rt.spawn(corral_cluster::agent::run(corral_cluster::agent::AgentConfig {
+            master: base.clone(),
+            listen: ([127, 0, 0, 1], agent_port).into(),
+            advertise: None,
+            resources: Some(resources.clone()),
+            attributes: String::new(),
+            hostname: None,
+            state_root: work.clone(),
+            work_dir: work.join("agent"),
+            corral_exe: std::env::current_exe()?,
+        }));
+    }
+    let fake = Arc::new(FakeAgent::default());
+    if !real {
+        let router = Router::new().route("/api/v1/tasks", post(launch)).with_state(fake.clone());
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", agent_port)).await.expect("a free port");
+            axum::serve(listener, router).await.expect("the fake agent serves");
+        });
+    }
     let http = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
         .build()
         .new_agent();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let registered: wire::Registered = loop {
-        let reg = wire::Register {
-            agent_id: None,
-            hostname: "bench".into(),
-            address: format!("http://127.0.0.1:{agent_port}"),
-            resources: format!("cpus:{};mem:{}", apps * instances, apps * instances * 64),
-            attributes: String::new(),
-            tasks: Vec::new(),
-        };
-        match http.post(&format!("{base}/api/v1/agents")).send_json(&reg) {
-            Ok(mut r) if r.status().is_success() => break r.body_mut().read_json()?,
-            _ if Instant::now() > deadline => bail!("the master did not start"),
-            _ => std::thread::yield_now(),
-        }
-    };
-    // The simulated agent: heartbeats, and RUNNING for whatever it was asked to launch.
-    let agent_id = registered.agent_id.clone();
-    let reporter = {
-        let (fake, base, http) = (fake.clone(), base.clone(), http.clone());
-        std::thread::spawn(move || {
-            let mut seq = 0u64;
-            let mut last_beat = Instant::now();
-            loop {
-                let batch: Vec<String> = {
-                    let mut l = fake.launched.lock().expect("not poisoned");
-                    let n = l.len().min(2000);
-                    l.drain(..n).collect()
-                };
-                if last_beat.elapsed() > Duration::from_secs(2) {
-                    let _ = http.post(&format!("{base}/api/v1/agents/{agent_id}/heartbeat")).send_empty();
-                    last_beat = Instant::now();
-                }
-                if batch.is_empty() {
-                    std::thread::park_timeout(Duration::from_millis(20));
-                    continue;
-                }
-                let updates = batch
-                    .into_iter()
-                    .map(|task_id| {
-                        seq += 1;
-                        wire::StatusUpdate {
-                            task_id,
-                            state: TaskState::Running,
-                            seq,
-                            exit_code: None,
-                            message: None,
-                            healthy: None,
-                            ready: None,
-                        }
-                    })
-                    .collect();
-                let _ = http
-                    .post(&format!("{base}/api/v1/agents/{agent_id}/updates"))
-                    .send_json(&wire::Updates { updates });
-            }
-        })
-    };
-    let _ = reporter;
+    if real {
+        super::launch::wait_for_agent(&http, &base)?;
+    } else {
+        start_fake_agent(&http, &base, &agent_port.to_string(), &resources, fake)?;
+    }
 
     let started = Instant::now();
     let mut posts = Vec::with_capacity(apps);
     for i in 0..apps {
         let def = serde_json::json!({
             "id": format!("/bench/app-{i:05}"),
-            "cmd": "sleep 100000",
+            "cmd": command,
             "cpus": 0.01, "mem": 16, "instances": instances,
             "portDefinitions": [],
         });
@@ -177,9 +140,13 @@ pub fn run(apps: usize, instances: usize, requests: usize) -> Result<()> {
         ("GET /v2/queue", time("/v2/queue", requests)?),
     ];
     drop(rt);
+    if real {
+        super::launch::cleanup(&work);
+    }
     let _ = std::fs::remove_dir_all(&work);
 
-    println!("Services at scale: {apps} apps x {instances} instances on one simulated agent\n");
+    let agent = if real { "one real agent (host `sleep` tasks in containers)" } else { "one simulated agent" };
+    println!("Services at scale: {apps} apps x {instances} instances on {agent}\n");
     println!("| measure | value |");
     println!("|---|---:|");
     println!("| {apps} POST /v2/apps, sequential | {:.1} s |", deployed.as_secs_f64());
@@ -195,6 +162,75 @@ pub fn run(apps: usize, instances: usize, requests: usize) -> Result<()> {
     println!("|---|---:|---:|---:|");
     for (name, (p50, p99, bytes)) in rows {
         println!("| {name} | {p50:.1} | {p99:.1} | {:.1} MiB |", bytes as f64 / (1024.0 * 1024.0));
+    }
+    Ok(())
+}
+
+/// Registers the simulated agent, then heartbeats and reports RUNNING for every launch.
+fn start_fake_agent(
+    http: &ureq::Agent,
+    base: &str,
+    agent_port: &str,
+    resources: &str,
+    fake: Arc<FakeAgent>,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let registered: wire::Registered = loop {
+        let reg = wire::Register {
+            agent_id: None,
+            hostname: "bench".into(),
+            address: format!("http://127.0.0.1:{agent_port}"),
+            resources: resources.to_string(),
+            attributes: String::new(),
+            tasks: Vec::new(),
+        };
+        match http.post(&format!("{base}/api/v1/agents")).send_json(&reg) {
+            Ok(mut r) if r.status().is_success() => break r.body_mut().read_json()?,
+            _ if Instant::now() > deadline => bail!("the master did not start"),
+            _ => std::thread::yield_now(),
+        }
+    };
+    // The simulated agent: heartbeats, and RUNNING for whatever it was asked to launch.
+    let agent_id = registered.agent_id.clone();
+    {
+        let (base, http) = (base.to_string(), http.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0u64;
+            let mut last_beat = Instant::now();
+            loop {
+                let batch: Vec<String> = {
+                    let mut l = fake.launched.lock().expect("not poisoned");
+                    let n = l.len().min(2000);
+                    l.drain(..n).collect()
+                };
+                if last_beat.elapsed() > Duration::from_secs(2) {
+                    let _ = http.post(&format!("{base}/api/v1/agents/{agent_id}/heartbeat")).send_empty();
+                    last_beat = Instant::now();
+                }
+                if batch.is_empty() {
+                    std::thread::park_timeout(Duration::from_millis(20));
+                    continue;
+                }
+                let updates = batch
+                    .into_iter()
+                    .map(|task_id| {
+                        seq += 1;
+                        wire::StatusUpdate {
+                            task_id,
+                            state: TaskState::Running,
+                            seq,
+                            exit_code: None,
+                            message: None,
+                            healthy: None,
+                            ready: None,
+                        }
+                    })
+                    .collect();
+                let _ = http
+                    .post(&format!("{base}/api/v1/agents/{agent_id}/updates"))
+                    .send_json(&wire::Updates { updates });
+            }
+        });
     }
     Ok(())
 }

@@ -47,7 +47,8 @@ def main(url):
     eventually("healthy tasks", lambda: c.get_app("py-app").tasks_healthy == 2)
     eventually("the deployment ends", lambda: not c.list_deployments())
 
-    apps = c.list_apps(embed_tasks=True, embed_counts=True)
+    apps = c.list_apps(embed_tasks=True, embed_counts=True, embed_task_stats=True, embed_readiness=True,
+                       embed_deployments=True, embed_last_task_failure=True)
     assert [a.id for a in apps] == ["/py-app"], apps
     assert len(c.list_tasks("py-app")) == 2
     assert all(t.state == "TASK_RUNNING" for t in c.list_tasks())
@@ -90,6 +91,19 @@ def main(url):
     assert groups == [], groups
     assert "leader" in c.get_leader()
     assert "gauges" in c.get_metrics()
+
+    # An app too big for the cluster waits in the queue, with the reasons of its offers.
+    c.create_app("too-big", MarathonApp(cmd="sleep 1000", cpus=100, mem=16))
+
+    def waiting():
+        q = c.list_queue(embed_last_unused_offers=True)
+        return len(q) == 1 and q[0].count == 1 and q[0].last_unused_offers
+
+    eventually("the big app waits with reasons", waiting)
+    item = c.list_queue(embed_last_unused_offers=True)[0]
+    assert item.app.id == "/too-big", item
+    assert "InsufficientCpus" in item.last_unused_offers[-1]["reason"], item.last_unused_offers
+    c.delete_app("too-big", force=True)
 
     c.delete_app("py-app")
     eventually("the app is gone", lambda: c.list_apps() == [])

@@ -500,6 +500,7 @@ fn readiness_checks_hold_a_deployment_until_the_service_answers() {
         "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
         "portDefinitions": [{"port": 0, "name": "http-api"}],
         "readinessChecks": [{"protocol": "HTTP", "path": "/", "portName": "http-api", "intervalSeconds": 1, "timeoutSeconds": 1}],
+        "healthChecks": [{"protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 30, "intervalSeconds": 1}],
     });
     assert_eq!(api(&c, "POST", "/v2/apps", Some(&def.to_string())).status, 201);
     eventually("the task runs", Duration::from_secs(60), || running(&c, "ready").len() == 1);
@@ -513,6 +514,35 @@ fn readiness_checks_hold_a_deployment_until_the_service_answers() {
         assert_eq!(answer.ok().as_deref(), Some("ok\n"), "the deployment finished before the service was ready");
         true
     });
+    // The TCP health check passes; embeds show readiness and task statistics.
+    let a = api(&c, "GET", "/v2/apps/ready?embed=app.readiness&embed=app.taskStats", None).body["app"].clone();
+    assert_eq!(a["tasksHealthy"], 1, "{a}");
+    assert_eq!(a["readinessCheckResults"][0]["ready"], true, "{a}");
+    assert_eq!(a["taskStats"]["totalSummary"]["stats"]["counts"]["running"], 1, "{a}");
+    assert!(api(&c, "GET", "/v2/apps", None).body["apps"][0].get("taskStats").is_none(), "only when asked");
+}
+
+#[test]
+fn roles_and_reservations_bound_where_an_app_runs() {
+    let mut c = Cluster::in_namespaces("15", 1);
+    c.start_named_agent("h0", "cpus:1;mem:1024;cpus(web):1;mem(web):512", "");
+    // Only the resources reserved for role web: two instances of 0.5 cpus fit, the third waits.
+    let def = r#"{"id":"/reserved","cmd":"exec sleep 1000","cpus":0.5,"mem":64,"instances":3,"role":"web","acceptedResourceRoles":["web"],"portDefinitions":[]}"#;
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(def)).status, 201);
+    eventually("two instances run", Duration::from_secs(60), || running(&c, "reserved").len() == 2);
+    eventually("why names the cpus", Duration::from_secs(30), || {
+        let why = c.ok(&["app", "why", "/reserved"]);
+        why.contains("2 of 3 instances running") && why.contains("InsufficientCpus")
+    });
+    // They took the reserved cpu; the unreserved one is still free.
+    let agents: Vec<Value> = serde_json::from_str(&c.ok(&["agents", "--json"])).unwrap();
+    let available = agents[0]["available"].as_str().unwrap().to_string();
+    assert!(!available.contains("cpus(web)") && available.contains("cpus:1"), "{available}");
+    // An app in another role cannot use them: with the unreserved cpu taken, it waits too.
+    let other = r#"{"id":"/other","cmd":"exec sleep 1000","cpus":1,"mem":64,"instances":2,"portDefinitions":[]}"#;
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(other)).status, 201);
+    eventually("one other instance runs", Duration::from_secs(60), || running(&c, "other").len() == 1);
+    eventually("the second waits", Duration::from_secs(30), || c.ok(&["app", "why", "/other"]).contains("1 of 2"));
 }
 
 #[test]
