@@ -165,6 +165,9 @@ pub struct Launch {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub user: Option<(u32, u32)>,
+    /// A user by name, resolved in the task's passwd when it starts.
+    #[serde(default)]
+    pub user_name: Option<String>,
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
     /// Share the agent's network (Marathon's `HOST`), instead of a namespace of its own.

@@ -27,6 +27,9 @@ pub struct CreateRequest {
     pub env: Vec<(String, String)>,
     pub workdir: Option<String>,
     pub user: Option<(u32, u32)>,
+    /// A user by name, looked up in the image's passwd (the host's for host tasks); `user`
+    /// wins when both are given.
+    pub user_name: Option<String>,
     pub hostname: Option<String>,
     pub cpus: Option<f64>,
     pub mem_bytes: Option<u64>,
@@ -108,10 +111,12 @@ pub fn create(
                 fs::read_to_string("/etc/group").unwrap_or_default(),
             )
         };
-        let (uid, gid) = match req.user {
-            Some(ids) => ids,
+        let (uid, gid) = match (req.user, &req.user_name) {
+            (Some(ids), _) => ids,
+            (None, Some(name)) => rootfs::resolve_user(name, &base_passwd, &base_group)
+                .ok_or_else(|| CreateError::UnknownUser(name.clone()))?,
             // The image's USER, by id or by name in its own passwd and group; else nobody.
-            None => match image_config.as_ref().and_then(|c| c.user().clone()).filter(|u| !u.is_empty()) {
+            (None, None) => match image_config.as_ref().and_then(|c| c.user().clone()).filter(|u| !u.is_empty()) {
                 Some(user) => rootfs::resolve_user(&user, &base_passwd, &base_group)
                     .ok_or_else(|| CreateError::UnknownUser(user.clone()))?,
                 None => (DEFAULT_UID, DEFAULT_UID),

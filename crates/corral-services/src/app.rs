@@ -108,7 +108,7 @@ pub struct App {
     pub disk: f64,
     pub instances: u32,
     pub env: BTreeMap<String, String>,
-    pub user: Option<(u32, u32)>,
+    pub user: Option<User>,
     pub volumes: Vec<VolumeMount>,
     pub network: Network,
     pub ports: Vec<Port>,
@@ -187,22 +187,31 @@ pub fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_user(u: &str) -> Result<(u32, u32), String> {
-    match u {
-        "root" => return Ok((0, 0)),
-        "nobody" => return Ok((65534, 65534)),
-        _ => {}
+/// Who a task runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum User {
+    Ids(u32, u32),
+    /// Looked up in the image's passwd (the host's for host tasks) when the task starts.
+    Name(String),
+}
+
+fn parse_user(u: &str) -> Result<User, String> {
+    let is_name = u.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && u.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c))
+        && u.len() <= 32;
+    if is_name {
+        return Ok(User::Name(u.to_string()));
     }
     let (uid, gid) = match u.split_once(':') {
         Some((a, b)) => (a, Some(b)),
         None => (u, None),
     };
-    let uid: u32 = uid.parse().map_err(|_| format!("{u:?}: give a numeric uid[:gid] (or root, nobody)"))?;
+    let uid: u32 = uid.parse().map_err(|_| format!("{u:?}: give a user name or a numeric uid[:gid]"))?;
     let gid: u32 = match gid {
         Some(g) => g.parse().map_err(|_| format!("{u:?}: the gid must be a number"))?,
         None => uid,
     };
-    Ok((uid, gid))
+    Ok(User::Ids(uid, gid))
 }
 
 fn seconds_ms(s: f64) -> u64 {
@@ -598,7 +607,11 @@ mod tests {
         let a =
             check(r#"{"id":"/a/b","args":["sleep","1"],"user":"1000","constraints":[["hostname","UNIQUE"]]}"#).unwrap();
         assert_eq!(a.argv(), ["sleep", "1"]);
-        assert_eq!(a.user, Some((1000, 1000)));
+        assert_eq!(a.user, Some(User::Ids(1000, 1000)));
+        assert_eq!(
+            check(r#"{"id":"x","cmd":"a","user":"www-data"}"#).unwrap().user,
+            Some(User::Name("www-data".into()))
+        );
         assert_eq!(a.constraints.len(), 1);
         let a = check(r#"{"id":"img","container":{"type":"MESOS","docker":{"image":"busybox"}}}"#).unwrap();
         assert_eq!(a.command, Command::Image);
@@ -627,7 +640,7 @@ mod tests {
             ["/upgradeStrategy/minimumHealthCapacity"]
         );
         assert_eq!(paths(r#"{"id":"x","cmd":"a","killSelection":"RANDOM"}"#), ["/killSelection"]);
-        assert_eq!(paths(r#"{"id":"x","cmd":"a","user":"alice"}"#), ["/user"]);
+        assert_eq!(paths(r#"{"id":"x","cmd":"a","user":"Alice!"}"#), ["/user"]);
         assert_eq!(paths(r#"{"id":"x","cmd":"a","dependencies":["x"]}"#), ["/dependencies(0)"]);
         assert_eq!(paths(r#"{"id":"x","cmd":"a","unreachableStrategy":"sometimes"}"#), ["/unreachableStrategy"]);
         assert_eq!(

@@ -91,6 +91,7 @@ fn run(root: &Path, args: RunArgs) -> Result<u8> {
         env: args.env.iter().map(|e| parse::env(e, |k| std::env::var(k).ok())).collect::<Result<_, _>>()?,
         workdir: args.workdir.as_deref().map(parse::workdir).transpose()?,
         user: args.user.as_deref().map(parse::user).transpose()?,
+        user_name: None,
         hostname: args.hostname.as_deref().map(parse::hostname).transpose()?,
         cpus: args.cpus.as_deref().map(parse::cpus).transpose()?,
         mem_bytes: args.mem.as_deref().map(parse::mem_bytes).transpose()?,

@@ -639,6 +639,7 @@ async fn start_task(agent: Agent, req: wire::Launch) {
             mem_bytes: Some(req.mem_mb.max(6) << 20),
             env: req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             user: req.user,
+            user_name: req.user_name.clone(),
             volumes,
             host_network: req.host_network,
             stop_grace_secs: req.kill_grace_secs.unwrap_or(10),

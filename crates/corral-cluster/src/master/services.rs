@@ -1277,7 +1277,14 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
         .collect();
     wire::Launch {
         env,
-        user: app.user,
+        user: match &app.user {
+            Some(corral_services::app::User::Ids(u, g)) => Some((*u, *g)),
+            _ => None,
+        },
+        user_name: match &app.user {
+            Some(corral_services::app::User::Name(n)) => Some(n.clone()),
+            _ => None,
+        },
         volumes: app
             .volumes
             .iter()

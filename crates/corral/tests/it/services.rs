@@ -487,6 +487,17 @@ fn dependencies_order_a_deployment() {
     let r = api(&c, "POST", "/v2/apps", Some(r#"{"id":"/lonely","cmd":"sleep 1","dependencies":["/nope"]}"#));
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(r.body["details"][0]["path"], "/dependencies(0)");
+    // Users by name come from the image's passwd; an unknown one fails the task, named.
+    let named = r#"{"id":"/named","cmd":"id -un; exec sleep 1000","user":"root","cpus":0.1,"mem":16,"portDefinitions":[],"container":{"type":"DOCKER","docker":{"image":"busybox"}}}"#;
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(named)).status, 201);
+    eventually("the named user's task runs", Duration::from_secs(60), || running(&c, "named").len() == 1);
+    let task = running(&c, "named")[0]["id"].as_str().unwrap().to_string();
+    eventually("it runs as root", Duration::from_secs(20), || c.ok(&["task", "logs", &task]).contains("root"));
+    let unknown = r#"{"id":"/unknown-user","cmd":"sleep 1","user":"www-data","cpus":0.1,"mem":16,"portDefinitions":[],"container":{"type":"DOCKER","docker":{"image":"busybox"}}}"#;
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(unknown)).status, 201);
+    eventually("the unknown user is named", Duration::from_secs(60), || {
+        app(&c, "unknown-user")["lastTaskFailure"]["message"].as_str().is_some_and(|m| m.contains("www-data"))
+    });
 }
 
 #[test]
