@@ -470,8 +470,9 @@ impl Agent {
         let grace = Duration::from_millis(checks.iter().map(|c| c.grace_period_ms).max().unwrap_or(0));
         let mut ever_passed = false;
         let mut last_passed = false;
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
-            tokio::time::sleep(interval).await;
+            every.tick().await;
             let (root, container) = {
                 let i = self.inner.lock().await;
                 match i.tasks.get(&task_id) {
@@ -524,8 +525,9 @@ impl Agent {
     /// Runs a task's readiness checks until they all pass once, then reports it ready.
     async fn readiness_loop(self, task_id: String, checks: Vec<wire::HealthCheck>) {
         let interval = Duration::from_millis(checks.iter().map(|c| c.interval_ms).min().unwrap_or(1000).max(100));
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
-            tokio::time::sleep(interval).await;
+            every.tick().await;
             {
                 let i = self.inner.lock().await;
                 match i.tasks.get(&task_id) {

@@ -283,14 +283,13 @@ fn app_json(c: &Controller, e: &AppEntry, embed: Embed) -> Value {
     v
 }
 
-fn deployment_json(c: &Controller, d: &Deployment) -> Value {
+fn deployment_json(d: &Deployment) -> Value {
     let action = |(a, app): &(corral_services::plan::Action, String)| json!({"action": a, "app": app});
     let current: Vec<Value> = d
         .steps
         .get(d.current_step)
         .map(|s| s.iter().map(|x| json!({"action": x.0, "app": x.1, "readinessCheckResults": []})).collect())
         .unwrap_or_default();
-    let _ = c;
     json!({
         "id": d.id,
         "version": d.version,
@@ -713,7 +712,7 @@ async fn delete_tasks(
 
 async fn list_deployments(State(m): State<Master>) -> Json<Value> {
     let c = m.controller.lock().await;
-    Json(json!(c.services.deployments.iter().map(|d| deployment_json(&c, d)).collect::<Vec<_>>()))
+    Json(json!(c.services.deployments.iter().map(|d| deployment_json(d)).collect::<Vec<_>>()))
 }
 
 async fn cancel_deployment(
@@ -1070,9 +1069,8 @@ async fn events(State(m): State<Master>, RawQuery(q): RawQuery) -> Response {
 
 // ---- info, leader, metrics --------------------------------------------------------------------
 
-async fn info(State(m): State<Master>, headers: HeaderMap) -> Json<Value> {
+async fn info(headers: HeaderMap) -> Json<Value> {
     let leader = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
-    let _ = m;
     Json(json!({
         "name": "corral",
         "version": env!("CARGO_PKG_VERSION"),

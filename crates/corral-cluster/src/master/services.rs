@@ -482,7 +482,7 @@ impl Controller {
             };
             apps.push((id.clone(), parsed));
         }
-        for (i, (_, a)) in apps.iter().enumerate() {
+        for (_, a) in &apps {
             let Some((_, app)) = a else { continue };
             for (j, dep) in app.dependencies.iter().enumerate() {
                 let known = self.services.apps.contains_key(dep) || apps.iter().any(|(id, a)| id == dep && a.is_some());
@@ -490,7 +490,6 @@ impl Controller {
                     return Err(invalid(&format!("/dependencies({j})"), format!("dependency {dep} does not exist")));
                 }
             }
-            let _ = i;
         }
         for id in &locking {
             if let Some(d) = self.services.deployments.iter().find(|d| &d.id == id) {
@@ -1135,7 +1134,6 @@ impl Controller {
             let launch = launch_of(app, &t, &hostname);
             self.outbox.push(AgentCall::Launch { address: address.clone(), launch });
         }
-        let _ = role;
     }
 
     /// Why a role gets no offers, when its quota is the reason.
