@@ -212,6 +212,11 @@ impl ContainerDir {
     pub fn youki_root(&self) -> PathBuf {
         self.dir.join("youki")
     }
+    /// The bundle libcontainer is given when the shim installs the seccomp filter itself: a
+    /// copy of `bundle/config.json` without the profile (corral-shim's `filter` module).
+    pub fn runtime_bundle(&self) -> PathBuf {
+        self.dir.join("runtime-bundle")
+    }
 
     pub fn read_record(&self) -> Result<ContainerRecord, StateError> {
         let path = self.record();

@@ -8,6 +8,8 @@
 //! the init process through a pidfd (so no exit can be missed), records how it ended (including
 //! an OOM kill) in `status.json`, then removes the cgroups and mounts and exits.
 
+pub mod filter;
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -150,15 +152,20 @@ fn start(state_root: &Path, dir: &ContainerDir, record: &ContainerRecord) -> Res
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("creating pipes")(e.into()))?;
     let youki_root = dir.youki_root();
     fs::create_dir_all(&youki_root).map_err(io_err("creating the runtime state directory"))?;
+    let prepared = filter::prepare(&dir.bundle(), &dir.runtime_bundle(), &seccomp_cache(state_root));
     let lc = |e: libcontainer::error::LibcontainerError| ShimError::Start(e.to_string());
-    let mut container = ContainerBuilder::new(record.id.clone(), SyscallType::default())
+    let mut builder = ContainerBuilder::new(record.id.clone(), SyscallType::default())
         .with_root_path(&youki_root)
         .map_err(lc)?
         .with_stdout(out_w)
-        .with_stderr(err_w)
+        .with_stderr(err_w);
+    if let Some(executor) = prepared.executor {
+        builder = builder.with_executor(executor);
+    }
+    let mut container = builder
         .validate_id()
         .map_err(lc)?
-        .as_init(dir.bundle())
+        .as_init(&prepared.bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
@@ -384,12 +391,18 @@ pub fn run_bundle(bundle: &Path, state_dir: &Path, id: &str) -> Result<i32, Shim
     fs::create_dir_all(state_dir).map_err(io_err("creating the runtime state directory"))?;
     let lc = |e: libcontainer::error::LibcontainerError| ShimError::Start(e.to_string());
     let t0 = std::time::Instant::now();
-    let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_root_path(state_dir)
-        .map_err(lc)?
+    let scratch = state_dir.join(format!("{id}.bundle"));
+    let prepared = filter::prepare(bundle, &scratch, &state_dir.join("seccomp"));
+    let tp = std::time::Instant::now();
+    let mut builder =
+        ContainerBuilder::new(id.to_string(), SyscallType::default()).with_root_path(state_dir).map_err(lc)?;
+    if let Some(executor) = prepared.executor {
+        builder = builder.with_executor(executor);
+    }
+    let mut container = builder
         .validate_id()
         .map_err(lc)?
-        .as_init(bundle)
+        .as_init(&prepared.bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
@@ -408,7 +421,15 @@ pub fn run_bundle(bundle: &Path, state_dir: &Path, id: &str) -> Result<i32, Shim
     };
     let t3 = std::time::Instant::now();
     container.delete(true).map_err(lc)?;
+    if prepared.bundle == scratch {
+        fs::remove_dir_all(&scratch).map_err(io_err("removing the spec copy"))?;
+    }
     let t4 = std::time::Instant::now();
-    tracing::debug!(create = ?(t1 - t0), start = ?(t2 - t1), wait = ?(t3 - t2), delete = ?(t4 - t3), "bundle run phases");
+    tracing::debug!(prepare = ?(tp - t0), create = ?(t1 - tp), start = ?(t2 - t1), wait = ?(t3 - t2), delete = ?(t4 - t3), "bundle run phases");
     Ok(code)
+}
+
+/// Where compiled seccomp programs are cached, under corral's state root.
+pub fn seccomp_cache(state_root: &Path) -> PathBuf {
+    state_root.join("seccomp")
 }

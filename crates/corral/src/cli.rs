@@ -425,6 +425,10 @@ pub enum BenchCommand {
         /// The image to make the bundle's rootfs from.
         #[arg(long, default_value = "busybox:latest")]
         image: String,
+        /// Run each runtime's runs back to back instead of taking turns, so that no runtime's
+        /// cgroup attach follows another's.
+        #[arg(long)]
+        blocks: bool,
     },
     /// Time from the API call that submits a task to the task RUNNING, on a one-node cluster.
     Launch {

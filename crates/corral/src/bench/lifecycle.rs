@@ -22,7 +22,7 @@ struct Runtime {
     samples: Vec<Duration>,
 }
 
-pub fn run(root: &Path, runs: usize, image: &str) -> Result<()> {
+pub fn run(root: &Path, runs: usize, image: &str, blocks: bool) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -107,13 +107,21 @@ pub fn run(root: &Path, runs: usize, image: &str) -> Result<()> {
         time_one(rt, usize::MAX).with_context(|| format!("warming up {}", rt.name))?;
         rt.samples.clear();
     }
-    // Round-robin, starting each round with the next runtime, so that none always follows the
-    // same neighbour (the kernel's cgroup attach cost depends on what ran just before).
     let n = runtimes.len();
-    for i in 0..runs {
-        for k in 0..n {
-            let rt = &mut runtimes[(i + k) % n];
-            time_one(rt, i).with_context(|| format!("run {i} of {}", rt.name))?;
+    if blocks {
+        for rt in &mut runtimes {
+            for i in 0..runs {
+                time_one(rt, i).with_context(|| format!("run {i} of {}", rt.name))?;
+            }
+        }
+    } else {
+        // Round-robin, starting each round with the next runtime, so that none always follows
+        // the same neighbour (the kernel's cgroup attach cost depends on what ran just before).
+        for i in 0..runs {
+            for k in 0..n {
+                let rt = &mut runtimes[(i + k) % n];
+                time_one(rt, i).with_context(|| format!("run {i} of {}", rt.name))?;
+            }
         }
     }
     if std::env::var_os("CORRAL_BENCH_KEEP").is_none() {
@@ -122,7 +130,8 @@ pub fn run(root: &Path, runs: usize, image: &str) -> Result<()> {
         eprintln!("bench: the bundle is kept in {}", bundle.display());
     }
 
-    println!("Container lifecycle: create, start, /bin/true, wait, delete ({runs} runs each, rotating round-robin)\n");
+    let order = if blocks { "each runtime's runs back to back" } else { "rotating round-robin" };
+    println!("Container lifecycle: create, start, /bin/true, wait, delete ({runs} runs each, {order})\n");
     println!("| runtime | min ms | median ms | p90 ms |");
     println!("|---|---:|---:|---:|");
     for rt in &mut runtimes {

@@ -15,7 +15,7 @@ use crate::cli::BenchCommand;
 
 pub fn run(root: &Path, cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Lifecycle { runs, image } => lifecycle::run(root, runs, &image),
+        BenchCommand::Lifecycle { runs, image, blocks } => lifecycle::run(root, runs, &image, blocks),
         BenchCommand::Images { runs, size_mib, image } => images::run(root, runs, size_mib, &image),
         BenchCommand::Launch { runs } => launch::run(runs),
         BenchCommand::Services { apps, instances, requests, real } => services::run(apps, instances, requests, real),

@@ -74,10 +74,19 @@ fn sensitive_proc_paths_are_masked_and_seccomp_applies() {
         let out = env.ok(&["run", "--image", BB, "--user", "0", "--", "sh", "-c", &format!("wc -c < {p}")]);
         assert_eq!(out.trim(), "0", "{p} is masked");
     }
-    let out = env.ok(&["run", "--image", BB, "--user", "0", "--", "sh", "-c", "grep Seccomp: /proc/self/status; echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo ro; mount -t tmpfs none /mnt 2>/dev/null || echo no-mount"]);
+    let script = "grep Seccomp /proc/self/status; echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo ro; \
+                  mount -t tmpfs none /mnt 2>/dev/null || echo no-mount; unshare -U true 2>&1 || echo no-unshare";
+    let out = env.ok(&["run", "--image", BB, "--user", "0", "--", "sh", "-c", script]);
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[0].ends_with('2'), "seccomp filter mode: {out}");
-    assert_eq!(&lines[1..], ["ro", "no-mount"]);
+    assert!(lines[0].starts_with("Seccomp:") && lines[0].ends_with('2'), "seccomp filter mode: {out}");
+    // One filter: the shim's precompiled program, not a second copy loaded by libcontainer.
+    assert!(lines[1].starts_with("Seccomp_filters:") && lines[1].ends_with('1'), "filters: {out}");
+    assert_eq!(&lines[2..4], ["ro", "no-mount"]);
+    // unshare needs no capability for a user namespace: only the filter refuses it.
+    assert!(lines[4].contains("Operation not permitted") && lines[5] == "no-unshare", "{out}");
+    // The program was compiled once and cached under the state root.
+    let cached: Vec<_> = std::fs::read_dir(env.root.path().join("seccomp")).unwrap().collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
 }
 
 #[test]
@@ -254,6 +263,37 @@ fn state_survives_the_processes_that_started_it_and_nothing_leaks_after_rm() {
     // The name is free again.
     env.ok(&["run", "--name", "svc", "--rm", "--image", BB, "--", "true"]);
     assert!(env.container_ids().is_empty(), "--rm removed it");
+}
+
+/// The runtime moves the container's first process into its cgroups by writing "0" to each v1
+/// hierarchy's `tasks` file from inside that process (vendor/README.md): every hierarchy's
+/// cgroup must hold the container's process, and its children follow it.
+#[test]
+fn the_container_joins_its_cgroup_in_every_hierarchy() {
+    let env = Env::new();
+    let id = env.ok(&["run", "-d", "--image", BB, "--", "sh", "-c", "sleep 1000 & exec sleep 1000"]);
+    let id = id.trim().to_string();
+    let dirs = cgroup_dirs(&id);
+    assert!(!dirs.is_empty(), "a running container has cgroups");
+    if cgroup_v1() {
+        for h in ["cpu", "cpuacct", "memory", "pids", "devices", "freezer", "blkio", "cpuset"] {
+            assert!(dirs.iter().any(|d| d.starts_with(format!("/sys/fs/cgroup/{h}"))), "no {h} cgroup among {dirs:?}");
+        }
+    }
+    let procs = |d: &std::path::Path| {
+        let mut pids: Vec<String> =
+            std::fs::read_to_string(d.join("cgroup.procs")).unwrap().lines().map(String::from).collect();
+        pids.sort();
+        pids
+    };
+    eventually("the init and its background child in the first cgroup", Duration::from_secs(10), || {
+        procs(&dirs[0]).len() == 2
+    });
+    let first = procs(&dirs[0]);
+    for d in &dirs {
+        assert_eq!(procs(d), first, "{} holds other processes than {}", d.display(), dirs[0].display());
+    }
+    env.ok(&["rm", "--force", &id]);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Repository hygiene, tested like code: module docs everywhere, no ignored or should-panic
-//! tests, no sleeps in tests, and ARCHITECTURE.md naming every crate.
+//! tests, no sleeps in tests, ARCHITECTURE.md naming every crate, and vendored crates explained.
 
 use std::path::{Path, PathBuf};
 
@@ -48,5 +48,23 @@ fn architecture_names_every_crate() {
     for e in std::fs::read_dir(repo().join("crates")).unwrap().flatten() {
         let name = e.file_name().into_string().unwrap();
         assert!(arch.contains(&format!("`{name}`")), "ARCHITECTURE.md does not describe crate {name}");
+    }
+}
+
+#[test]
+fn every_vendored_crate_is_explained_and_patched_in_the_workspace() {
+    let readme = std::fs::read_to_string(repo().join("vendor/README.md")).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    for e in std::fs::read_dir(repo().join("vendor")).unwrap().flatten() {
+        if !e.path().is_dir() {
+            continue;
+        }
+        let name = e.file_name().into_string().unwrap();
+        assert!(readme.contains(&format!("## {name} ")), "vendor/README.md does not explain {name}");
+        assert!(repo().join(format!("vendor/{name}.patch")).exists(), "vendor/{name}.patch is missing");
+        assert!(
+            manifest.contains(&format!("{name} = {{ path = \"vendor/{name}\" }}")),
+            "Cargo.toml does not patch {name} with vendor/{name}"
+        );
     }
 }
