@@ -10,8 +10,10 @@
 //! repeat the default action or name syscalls this kernel does not know.
 //!
 //! Profiles this path does not take stay with libcontainer, unchanged: anything with a notify
-//! action or the wait-killable flag, and processes without `noNewPrivileges` (their filter has
-//! to be loaded before the capabilities are dropped, which an executor runs after).
+//! action, a listener or the wait-killable flag; processes without `noNewPrivileges` (their
+//! filter has to be loaded before the capabilities are dropped, which an executor runs after);
+//! specs with hooks (libcontainer runs some of them after it loads the filter, and hands them
+//! the bundle); and everything, when `CORRAL_SECCOMP_CACHE=off` is in the environment.
 
 use std::collections::HashSet;
 use std::fs;
@@ -27,6 +29,9 @@ use sha2::{Digest, Sha256};
 
 /// Largest program the kernel accepts (BPF_MAXINSNS), in 8-byte instructions.
 const MAX_INSTRUCTIONS: usize = 4096;
+
+/// Part of every cache key: a change to the translation below must not reuse old programs.
+const FORMAT: &str = concat!("corral seccomp program 1, corral-shim ", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -119,7 +124,7 @@ fn parse_program(bytes: &[u8]) -> Option<Vec<libc::sock_filter>> {
 /// spec to libcontainer.
 pub fn takeable(spec: &Spec) -> Option<(&LinuxSeccomp, libc::c_ulong)> {
     let profile = spec.linux().as_ref()?.seccomp().as_ref()?;
-    if spec.process().as_ref()?.no_new_privileges() != Some(true) {
+    if spec.process().as_ref()?.no_new_privileges() != Some(true) || spec.hooks().is_some() {
         return None;
     }
     let notify = |a: LinuxSeccompAction| a == LinuxSeccompAction::ScmpActNotify;
@@ -214,16 +219,33 @@ pub fn cached(dir: &Path, profile: &LinuxSeccomp, flags: libc::c_ulong) -> Resul
         tracing::warn!(path = %path.display(), "cached seccomp program is damaged; compiling it again");
     }
     let compiled = compile(profile, flags)?;
+    if let Err(e) = store(&path, &compiled) {
+        tracing::warn!(error = %e, "could not cache the seccomp program; it is compiled again next time");
+    }
+    Ok(compiled)
+}
+
+/// Writes `compiled` to `path` through a temporary file of this writer's own, so concurrent
+/// shims never see each other's half-written files.
+fn store(path: &Path, compiled: &Compiled) -> Result<(), FilterError> {
+    let dir = path.parent().expect("cache files live in a directory");
+    let io = |action| move |source| FilterError::Io { action, path: dir.to_path_buf(), source };
     let body = compiled.to_bytes();
     let mut file = Sha256::digest(&body).to_vec();
     file.extend_from_slice(&body);
-    let io = |action| move |source| FilterError::Io { action, path: dir.to_path_buf(), source };
     fs::create_dir_all(dir).map_err(io("creating"))?;
-    let tmp =
-        dir.join(format!(".{}.{}", std::process::id(), path.file_name().and_then(|n| n.to_str()).unwrap_or("bpf")));
-    fs::write(&tmp, &file).map_err(io("writing into"))?;
-    fs::rename(&tmp, &path).map_err(io("renaming in"))?;
-    Ok(compiled)
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".tmp.{}.{nanos}", std::process::id()));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| io::Write::write_all(&mut f, &file))
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(io("writing into"))
 }
 
 /// A cache file's program, if its digest matches its body.
@@ -239,6 +261,7 @@ fn verified(bytes: &[u8]) -> Option<Compiled> {
 /// kernel (libseccomp asks it which actions exist).
 fn cache_key(profile: &LinuxSeccomp, flags: libc::c_ulong) -> String {
     let mut h = Sha256::new();
+    h.update(FORMAT);
     h.update(serde_json::to_vec(profile).expect("seccomp profiles serialize"));
     h.update(flags.to_le_bytes());
     if let Ok(v) = ScmpVersion::current() {
@@ -349,18 +372,16 @@ pub struct Prepared {
 /// bundle as it is, for libcontainer to load the profile itself.
 pub fn prepare(bundle: &Path, scratch: &Path, cache: &Path) -> Prepared {
     let as_is = || Prepared { bundle: bundle.to_path_buf(), executor: None };
+    if std::env::var_os("CORRAL_SECCOMP_CACHE").is_some_and(|v| v == "off") {
+        return as_is();
+    }
     let mut spec = match Spec::load(bundle.join("config.json")) {
         Ok(spec) => spec,
         Err(_) => return as_is(), // libcontainer reports a bad spec in its own words
     };
     let Some((profile, flags)) = takeable(&spec) else { return as_is() };
-    // Relative bind-mount sources are relative to the bundle; the copy lives elsewhere.
-    let bind = |m: &oci_spec::runtime::Mount| {
-        m.typ().as_deref() == Some("bind") || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
-    };
-    if spec.mounts().iter().flatten().any(|m| bind(m) && m.source().as_ref().is_some_and(|s| s.is_relative())) {
-        return as_is();
-    }
+    // The root is the only path libcontainer reads relative to the bundle; mount sources are
+    // taken relative to its working directory, which the copy does not change.
     let filter = match cached(cache, profile, flags) {
         Ok(filter) => filter,
         Err(e) => {
@@ -448,6 +469,10 @@ mod tests {
         rules[0].set_action(LinuxSeccompAction::ScmpActNotify);
         notify.set_syscalls(Some(rules));
         assert!(takeable(&spec_with(notify, Some(true))).is_none());
+
+        let mut hooked = spec_with(default_profile(), Some(true));
+        hooked.set_hooks(Some(oci_spec::runtime::HooksBuilder::default().build().unwrap()));
+        assert!(takeable(&hooked).is_none(), "hooks may run after the filter is loaded");
 
         let mut flagged = default_profile();
         flagged.set_flags(Some(vec![LinuxSeccompFilterFlag::SeccompFilterFlagLog]));

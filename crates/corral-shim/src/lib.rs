@@ -386,16 +386,20 @@ fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
 
 /// Runs the OCI bundle at `bundle` to completion, as `crun run` does: create, start, wait,
 /// delete, in this (single-threaded) process. Returns the shell exit code. Used to measure the
-/// runtime layer on its own, against crun and runc, on the same bundle.
+/// runtime layer on its own, against crun and runc, on the same bundle. `state_dir` holds
+/// libcontainer's root (`runtime/`), the seccomp cache (`seccomp/`) and, while the container
+/// exists, the copy of its spec (`bundles/<id>/`).
 pub fn run_bundle(bundle: &Path, state_dir: &Path, id: &str) -> Result<i32, ShimError> {
-    fs::create_dir_all(state_dir).map_err(io_err("creating the runtime state directory"))?;
+    let runtime_root = state_dir.join("runtime");
+    fs::create_dir_all(&runtime_root).map_err(io_err("creating the runtime state directory"))?;
     let lc = |e: libcontainer::error::LibcontainerError| ShimError::Start(e.to_string());
     let t0 = std::time::Instant::now();
-    let scratch = state_dir.join(format!("{id}.bundle"));
-    let prepared = filter::prepare(bundle, &scratch, &state_dir.join("seccomp"));
+    let scratch = state_dir.join("bundles").join(id);
+    let prepared = filter::prepare(bundle, &scratch, &seccomp_cache(state_dir));
+    let _copy = RemoveOnDrop(&scratch);
     let tp = std::time::Instant::now();
     let mut builder =
-        ContainerBuilder::new(id.to_string(), SyscallType::default()).with_root_path(state_dir).map_err(lc)?;
+        ContainerBuilder::new(id.to_string(), SyscallType::default()).with_root_path(&runtime_root).map_err(lc)?;
     if let Some(executor) = prepared.executor {
         builder = builder.with_executor(executor);
     }
@@ -421,9 +425,6 @@ pub fn run_bundle(bundle: &Path, state_dir: &Path, id: &str) -> Result<i32, Shim
     };
     let t3 = std::time::Instant::now();
     container.delete(true).map_err(lc)?;
-    if prepared.bundle == scratch {
-        fs::remove_dir_all(&scratch).map_err(io_err("removing the spec copy"))?;
-    }
     let t4 = std::time::Instant::now();
     tracing::debug!(prepare = ?(tp - t0), create = ?(t1 - tp), start = ?(t2 - t1), wait = ?(t3 - t2), delete = ?(t4 - t3), "bundle run phases");
     Ok(code)
@@ -432,4 +433,17 @@ pub fn run_bundle(bundle: &Path, state_dir: &Path, id: &str) -> Result<i32, Shim
 /// Where compiled seccomp programs are cached, under corral's state root.
 pub fn seccomp_cache(state_root: &Path) -> PathBuf {
     state_root.join("seccomp")
+}
+
+/// Removes a scratch directory however the function that made it returns.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(self.0) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.0.display(), error = %e, "could not remove a scratch directory");
+            }
+        }
+    }
 }

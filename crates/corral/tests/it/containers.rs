@@ -265,6 +265,65 @@ fn state_survives_the_processes_that_started_it_and_nothing_leaks_after_rm() {
     assert!(env.container_ids().is_empty(), "--rm removed it");
 }
 
+/// The shim's precompiled seccomp program is the one libcontainer would have loaded: a
+/// container started through the cache and one started with `CORRAL_SECCOMP_CACHE=off` (the
+/// profile left in the spec, for libcontainer) carry the same filter, instruction for
+/// instruction, as the kernel reports it.
+#[test]
+fn the_cached_seccomp_program_is_the_one_libcontainer_would_load() {
+    let env = Env::new();
+    let start = |cache: &str| {
+        let out = env
+            .cmd(&["run", "-d", "--image", BB, "--", "sleep", "1000"])
+            .env("CORRAL_SECCOMP_CACHE", cache)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (cached, direct) = (start("on"), start("off"));
+    let dir = |id: &str| env.containers_dir().join(id);
+    // Which path each took: only the cached start hands libcontainer a copy without the profile.
+    let copy = std::fs::read_to_string(dir(&cached).join("runtime-bundle/config.json")).unwrap();
+    assert!(!copy.contains("\"seccomp\""), "the copy still names a profile");
+    assert!(!dir(&direct).join("runtime-bundle").exists());
+
+    let program = |id: &str| {
+        let pid: i32 = std::fs::read_to_string(dir(id).join("init.pid")).unwrap().trim().parse().unwrap();
+        seccomp_program(pid)
+    };
+    let (a, b) = (program(&cached), program(&direct));
+    assert!(a.len() > 100, "{} instructions", a.len());
+    assert!(a == b, "the cached program ({} instructions) differs from libcontainer's ({})", a.len(), b.len());
+    env.ok(&["rm", "--force", &cached, &direct]);
+}
+
+/// The newest seccomp filter of process `pid`, as raw 8-byte BPF instructions, read with
+/// PTRACE_SECCOMP_GET_FILTER (the process is seized, stopped for the read, and let go).
+fn seccomp_program(pid: i32) -> Vec<[u8; 8]> {
+    const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+    let null = std::ptr::null_mut::<libc::c_void>();
+    let check = |rc: libc::c_long, what: &str| {
+        assert!(rc >= 0, "{what} of {pid}: {}", std::io::Error::last_os_error());
+        rc
+    };
+    // SAFETY: plain ptrace requests on a process this test started; the buffer is as long as
+    // the kernel said the program is.
+    unsafe {
+        check(libc::ptrace(libc::PTRACE_SEIZE, pid, null, null), "PTRACE_SEIZE");
+        check(libc::ptrace(libc::PTRACE_INTERRUPT, pid, null, null), "PTRACE_INTERRUPT");
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, libc::__WALL), pid);
+        let n = check(libc::ptrace(PTRACE_SECCOMP_GET_FILTER, pid, null, null), "counting the filter");
+        let mut program = vec![[0u8; 8]; n as usize];
+        let read =
+            check(libc::ptrace(PTRACE_SECCOMP_GET_FILTER, pid, null, program.as_mut_ptr()), "reading the filter");
+        assert_eq!(read, n);
+        check(libc::ptrace(libc::PTRACE_DETACH, pid, null, null), "PTRACE_DETACH");
+        program
+    }
+}
+
 /// The runtime moves the container's first process into its cgroups by writing "0" to each v1
 /// hierarchy's `tasks` file from inside that process (vendor/README.md): every hierarchy's
 /// cgroup must hold the container's process, and its children follow it.
