@@ -1,12 +1,13 @@
 //! Container logs: the shim writes stdout and stderr to size-capped, rotated files in the CRI
 //! log format (`<RFC 3339 time> <stdout|stderr> <F|P> <content>`, F for a line that ended, P for a
-//! partial one); readers print them back, and follow them with inotify.
+//! partial one); readers print them back, and follow them: by polling for the first moments,
+//! then with inotify.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
@@ -165,8 +166,17 @@ fn pump(
     }
 }
 
+/// How long a follower polls before it sets up inotify. Closing an inotify instance waits out
+/// an SRCU grace period (about 7 ms here): a short-lived container's `corral run` would spend
+/// longer tearing down its watch than the container ran.
+const POLL_FIRST: Duration = Duration::from_millis(250);
+/// The polling interval meanwhile.
+const POLL_EVERY: Duration = Duration::from_millis(2);
+
 /// Prints a container's logs to `sink`. With `follow`, keeps printing new output until `done`
-/// says the container has ended (checked whenever the logs go quiet), then drains what is left.
+/// says the container has ended (checked on every wake-up), then drains what is left. For the
+/// first [`POLL_FIRST`] it wakes every [`POLL_EVERY`]; after that, on inotify events in
+/// `logs_dir` and `watch_also`.
 pub fn read(
     logs_dir: &Path,
     follow: bool,
@@ -174,17 +184,6 @@ pub fn read(
     watch_also: &Path,
     sink: &mut dyn FnMut(&Entry) -> io::Result<()>,
 ) -> io::Result<()> {
-    // Watch before reading, so nothing written in between is missed.
-    let inotify = if follow {
-        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
-        fs::create_dir_all(logs_dir)?;
-        let flags = AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
-        ino.add_watch(logs_dir, flags)?;
-        ino.add_watch(watch_also, flags | AddWatchFlags::IN_CLOSE_WRITE)?;
-        Some(ino)
-    } else {
-        None
-    };
     let mut pending = Vec::new();
     for path in files(logs_dir) {
         if let Ok(mut f) = File::open(&path) {
@@ -197,9 +196,11 @@ pub fn read(
     if let Some(f) = file.as_mut() {
         pump(f, &mut pending, sink)?;
     }
-    let Some(inotify) = inotify else {
+    if !follow {
         return Ok(());
-    };
+    }
+    let polling_until = Instant::now() + POLL_FIRST;
+    let mut inotify: Option<Inotify> = None;
     loop {
         let finished = done();
         // Rotation: the file we hold was renamed away; finish it, then switch to the new one.
@@ -218,8 +219,25 @@ pub fn read(
         if finished {
             return Ok(());
         }
-        wait_for_event(&inotify, Duration::from_millis(500))?;
+        match &inotify {
+            Some(ino) => wait_for_event(ino, Duration::from_millis(500))?,
+            None if Instant::now() < polling_until => {
+                let _ = nix::poll::poll(&mut [], nix::poll::PollTimeout::from(POLL_EVERY.as_millis() as u16));
+            }
+            // Watch, then go round once more before waiting: anything written before the watch
+            // existed is read by the next pass.
+            None => inotify = Some(watch(logs_dir, watch_also)?),
+        }
     }
+}
+
+fn watch(logs_dir: &Path, watch_also: &Path) -> io::Result<Inotify> {
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
+    fs::create_dir_all(logs_dir)?;
+    let flags = AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+    ino.add_watch(logs_dir, flags)?;
+    ino.add_watch(watch_also, flags | AddWatchFlags::IN_CLOSE_WRITE)?;
+    Ok(ino)
 }
 
 fn wait_for_event(inotify: &Inotify, timeout: Duration) -> io::Result<()> {
