@@ -34,7 +34,7 @@ const MAX_INSTRUCTIONS: usize = 4096;
 const FORMAT: &str = concat!("corral seccomp program 1, corral-shim ", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
-pub enum FilterError {
+enum FilterError {
     #[error("compiling the seccomp profile: {0}")]
     Compile(String),
     #[error("{action} {path}: {source}")]
@@ -48,23 +48,14 @@ pub enum FilterError {
 
 /// A compiled filter: the BPF program and the `seccomp(2)` flags to install it with.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Compiled {
+struct Compiled {
     program: Vec<libc::sock_filter>,
     flags: libc::c_ulong,
 }
 
 impl Compiled {
-    /// Number of BPF instructions.
-    pub fn len(&self) -> usize {
-        self.program.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.program.is_empty()
-    }
-
     /// Installs the filter on the calling thread. Needs no_new_privs (or CAP_SYS_ADMIN).
-    pub fn install(&self) -> io::Result<()> {
+    fn install(&self) -> io::Result<()> {
         let prog =
             libc::sock_fprog { len: self.program.len() as libc::c_ushort, filter: self.program.as_ptr().cast_mut() };
         // SAFETY: `prog` points at `self.program`, which outlives the call; the kernel copies it.
@@ -122,7 +113,7 @@ fn parse_program(bytes: &[u8]) -> Option<Vec<libc::sock_filter>> {
 
 /// The profile this path can take from `spec`, with its `seccomp(2)` flags; `None` leaves the
 /// spec to libcontainer.
-pub fn takeable(spec: &Spec) -> Option<(&LinuxSeccomp, libc::c_ulong)> {
+fn takeable(spec: &Spec) -> Option<(&LinuxSeccomp, libc::c_ulong)> {
     let profile = spec.linux().as_ref()?.seccomp().as_ref()?;
     if spec.process().as_ref()?.no_new_privileges() != Some(true) || spec.hooks().is_some() {
         return None;
@@ -147,7 +138,7 @@ pub fn takeable(spec: &Spec) -> Option<(&LinuxSeccomp, libc::c_ulong)> {
 }
 
 /// Compiles `profile` with libseccomp into its BPF program.
-pub fn compile(profile: &LinuxSeccomp, flags: libc::c_ulong) -> Result<Compiled, FilterError> {
+fn compile(profile: &LinuxSeccomp, flags: libc::c_ulong) -> Result<Compiled, FilterError> {
     let err = |what: &str, e: libseccomp::error::SeccompError| FilterError::Compile(format!("{what}: {e}"));
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| err("creating the filter", e))?;
@@ -210,7 +201,7 @@ fn exported_bpf(ctx: &ScmpFilterContext) -> Result<Vec<u8>, FilterError> {
 
 /// The compiled filter for `profile`, from the cache under `dir` or compiled (and stored) now.
 /// A cache file that does not check out is compiled again and replaced.
-pub fn cached(dir: &Path, profile: &LinuxSeccomp, flags: libc::c_ulong) -> Result<Compiled, FilterError> {
+fn cached(dir: &Path, profile: &LinuxSeccomp, flags: libc::c_ulong) -> Result<Compiled, FilterError> {
     let path = dir.join(format!("{}.bpf", cache_key(profile, flags)));
     if let Ok(bytes) = fs::read(&path) {
         if let Some(compiled) = verified(&bytes) {
@@ -337,12 +328,6 @@ pub struct FilteredExecutor {
     filter: Compiled,
 }
 
-impl FilteredExecutor {
-    pub fn new(filter: Compiled) -> FilteredExecutor {
-        FilteredExecutor { filter }
-    }
-}
-
 impl Executor for FilteredExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         self.filter.install().map_err(|e| ExecutorError::Other(format!("installing the seccomp filter: {e}")))?;
@@ -403,7 +388,7 @@ pub fn prepare(bundle: &Path, scratch: &Path, cache: &Path) -> Prepared {
         spec.save(scratch.join("config.json")).map_err(|e| e.to_string())
     })();
     match result {
-        Ok(()) => Prepared { bundle: scratch.to_path_buf(), executor: Some(FilteredExecutor::new(filter)) },
+        Ok(()) => Prepared { bundle: scratch.to_path_buf(), executor: Some(FilteredExecutor { filter }) },
         Err(e) => {
             tracing::warn!(error = %e, "seccomp profile left to libcontainer");
             as_is()
@@ -430,7 +415,8 @@ mod tests {
     #[test]
     fn the_default_profile_compiles_to_a_program_the_kernel_would_take() {
         let compiled = compile(&default_profile(), 0).unwrap();
-        assert!(compiled.len() > 100 && compiled.len() <= MAX_INSTRUCTIONS, "{} instructions", compiled.len());
+        let n = compiled.program.len();
+        assert!(n > 100 && n <= MAX_INSTRUCTIONS, "{n} instructions");
         // The last instruction returns; a BPF program that falls off its end is rejected.
         assert_eq!(compiled.program.last().unwrap().code, 0x06, "BPF_RET | BPF_K");
     }
