@@ -106,14 +106,16 @@ pub struct RoleSummary {
     pub dominant_share: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Allocator {
-    agents: BTreeMap<AgentId, AgentState>,
-    frameworks: HashMap<FrameworkId, FrameworkState>,
-    roles: BTreeMap<Role, RoleState>,
+    // Persistent maps: the master copies the allocator for every command it runs (and keeps
+    // the copy only if the command succeeds), so copies share structure.
+    agents: imbl::OrdMap<AgentId, AgentState>,
+    frameworks: imbl::HashMap<FrameworkId, FrameworkState>,
+    roles: imbl::OrdMap<Role, RoleState>,
     /// Roles with demand, sorted by weighted dominant share.
-    role_order: BTreeSet<Key>,
-    offers: BTreeMap<OfferId, Offer>,
+    role_order: imbl::OrdSet<Key>,
+    offers: imbl::OrdMap<OfferId, Offer>,
     /// The cluster's total, unreserved view: the denominator of every share.
     total: Resources,
     next_offer: OfferId,
@@ -270,7 +272,12 @@ impl Allocator {
         self.cursor = self.cursor.wrapping_add(1);
         for i in 0..n {
             let agent_id = &ids[(start + i) % n];
-            let mut available = self.agents[agent_id].available();
+            let agent = &self.agents[agent_id];
+            if agent.allocated == agent.total {
+                // Full: skip it without working out what is left.
+                continue;
+            }
+            let mut available = agent.available();
             if available.is_empty() {
                 continue;
             }

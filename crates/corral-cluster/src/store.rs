@@ -1,193 +1,119 @@
-//! The master's durable state: an embedded redb database. Every acknowledged change is
-//! committed before the API answers, so a master restarted after `kill -9` recovers it.
-//! Values are JSON records (a persistence format: fields may be added, never renamed).
+//! The master's records in a [`corral_store::Store`]: JSON values (a persistence format:
+//! fields may be added, never renamed) in named tables. The controller never writes to the
+//! store itself: its changes collect in [`Writes`], which the master's owner commits once per
+//! command, or drops when the command fails.
 
-use std::path::Path;
+use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition, TableHandle};
+use corral_store::{Op, Store};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
-pub const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
-pub const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
+pub use corral_store::StoreError;
+
+pub const AGENTS: &str = "agents";
+pub const TASKS: &str = "tasks";
+pub const ROLES: &str = "roles";
 /// Services: app id to its current definition and version list.
-pub const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
-/// `"{app id} {version}"` to that version's definition.
-pub const APP_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("app_versions");
-pub const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+pub const APPS: &str = "apps";
+/// `"{app id} {version}"` to that version's definition (read one at a time, never loaded whole).
+pub const APP_VERSIONS: &str = "app_versions";
+pub const DEPLOYMENTS: &str = "deployments";
+
+/// The tables a master loads when it starts.
+pub const LOADED: [&str; 5] = [AGENTS, TASKS, ROLES, APPS, DEPLOYMENTS];
+
+/// A record that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("state store record {table}/{key} is unreadable: {message}")]
+pub struct Corrupt {
+    pub table: String,
+    pub key: String,
+    pub message: String,
+}
+
+/// Parses one stored record.
+pub fn decode<T: DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> Result<T, Corrupt> {
+    serde_json::from_slice(bytes).map_err(|e| Corrupt { table: table.into(), key: key.into(), message: e.to_string() })
+}
+
+/// The writes of one command, not yet committed, and a way to read records that are not kept
+/// in memory (old app versions).
+#[derive(Clone)]
+pub struct Writes {
+    backend: Arc<dyn Store>,
+    pending: Vec<Op>,
+}
+
+impl Writes {
+    pub fn new(backend: Arc<dyn Store>) -> Writes {
+        Writes { backend, pending: Vec::new() }
+    }
+
+    pub fn put<T: Serialize>(&mut self, table: &str, key: &str, value: &T) {
+        let value = serde_json::to_vec(value).expect("records serialize");
+        self.pending.push(Op::Put { table: table.into(), key: key.into(), value });
+    }
+
+    pub fn delete(&mut self, table: &str, key: &str) {
+        self.pending.push(Op::Delete { table: table.into(), key: key.into() });
+    }
+
+    /// A record as this command sees it: its own writes first, then the store.
+    pub fn get<T: DeserializeOwned>(&self, table: &str, key: &str) -> Result<Option<T>, ReadError> {
+        let held = self.pending.iter().rev().find(|op| op.table() == table && op.key() == key);
+        let bytes = match held {
+            Some(Op::Put { value, .. }) => Some(value.clone()),
+            Some(Op::Delete { .. }) => None,
+            None => self.backend.get(table, key)?,
+        };
+        Ok(bytes.map(|b| decode(table, key, &b)).transpose()?)
+    }
+
+    /// Takes the writes collected so far.
+    pub fn take(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("state store {path}: {message}")]
-    Db { path: String, message: String },
-    #[error("state store record {table}/{key} is unreadable: {message}")]
-    Corrupt { table: String, key: String, message: String },
-}
-
-type Table = TableDefinition<'static, &'static str, &'static [u8]>;
-
-pub struct Store {
-    db: Database,
-    path: String,
-    /// Writes held back while a batch is open (see [`Store::begin`]), and the nesting depth.
-    batch: std::cell::RefCell<(usize, Vec<(Table, String, Option<Vec<u8>>)>)>,
-}
-
-impl Store {
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let p = path.display().to_string();
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db { path: p.clone(), message: e.to_string() })?;
-        }
-        let db = Database::create(path).map_err(|e| StoreError::Db { path: p.clone(), message: e.to_string() })?;
-        let store = Store { db, path: p, batch: Default::default() };
-        // Make sure every table exists, so reads of a new store find them empty.
-        let tx = store.db.begin_write().map_err(|e| store.err(e))?;
-        for t in [AGENTS, TASKS, ROLES, APPS, APP_VERSIONS, DEPLOYMENTS] {
-            tx.open_table(t).map_err(|e| store.err(e))?;
-        }
-        tx.commit().map_err(|e| store.err(e))?;
-        Ok(store)
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Db { path: self.path.clone(), message: e.to_string() }
-    }
-
-    /// Opens a batch: writes until the matching [`Store::commit`] go into one transaction
-    /// (one sync to disk instead of one per record). Batches nest; reads see held writes.
-    pub fn begin(&self) {
-        self.batch.borrow_mut().0 += 1;
-    }
-
-    /// Closes a batch; the outermost one commits what it held.
-    pub fn commit(&self) -> Result<(), StoreError> {
-        let held = {
-            let mut b = self.batch.borrow_mut();
-            b.0 = b.0.saturating_sub(1);
-            if b.0 > 0 {
-                return Ok(());
-            }
-            std::mem::take(&mut b.1)
-        };
-        self.apply(&held)
-    }
-
-    /// Writes (or with `None`, deletes) records in one transaction (or into the open batch).
-    pub fn write<T: Serialize>(&self, table: Table, records: &[(&str, Option<&T>)]) -> Result<(), StoreError> {
-        let rows: Vec<(Table, String, Option<Vec<u8>>)> = records
-            .iter()
-            .map(|(k, v)| (table, k.to_string(), v.map(|v| serde_json::to_vec(v).expect("records serialize"))))
-            .collect();
-        let mut b = self.batch.borrow_mut();
-        if b.0 > 0 {
-            b.1.extend(rows);
-            return Ok(());
-        }
-        drop(b);
-        self.apply(&rows)
-    }
-
-    fn apply(&self, rows: &[(Table, String, Option<Vec<u8>>)]) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        for (table, key, value) in rows {
-            let mut t = tx.open_table(*table).map_err(|e| self.err(e))?;
-            match value {
-                Some(bytes) => {
-                    t.insert(key.as_str(), bytes.as_slice()).map_err(|e| self.err(e))?;
-                }
-                None => {
-                    t.remove(key.as_str()).map_err(|e| self.err(e))?;
-                }
-            }
-        }
-        tx.commit().map_err(|e| self.err(e))
-    }
-
-    pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> Result<(), StoreError> {
-        self.write(table, &[(key, Some(value))])
-    }
-
-    pub fn delete(&self, table: Table, key: &str) -> Result<(), StoreError> {
-        self.write::<()>(table, &[(key, None)])
-    }
-
-    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, StoreError> {
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt {
-            table: table.name().to_string(),
-            key: key.to_string(),
-            message: e.to_string(),
-        };
-        let held = self.batch.borrow().1.iter().rev().find(|(t, k, _)| t.name() == table.name() && k == key).cloned();
-        if let Some((_, _, value)) = held {
-            return value.map(|v| serde_json::from_slice(&v).map_err(corrupt)).transpose();
-        }
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(table).map_err(|e| self.err(e))?;
-        let Some(v) = t.get(key).map_err(|e| self.err(e))? else { return Ok(None) };
-        serde_json::from_slice(v.value()).map(Some).map_err(corrupt)
-    }
-
-    pub fn all<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(table).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let value = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                table: table.name().to_string(),
-                key: k.value().to_string(),
-                message: e.to_string(),
-            })?;
-            out.push((k.value().to_string(), value));
-        }
-        Ok(out)
-    }
+pub enum ReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corral_store::MemoryStore;
 
     #[test]
-    fn records_survive_reopening() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("state.redb");
-        {
-            let s = Store::open(&path).unwrap();
-            s.put(TASKS, "t1", &serde_json::json!({"state": "RUNNING"})).unwrap();
-            s.put(TASKS, "t2", &serde_json::json!({"state": "STAGING"})).unwrap();
-            s.write::<serde_json::Value>(TASKS, &[("t2", None)]).unwrap();
-        }
-        let s = Store::open(&path).unwrap();
-        let all: Vec<(String, serde_json::Value)> = s.all(TASKS).unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].1["state"], "RUNNING");
-        assert!(s.all::<serde_json::Value>(AGENTS).unwrap().is_empty());
+    fn reads_see_the_commands_own_writes_first() {
+        let backend = MemoryStore::new();
+        backend.commit(0, &[Op::Put { table: TASKS.into(), key: "t1".into(), value: b"{\"n\":1}".to_vec() }]).unwrap();
+        let mut w = Writes::new(Arc::new(backend.clone()));
+        assert_eq!(w.get::<serde_json::Value>(TASKS, "t1").unwrap().unwrap()["n"], 1);
+        w.put(TASKS, "t1", &serde_json::json!({"n": 2}));
+        assert_eq!(w.get::<serde_json::Value>(TASKS, "t1").unwrap().unwrap()["n"], 2);
+        w.delete(TASKS, "t1");
+        assert!(w.get::<serde_json::Value>(TASKS, "t1").unwrap().is_none());
+        assert_eq!(w.take().len(), 2);
+        assert!(w.is_empty());
+        assert_eq!(backend.dump().0, 1, "nothing reaches the store until the owner commits");
     }
 
     #[test]
-    fn a_batch_commits_once_and_reads_its_own_writes() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("state.redb");
-        let s = Store::open(&path).unwrap();
-        s.begin();
-        s.put(TASKS, "t1", &serde_json::json!({"n": 1})).unwrap();
-        s.begin();
-        s.put(TASKS, "t1", &serde_json::json!({"n": 2})).unwrap();
-        s.commit().unwrap();
-        assert_eq!(s.get::<serde_json::Value>(TASKS, "t1").unwrap().unwrap()["n"], 2, "held writes are read");
-        assert!(s.all::<serde_json::Value>(TASKS).unwrap().is_empty(), "nothing committed inside the batch");
-        s.delete(TASKS, "gone").unwrap();
-        s.commit().unwrap();
-        drop(s);
-        let s = Store::open(&path).unwrap();
-        let all: Vec<(String, serde_json::Value)> = s.all(TASKS).unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].1["n"], 2);
+    fn an_unreadable_record_names_itself() {
+        let backend = MemoryStore::new();
+        backend.commit(0, &[Op::Put { table: TASKS.into(), key: "t1".into(), value: b"{oops".to_vec() }]).unwrap();
+        let w = Writes::new(Arc::new(backend));
+        let e = w.get::<serde_json::Value>(TASKS, "t1").unwrap_err().to_string();
+        assert!(e.contains("tasks/t1"), "{e}");
     }
 }

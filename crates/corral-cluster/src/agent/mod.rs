@@ -158,6 +158,12 @@ impl Inner {
             }
             t.state = state;
         }
+        self.queue_update(task_id, state, exit_code, message);
+    }
+
+    /// Queues a status update even if the state was reported before (the master asks about a
+    /// task it has not heard the end of).
+    fn queue_update(&mut self, task_id: &str, state: TaskState, exit_code: Option<i32>, message: Option<String>) {
         let seq = self.pending.next_seq;
         self.pending.next_seq += 1;
         self.pending.updates.push_back(wire::StatusUpdate {
@@ -260,8 +266,43 @@ impl Agent {
             let i = self.inner.lock().await;
             (i.config.state_root.clone(), i.tasks.values().cloned().collect::<Vec<_>>())
         };
-        for t in entries.into_iter().filter(|t| !t.state.is_terminal()) {
-            let dir = Containers::new(&root).dir_of(&t.container_id);
+        let containers = Containers::new(&root);
+        for mut t in entries.into_iter().filter(|t| !t.state.is_terminal()) {
+            if t.container_id.is_empty() {
+                // The agent stopped between recording the launch and the container's id: the
+                // container, if it was created, carries the task's id as its name.
+                let found =
+                    containers.find(&t.task_id).ok().filter(|d| d.read_record().is_ok_and(|r| r.name == t.task_id));
+                match found {
+                    Some(dir) => {
+                        tracing::info!(task = %t.task_id, container = %dir.id(), "found the container of a task whose start was cut short");
+                        t.container_id = dir.id();
+                        let mut i = self.inner.lock().await;
+                        if let Some(e) = i.tasks.get_mut(&t.task_id) {
+                            e.container_id = t.container_id.clone();
+                        }
+                        i.save();
+                    }
+                    None => {
+                        let mut i = self.inner.lock().await;
+                        i.report(
+                            &t.task_id,
+                            TaskState::Lost,
+                            None,
+                            Some("the agent restarted before the task started".into()),
+                        );
+                        continue;
+                    }
+                }
+            }
+            let dir = containers.dir_of(&t.container_id);
+            if t.kill_requested && matches!(dir.state(), Ok(CState::Running { .. } | CState::Created)) {
+                // Killed, but the agent stopped before the container was: finish the kill.
+                tracing::info!(task = %t.task_id, "stopping a task that was being killed");
+                let stop_dir = dir.clone();
+                let _ = tokio::task::spawn_blocking(move || corral_runtime::control::send(&stop_dir, "stop")).await;
+                continue;
+            }
             match dir.state() {
                 // The watcher loop reports these when they end (or, for those that ended while
                 // the agent was away, on its first pass).
@@ -548,16 +589,45 @@ impl Agent {
         }
     }
 
+    /// Kills a task. A task this agent has not heard of is recorded as killed (its launch may
+    /// still be on its way: it will not start); one that already ended is reported again, so
+    /// a master that missed the end hears it.
     async fn kill_task(&self, task_id: &str) -> Result<(), String> {
         let (root, container) = {
             let mut i = self.inner.lock().await;
             let root = i.config.state_root.clone();
             let Some(t) = i.tasks.get_mut(task_id) else {
-                return Err(format!("no such task on this agent: {task_id:?}"));
+                i.tasks.insert(
+                    task_id.to_string(),
+                    TaskEntry {
+                        task_id: task_id.to_string(),
+                        container_id: String::new(),
+                        kill_requested: true,
+                        state: TaskState::Staging,
+                        health_checks: Vec::new(),
+                        readiness_checks: Vec::new(),
+                        port_forwards: Vec::new(),
+                    },
+                );
+                i.report(task_id, TaskState::Killed, None, Some("killed before it was launched".into()));
+                drop(i);
+                self.wake.notify_one();
+                return Ok(());
             };
+            if t.state.is_terminal() {
+                let state = t.state;
+                i.queue_update(task_id, state, None, Some("it had already ended".into()));
+                drop(i);
+                self.wake.notify_one();
+                return Ok(());
+            }
             t.kill_requested = true;
             let c = t.container_id.clone();
             i.save();
+            if c.is_empty() {
+                // Still starting: `start_task` sees the kill before or after the start.
+                return Ok(());
+            }
             (root, c)
         };
         tokio::task::spawn_blocking(move || {

@@ -1,5 +1,5 @@
-//! The master's HTTP API. Each handler: parse, one controller call, flush agent calls, answer.
-//! Errors map to HTTP statuses here and nowhere else.
+//! The master's HTTP API. Each handler parses, then either reads the published snapshot or
+//! sends the owner one command, and answers. Errors map to HTTP statuses here and nowhere else.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -44,6 +44,7 @@ impl From<MasterError> for ApiError {
             MasterError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             MasterError::Conflict { .. } => StatusCode::CONFLICT,
             MasterError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            MasterError::Corrupt(_) | MasterError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
     }
@@ -66,11 +67,11 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 }
 
 async fn list_tasks(State(m): State<Master>) -> Json<Vec<wire::TaskInfo>> {
-    Json(m.controller.lock().await.tasks())
+    Json(m.view().tasks())
 }
 
 async fn get_task(State(m): State<Master>, Path(id): Path<String>) -> Result<Json<wire::TaskInfo>, ApiError> {
-    let c = m.controller.lock().await;
+    let c = m.view();
     c.task_info(&id).map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))
 }
 
@@ -78,15 +79,12 @@ async fn run_tasks(
     State(m): State<Master>,
     Body(req): Body<wire::RunTasks>,
 ) -> Result<(StatusCode, Json<wire::TaskIds>), ApiError> {
-    let now = m.now_ms();
-    let ids = m.controller.lock().await.run_tasks(req, now)?;
-    m.flush().await;
+    let (ids, _) = m.call(move |c, now| c.run_tasks(req, now)).await?;
     Ok((StatusCode::CREATED, Json(wire::TaskIds { tasks: ids })))
 }
 
 async fn kill_task(State(m): State<Master>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    m.controller.lock().await.kill_task(&id)?;
-    m.flush().await;
+    m.call(move |c, _| c.kill_task(&id)).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -102,7 +100,7 @@ async fn task_logs(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let c = m.controller.lock().await;
+    let c = m.view();
     let t = c.task(&id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))?;
     let agent = t
         .agent
@@ -115,25 +113,22 @@ async fn task_logs(
 }
 
 async fn list_agents(State(m): State<Master>) -> Json<Vec<wire::AgentInfo>> {
-    Json(m.controller.lock().await.agents())
+    Json(m.view().agents())
 }
 
 async fn register(
     State(m): State<Master>,
     Body(req): Body<wire::Register>,
 ) -> Result<Json<wire::Registered>, ApiError> {
-    let now = m.now_ms();
-    let reply = m.controller.lock().await.batched(|c| c.register(req, now))?;
-    m.flush().await;
+    let (reply, _) = m.call(move |c, now| c.register(req, now)).await?;
     Ok(Json(reply))
 }
 
 async fn heartbeat(State(m): State<Master>, Path(id): Path<String>) -> StatusCode {
-    let now = m.now_ms();
-    if m.controller.lock().await.heartbeat(&id, now) {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
+    match m.call(move |c, now| Ok(c.heartbeat(&id, now))).await {
+        Ok((true, _)) => StatusCode::OK,
+        Ok((false, _)) => StatusCode::NOT_FOUND,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -142,14 +137,12 @@ async fn updates(
     Path(id): Path<String>,
     Body(req): Body<wire::Updates>,
 ) -> Result<Json<wire::Acked>, ApiError> {
-    let now = m.now_ms();
-    let acked = m.controller.lock().await.batched(|c| c.updates(&id, req.updates, now))?;
-    m.flush().await;
+    let (acked, _) = m.call(move |c, now| c.updates(&id, req.updates, now)).await?;
     Ok(Json(wire::Acked { acked }))
 }
 
 async fn list_roles(State(m): State<Master>) -> Json<Vec<wire::RoleInfo>> {
-    Json(m.controller.lock().await.roles())
+    Json(m.view().roles())
 }
 
 async fn set_role(
@@ -157,8 +150,6 @@ async fn set_role(
     Path(role): Path<String>,
     Body(req): Body<wire::SetRole>,
 ) -> Result<StatusCode, ApiError> {
-    let now = m.now_ms();
-    m.controller.lock().await.set_role(&role, req, now)?;
-    m.flush().await;
+    m.call(move |c, now| c.set_role(&role, req, now)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,14 +2,15 @@
 //! commands; it changes the state, commits it to the store, runs allocation cycles (offering
 //! to the built-in task framework of each role) and tells agents what to run.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_alloc::attributes::{self, Attributes};
 use corral_alloc::{Allocator, Operation, Resources, Role, RoleConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError, AGENTS, ROLES, TASKS};
+use crate::store::{decode, Corrupt, ReadError, StoreError, Writes, AGENTS, LOADED, ROLES, TASKS};
 use crate::task::{transition, TaskEvent, TaskState};
 use crate::wire;
 
@@ -28,6 +29,20 @@ pub enum MasterError {
     Conflict { message: String, deployments: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
+    /// A bug: the command panicked. Nothing it did was kept.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ReadError> for MasterError {
+    fn from(e: ReadError) -> MasterError {
+        match e {
+            ReadError::Store(e) => MasterError::Store(e),
+            ReadError::Corrupt(e) => MasterError::Corrupt(e),
+        }
+    }
 }
 
 /// A task, as the master keeps it (and persists it).
@@ -50,6 +65,9 @@ pub struct TaskRecord {
     /// Set for the tasks of a service: what the services framework knows of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceTask>,
+    /// When a kill was last sent to its agent (not stored: a restarted master sends again).
+    #[serde(skip)]
+    pub kill_sent_ms: Option<u64>,
 }
 
 /// A service task's part of its record.
@@ -108,7 +126,7 @@ pub struct AgentRecord {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct RoleRecord {
+pub(super) struct RoleRecord {
     weight: f64,
     quota: Option<String>,
 }
@@ -120,6 +138,7 @@ pub enum AgentCall {
     Kill { address: String, task_id: String },
 }
 
+#[derive(Clone)]
 pub(super) struct AgentLive {
     pub(super) record: AgentRecord,
     pub(super) attributes: Attributes,
@@ -127,13 +146,18 @@ pub(super) struct AgentLive {
     pub(super) reachable: bool,
 }
 
+/// The master's whole state. Cloning it is cheap (its large maps share structure): the owner
+/// runs each command on a copy, keeps the copy only if the command and its commit succeed, and
+/// publishes it to readers as an immutable snapshot.
+#[derive(Clone)]
 pub struct Controller {
-    pub(super) store: Store,
+    /// This command's writes, committed by the owner.
+    pub(super) store: Writes,
     pub(super) alloc: Allocator,
-    pub(super) agents: BTreeMap<String, AgentLive>,
-    pub(super) tasks: BTreeMap<String, TaskRecord>,
+    pub(super) agents: imbl::OrdMap<String, AgentLive>,
+    pub(super) tasks: imbl::OrdMap<String, TaskRecord>,
     /// Per built-in framework (one per role), tasks waiting for an offer, in order.
-    queues: BTreeMap<String, VecDeque<String>>,
+    queues: BTreeMap<String, imbl::Vector<String>>,
     roles: BTreeMap<String, RoleRecord>,
     pub(super) next_seq: u64,
     pub agent_timeout_ms: u64,
@@ -148,10 +172,42 @@ pub struct Controller {
     pub(super) last_now_ms: u64,
     /// Marathon events raised since the last flush (`/v2/events`).
     pub(super) events: Vec<serde_json::Value>,
+    /// Where new ids come from: seeded once, so ids never depend on the clock.
+    pub(super) ids: Ids,
+}
+
+/// A source of random ids (the owner seeds it; tests seed it with a constant).
+#[derive(Clone)]
+pub struct Ids(fastrand::Rng);
+
+impl Ids {
+    pub fn seeded(seed: u64) -> Ids {
+        Ids(fastrand::Rng::with_seed(seed))
+    }
+
+    /// `{prefix}-` and 12 hex digits.
+    pub fn id(&mut self, prefix: &str) -> String {
+        format!("{prefix}-{:012x}", self.0.u64(..) & 0xffff_ffff_ffff)
+    }
+
+    /// A random (version 4) UUID.
+    pub fn uuid(&mut self) -> String {
+        let (a, b) = (self.0.u64(..), self.0.u64(..));
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | (b >> 48) & 0x3fff,
+            b & 0xffff_ffff_ffff
+        )
+    }
 }
 
 /// How long an offer may stay unanswered before it is rescinded.
 pub const OFFER_TIMEOUT_MS: u64 = 30_000;
+/// A kill not answered by the task's end within this long is sent again.
+pub const KILL_RETRY_MS: u64 = 3_000;
 
 /// A task as the API shows it.
 fn task_info(t: &TaskRecord) -> wire::TaskInfo {
@@ -197,24 +253,22 @@ fn framework_of_task(t: &TaskRecord) -> String {
     }
 }
 
-fn new_id(prefix: &str) -> String {
-    use std::hash::{BuildHasher, RandomState};
-    format!("{prefix}-{:012x}", RandomState::new().hash_one(std::time::SystemTime::now()) & 0xffff_ffff_ffff)
-}
-
 impl Controller {
     /// Loads the state from the store: agents come back unreachable until they re-register.
+    /// Returns the revision it was loaded at (the owner's commits are conditional on it).
     pub fn recover(
-        store: Store,
+        store: Arc<dyn corral_store::Store>,
         now_ms: u64,
         epoch_ms: u64,
         agent_timeout: Duration,
-    ) -> Result<Controller, MasterError> {
+        ids: Ids,
+    ) -> Result<(Controller, corral_store::Revision), MasterError> {
+        let snapshot = store.load(&LOADED)?;
         let mut c = Controller {
-            store,
+            store: Writes::new(store),
             alloc: Allocator::new(),
-            agents: BTreeMap::new(),
-            tasks: BTreeMap::new(),
+            agents: imbl::OrdMap::new(),
+            tasks: imbl::OrdMap::new(),
             queues: BTreeMap::new(),
             roles: BTreeMap::new(),
             next_seq: 0,
@@ -225,8 +279,11 @@ impl Controller {
             epoch_ms: epoch_ms.saturating_sub(now_ms),
             last_now_ms: now_ms,
             events: Vec::new(),
+            ids,
         };
-        for (name, r) in c.store.all::<RoleRecord>(ROLES)? {
+        for (name, r) in snapshot.table(ROLES) {
+            let r: RoleRecord = decode(ROLES, name, r)?;
+            let name = name.to_string();
             let role = Role::parse(&name).map_err(|e| MasterError::BadRequest(e.to_string()))?;
             let quota = r
                 .quota
@@ -237,12 +294,15 @@ impl Controller {
             let _ = c.alloc.set_role(&role, RoleConfig { weight: r.weight, quota });
             c.roles.insert(name, r);
         }
-        for (id, a) in c.store.all::<AgentRecord>(AGENTS)? {
+        for (id, a) in snapshot.table(AGENTS) {
+            let a: AgentRecord = decode(AGENTS, id, a)?;
+            let id = id.to_string();
             let attributes = attributes::parse(&a.attributes).unwrap_or_default();
             // Known, but not reachable until it says so; its resources are not offered yet.
             c.agents.insert(id, AgentLive { record: a, attributes, last_seen_ms: now_ms, reachable: false });
         }
-        let mut tasks: Vec<TaskRecord> = c.store.all::<TaskRecord>(TASKS)?.into_iter().map(|(_, t)| t).collect();
+        let mut tasks: Vec<TaskRecord> =
+            snapshot.table(TASKS).map(|(k, v)| decode(TASKS, k, v)).collect::<Result<_, _>>()?;
         tasks.sort_by_key(|t| t.seq);
         for t in tasks {
             c.next_seq = c.next_seq.max(t.seq + 1);
@@ -259,18 +319,8 @@ impl Controller {
         for fw in c.queues.keys().cloned().collect::<Vec<_>>() {
             c.sync_demand(&fw);
         }
-        c.recover_services()?;
-        Ok(c)
-    }
-
-    /// Runs `f` with the store's writes batched into one transaction.
-    pub fn batched<T>(&mut self, f: impl FnOnce(&mut Controller) -> Result<T, MasterError>) -> Result<T, MasterError> {
-        self.store.begin();
-        let result = f(self);
-        let committed = self.store.commit();
-        let value = result?;
-        committed?;
-        Ok(value)
+        c.recover_services(&snapshot)?;
+        Ok((c, snapshot.revision))
     }
 
     pub fn take_events(&mut self) -> Vec<serde_json::Value> {
@@ -287,7 +337,7 @@ impl Controller {
             let r = Role::parse(role).expect("validated on submission");
             self.alloc.add_framework(&fw, &[r.clone()]);
             self.alloc.suppress(&fw, &r);
-            self.queues.insert(fw, VecDeque::new());
+            self.queues.insert(fw, imbl::Vector::new());
         }
     }
 
@@ -323,8 +373,11 @@ impl Controller {
         let mut ids = Vec::new();
         let mut records = Vec::new();
         for _ in 0..req.count {
-            let id =
-                new_id(&name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(20).collect::<String>());
+            let id = self.ids.id(&name
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(20)
+                .collect::<String>());
             let t = TaskRecord {
                 id: id.clone(),
                 name: name.clone(),
@@ -340,13 +393,15 @@ impl Controller {
                 message: None,
                 seq: self.next_seq,
                 service: None,
+                kill_sent_ms: None,
             };
             self.next_seq += 1;
             records.push(t);
             ids.push(id);
         }
-        let refs: Vec<(&str, Option<&TaskRecord>)> = records.iter().map(|t| (t.id.as_str(), Some(t))).collect();
-        self.store.write(TASKS, &refs)?;
+        for t in &records {
+            self.store.put(TASKS, &t.id, t);
+        }
         self.ensure_framework(role.as_str());
         let fw = framework_of(role.as_str());
         for t in records {
@@ -377,10 +432,32 @@ impl Controller {
         }
         let next = transition(t.state, TaskEvent::KillRequested).map_err(|e| MasterError::BadRequest(e.to_string()))?;
         self.set_state(id, next, None, None)?;
-        if let Some(a) = t.agent.as_ref().and_then(|a| self.agents.get(a)) {
-            self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id: id.to_string() });
-        }
+        self.send_kill(id);
         Ok(())
+    }
+
+    /// Asks the task's agent to kill it (now, and again on later ticks until it reports the
+    /// end), if its agent is reachable; an unreachable one is asked when it returns.
+    pub(super) fn send_kill(&mut self, id: &str) {
+        let now = self.last_now_ms;
+        let Some(t) = self.tasks.get_mut(id) else { return };
+        let Some(a) = t.agent.as_ref().and_then(|a| self.agents.get(a)).filter(|a| a.reachable) else { return };
+        t.kill_sent_ms = Some(now);
+        self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id: id.to_string() });
+    }
+
+    /// Kills not yet answered by an end are sent again.
+    fn retry_kills(&mut self, now_ms: u64) {
+        let due: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.state == TaskState::Killing)
+            .filter(|t| t.kill_sent_ms.is_none_or(|at| now_ms.saturating_sub(at) >= KILL_RETRY_MS))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in due {
+            self.send_kill(&id);
+        }
     }
 
     pub fn set_role(&mut self, name: &str, req: wire::SetRole, now_ms: u64) -> Result<(), MasterError> {
@@ -401,7 +478,7 @@ impl Controller {
         self.alloc
             .set_role(&role, RoleConfig { weight: rec.weight, quota })
             .map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        self.store.put(ROLES, name, &rec)?;
+        self.store.put(ROLES, name, &rec);
         self.roles.insert(name.to_string(), rec);
         self.allocate(now_ms);
         Ok(())
@@ -469,7 +546,7 @@ impl Controller {
         }
         let id = match &req.agent_id {
             Some(id) if !id.is_empty() => id.clone(),
-            _ => new_id("agent"),
+            _ => self.ids.id("agent"),
         };
         let record = AgentRecord {
             id: id.clone(),
@@ -478,7 +555,7 @@ impl Controller {
             resources: total.to_string(),
             attributes: req.attributes.clone(),
         };
-        self.store.put(AGENTS, &id, &record)?;
+        self.store.put(AGENTS, &id, &record);
         if self.agents.get(&id).is_some_and(|a| a.reachable) {
             // A re-registration of an agent we think is up (it restarted quickly).
             let _ = self.alloc.remove_agent(&id);
@@ -614,6 +691,7 @@ impl Controller {
                 }
             }
         }
+        self.retry_kills(now_ms);
         self.allocate(now_ms);
         Ok(())
     }
@@ -644,7 +722,7 @@ impl Controller {
             t.message = message;
         }
         let t = t.clone();
-        self.store.put(TASKS, id, &t)?;
+        self.store.put(TASKS, id, &t);
         if state.is_terminal() && was_running_somewhere {
             if let Some(agent) = &t.agent {
                 let res = Resources::parse(&t.resources).expect("stored resources parse");
@@ -676,10 +754,14 @@ impl Controller {
                     continue;
                 }
                 let queue = self.queues.get(&o.framework).cloned().unwrap_or_default();
+                // Queued tasks mostly share a few shapes: each is parsed and compared once.
+                let mut fits: HashMap<&str, bool> = HashMap::new();
                 let fitting = queue.iter().find(|id| {
-                    self.tasks
-                        .get(*id)
-                        .is_some_and(|t| o.resources.contains(&Resources::parse(&t.resources).expect("stored")))
+                    self.tasks.get(*id).is_some_and(|t| {
+                        *fits
+                            .entry(t.resources.as_str())
+                            .or_insert_with(|| Resources::parse(&t.resources).is_ok_and(|r| o.resources.contains(&r)))
+                    })
                 });
                 let Some(task_id) = fitting.cloned() else {
                     // Nothing of ours fits here: do not offer these again until our queue changes.
@@ -692,17 +774,20 @@ impl Controller {
                     continue;
                 }
                 let fw = o.framework.clone();
-                self.queues.get_mut(&fw).expect("exists").retain(|x| *x != task_id);
-                self.sync_demand(&fw);
+                let queue = self.queues.get_mut(&fw).expect("exists");
+                queue.retain(|x| *x != task_id);
+                if queue.is_empty() {
+                    // Only suppress: a revive would drop the framework's filters, and every
+                    // agent's leftovers would be offered (and searched, and declined) again.
+                    self.alloc.suppress(&fw, &Role::parse(&task.role).expect("stored roles parse"));
+                }
                 let Some(agent) = self.agents.get(&o.agent) else { continue };
                 let address = agent.record.address.clone();
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     t.agent = Some(o.agent.clone());
                 }
                 let t = self.tasks[&task_id].clone();
-                if let Err(e) = self.store.put(TASKS, &task_id, &t) {
-                    tracing::error!(error = %e, task = %task_id, "persisting a placement failed");
-                }
+                self.store.put(TASKS, &task_id, &t);
                 self.outbox.push(AgentCall::Launch { address, launch: launch_of(&t) });
             }
             // Declined offers carry lasting filters, so the next cycle offers them elsewhere,

@@ -60,6 +60,9 @@ impl From<MasterError> for MarathonError {
             MasterError::NotFound(m) => MarathonError(StatusCode::NOT_FOUND, json!({"message": m})),
             MasterError::BadRequest(m) => MarathonError(StatusCode::BAD_REQUEST, json!({"message": m})),
             MasterError::Store(e) => MarathonError(StatusCode::SERVICE_UNAVAILABLE, json!({"message": e.to_string()})),
+            e @ (MasterError::Corrupt(_) | MasterError::Internal(_)) => {
+                MarathonError(StatusCode::INTERNAL_SERVER_ERROR, json!({"message": e.to_string()}))
+            }
         }
     }
 }
@@ -310,7 +313,7 @@ async fn list_apps(State(m): State<Master>, RawQuery(q): RawQuery) -> Json<Value
     let id_filter = p.get("id").map(str::to_lowercase);
     let cmd_filter = p.get("cmd").map(str::to_lowercase);
     let label = p.get("label").map(str::to_string);
-    let c = m.controller.lock().await;
+    let c = m.view();
     let apps: Vec<Value> = c
         .services
         .apps
@@ -346,14 +349,10 @@ async fn create_app(
     body: axum::body::Bytes,
 ) -> Result<Response, MarathonError> {
     let def = decode(&body, &headers)?;
-    let now = m.now_ms();
-    let mut c = m.controller.lock().await;
-    let (d, deployment) = c.batched(|c| c.create_app(def, now))?;
+    let ((d, deployment), c) = m.call(move |c, now| c.create_app(def, now)).await?;
     let entry = c.services.apps.get(&d.id).expect("just created");
     let mut v = app_json(&c, entry, Embed { last_failure: false, ..Embed::from(&Params(Vec::new()), true) });
     v["deployments"] = json!([{"id": deployment}]);
-    drop(c);
-    m.flush().await;
     Ok((
         StatusCode::CREATED,
         [
@@ -375,9 +374,8 @@ async fn put_apps(
     let p = Params::parse(q);
     let list = body_value(&body, &headers)?;
     let Value::Array(items) = list else { return Err(bad("expected a JSON array of app definitions")) };
-    let now = m.now_ms();
-    let (d, v) = m.controller.lock().await.batched(|c| c.update_apps(items, p.flag("force"), now))?;
-    m.flush().await;
+    let force = p.flag("force");
+    let ((d, v), _) = m.call(move |c, now| c.update_apps(items, force, now)).await?;
     Ok(changed(d, v))
 }
 
@@ -430,7 +428,7 @@ async fn app_get(
     headers: HeaderMap,
 ) -> Result<Response, MarathonError> {
     let p = Params::parse(q);
-    let c = m.controller.lock().await;
+    let c = m.view();
     let missing = |id: &str| MarathonError::from(MasterError::NotFound(format!("App '{id}' does not exist")));
     match app_path(&rest) {
         AppPath::App(id) => {
@@ -541,9 +539,6 @@ async fn app_patch(
     let p = Params::parse(q);
     let id = app_only(&rest)?;
     let id = norm(&id);
-    if !m.controller.lock().await.services.apps.contains_key(&id) {
-        return Err(MasterError::NotFound(format!("App '{id}' does not exist")).into());
-    }
     let patch = body_value(&body, &headers)?;
     change_app(m, &id, patch, true, p.flag("force")).await
 }
@@ -552,10 +547,16 @@ async fn change_app(m: Master, id: &str, patch: Value, partial: bool, force: boo
     if !patch.is_object() {
         return Err(bad("an app definition must be a JSON object"));
     }
-    let now = m.now_ms();
-    let (created, deployment, version) =
-        m.controller.lock().await.batched(|c| c.update_app(id, patch, partial, force, now))?;
-    m.flush().await;
+    let app = id.to_string();
+    let ((created, deployment, version), _) = m
+        .call(move |c, now| {
+            // PATCH changes an app; it never creates one.
+            if partial && !c.services.apps.contains_key(&app) {
+                return Err(MasterError::NotFound(format!("App '{app}' does not exist")));
+            }
+            c.update_app(&app, patch, partial, force, now)
+        })
+        .await?;
     if created {
         return Ok(created_at(format!("/v2/apps{}", norm(id)), deployment, version));
     }
@@ -568,18 +569,17 @@ async fn app_delete(
     RawQuery(q): RawQuery,
 ) -> Result<Response, MarathonError> {
     let p = Params::parse(q);
-    let now = m.now_ms();
     match app_path(&rest) {
         AppPath::App(id) => {
-            let (d, v) = m.controller.lock().await.batched(|c| c.delete_app(&id, p.flag("force"), now))?;
-            m.flush().await;
+            let force = p.flag("force");
+            let ((d, v), _) = m.call(move |c, now| c.delete_app(&id, force, now)).await?;
             Ok(changed(d, v))
         }
         AppPath::Tasks(id) => {
             let id = norm(&id);
             let host = p.get("host").map(str::to_string);
             let ids: Vec<String> = {
-                let c = m.controller.lock().await;
+                let c = m.view();
                 c.services
                     .apps
                     .get(&id)
@@ -598,7 +598,7 @@ async fn app_delete(
         AppPath::Task(id, task) => {
             let id = norm(&id);
             {
-                let c = m.controller.lock().await;
+                let c = m.view();
                 c.tasks.get(&task).filter(|t| t.service.as_ref().is_some_and(|s| s.app == id)).ok_or_else(|| {
                     MarathonError::from(MasterError::NotFound(format!("Task '{task}' does not exist")))
                 })?;
@@ -609,36 +609,20 @@ async fn app_delete(
     }
 }
 
-/// Kills service tasks; with `scale`, lowers their apps' instance counts by as many.
+/// Kills service tasks; with `scale`, lowers their apps' instance counts by as many (one
+/// deployment).
 async fn kill_tasks(m: Master, ids: Vec<String>, scale: bool, many: bool) -> Result<Response, MarathonError> {
-    let now = m.now_ms();
-    let mut c = m.controller.lock().await;
-    let views: Vec<Value> = ids.iter().filter_map(|id| c.tasks.get(id)).map(|t| task_json(&c, t)).collect();
+    let ((views, deployment), _) = m
+        .call(move |c, now| {
+            let views: Vec<Value> = ids.iter().filter_map(|id| c.tasks.get(id)).map(|t| task_json(c, t)).collect();
+            let deployment = c.kill_app_tasks(&ids, scale, now)?;
+            Ok((views, deployment))
+        })
+        .await?;
     if scale {
-        let mut per_app: BTreeMap<String, i64> = BTreeMap::new();
-        for id in &ids {
-            if let Some(s) = c.tasks.get(id).and_then(|t| t.service.as_ref()) {
-                *per_app.entry(s.app.clone()).or_default() += 1;
-            }
-        }
-        let mut last = None;
-        for id in &ids {
-            c.kill_task(id)?;
-        }
-        for (app, n) in per_app {
-            let current = c.services.apps.get(&app).and_then(|e| e.definition.instances).unwrap_or(0);
-            last = Some(c.update_app(&app, json!({"instances": (current - n).max(0)}), true, true, now)?);
-        }
-        drop(c);
-        m.flush().await;
-        let (_, d, v) = last.ok_or_else(|| bad("no tasks given"))?;
+        let (d, v) = deployment.ok_or_else(|| bad("no tasks given"))?;
         return Ok(changed(d, v));
     }
-    for id in &ids {
-        c.kill_task(id)?;
-    }
-    drop(c);
-    m.flush().await;
     if many {
         Ok(Json(json!({ "tasks": views })).into_response())
     } else {
@@ -655,9 +639,8 @@ async fn app_post(
     let AppPath::Restart(id) = app_path(&rest) else {
         return Err(MarathonError(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "method not allowed"})));
     };
-    let now = m.now_ms();
-    let (d, v) = m.controller.lock().await.batched(|c| c.restart_app(&id, p.flag("force"), now))?;
-    m.flush().await;
+    let force = p.flag("force");
+    let ((d, v), _) = m.call(move |c, now| c.restart_app(&id, force, now)).await?;
     Ok(changed(d, v))
 }
 
@@ -667,7 +650,7 @@ async fn list_tasks(State(m): State<Master>, RawQuery(q): RawQuery, headers: Hea
     let p = Params::parse(q);
     let wanted: Vec<String> =
         p.all("status").chain(p.all("status[]")).map(|s| format!("TASK_{}", s.to_uppercase())).collect();
-    let c = m.controller.lock().await;
+    let c = m.view();
     let mut tasks: Vec<&TaskRecord> = c
         .tasks
         .values()
@@ -700,7 +683,7 @@ async fn delete_tasks(
         .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad("task ids must be strings")))
         .collect::<Result<_, _>>()?;
     {
-        let c = m.controller.lock().await;
+        let c = m.view();
         if let Some(unknown) = ids.iter().find(|id| !c.tasks.get(*id).is_some_and(|t| t.service.is_some())) {
             return Err(bad(format!("Invalid task id '{unknown}'.")));
         }
@@ -711,7 +694,7 @@ async fn delete_tasks(
 // ---- /v2/deployments ------------------------------------------------------------------------
 
 async fn list_deployments(State(m): State<Master>) -> Json<Value> {
-    let c = m.controller.lock().await;
+    let c = m.view();
     Json(json!(c.services.deployments.iter().map(|d| deployment_json(d)).collect::<Vec<_>>()))
 }
 
@@ -721,9 +704,8 @@ async fn cancel_deployment(
     RawQuery(q): RawQuery,
 ) -> Result<Response, MarathonError> {
     let p = Params::parse(q);
-    let now = m.now_ms();
-    let result = m.controller.lock().await.batched(|c| c.cancel_deployment(&id, p.flag("force"), now))?;
-    m.flush().await;
+    let force = p.flag("force");
+    let (result, _) = m.call(move |c, now| c.cancel_deployment(&id, force, now)).await?;
     Ok(match result {
         Some((d, v)) => changed(d, v),
         None => StatusCode::ACCEPTED.into_response(),
@@ -835,21 +817,26 @@ async fn create_group(
 ) -> Result<Response, MarathonError> {
     let p = Params::parse(q);
     let g = body_value(&body, &headers)?;
-    let now = m.now_ms();
-    let mut c = m.controller.lock().await;
-    let known = known_ids(&c, &g, "/");
-    let mut apps = Vec::new();
-    let id = flatten_group("/", &g, &known, &mut apps)?;
-    if c.services.apps.keys().any(|a| a.starts_with(&format!("{id}/"))) {
-        return Err(MasterError::Conflict {
-            message: format!("Group {id} is already created. Use PUT to change this group."),
-            deployments: Vec::new(),
-        }
-        .into());
-    }
-    let (d, v) = c.batched(|c| c.change_apps(apps, false, Vec::new(), p.flag("force"), now))?;
-    drop(c);
-    m.flush().await;
+    let force = p.flag("force");
+    let (result, _) = m
+        .call(move |c, now| {
+            let known = known_ids(c, &g, "/");
+            let mut apps = Vec::new();
+            let id = match flatten_group("/", &g, &known, &mut apps) {
+                Ok(id) => id,
+                Err(e) => return Ok(Err(e)),
+            };
+            if c.services.apps.keys().any(|a| a.starts_with(&format!("{id}/"))) {
+                return Err(MasterError::Conflict {
+                    message: format!("Group {id} is already created. Use PUT to change this group."),
+                    deployments: Vec::new(),
+                });
+            }
+            let (d, v) = c.change_apps(apps, false, Vec::new(), force, now)?;
+            Ok(Ok((id, d, v)))
+        })
+        .await?;
+    let (id, d, v) = result?;
     Ok(created_at(format!("/v2/groups{id}"), d, v))
 }
 
@@ -882,9 +869,21 @@ async fn change_group(
     body: axum::body::Bytes,
 ) -> Result<Response, MarathonError> {
     let p = Params::parse(q);
-    let mut g = body_value(&body, &headers)?;
-    let now = m.now_ms();
-    let mut c = m.controller.lock().await;
+    let g = body_value(&body, &headers)?;
+    let force = p.flag("force");
+    let (result, _) = m.call(move |c, now| Ok(group_change(c, id, g, force, now))).await?;
+    let (d, v) = result?;
+    Ok(changed(d, v))
+}
+
+/// `PUT /v2/groups/{id}` on the owner: the apps to change and remove, as one deployment.
+fn group_change(
+    c: &mut Controller,
+    id: String,
+    mut g: Value,
+    force: bool,
+    now: u64,
+) -> Result<(String, String), MarathonError> {
     let prefix = if id == "/" { "/".to_string() } else { format!("{id}/") };
     let members: Vec<String> = c.services.apps.keys().filter(|a| a.starts_with(&prefix)).cloned().collect();
     let (items, removals) = if let Some(factor) = g.get("scaleBy").and_then(Value::as_f64) {
@@ -900,7 +899,7 @@ async fn change_group(
         if let Some(o) = g.as_object_mut() {
             o.insert("id".into(), id.clone().into());
         }
-        let known = known_ids(&c, &g, "/");
+        let known = known_ids(c, &g, "/");
         let mut apps = Vec::new();
         flatten_group("/", &g, &known, &mut apps)?;
         let named: Vec<&str> = apps.iter().filter_map(|a| a["id"].as_str()).collect();
@@ -908,10 +907,7 @@ async fn change_group(
         (apps, removals)
     };
     let partial = g.get("scaleBy").is_some();
-    let (d, v) = c.batched(|c| c.change_apps(items, partial, removals, p.flag("force"), now))?;
-    drop(c);
-    m.flush().await;
-    Ok(changed(d, v))
+    Ok(c.change_apps(items, partial, removals, force, now)?)
 }
 
 /// `DELETE /v2/groups/{id}`: removes every app in it, in one deployment.
@@ -922,25 +918,27 @@ async fn delete_group(
 ) -> Result<Response, MarathonError> {
     let p = Params::parse(q);
     let id = norm(&id);
-    let now = m.now_ms();
-    let mut c = m.controller.lock().await;
-    let members: Vec<String> = c.services.apps.keys().filter(|a| a.starts_with(&format!("{id}/"))).cloned().collect();
-    if members.is_empty() {
-        return Err(MarathonError(StatusCode::NOT_FOUND, json!({"message": format!("Group '{id}' does not exist")})));
-    }
-    let (d, v) = c.batched(|c| c.change_apps(Vec::new(), false, members, p.flag("force"), now))?;
-    drop(c);
-    m.flush().await;
+    let force = p.flag("force");
+    let ((d, v), _) = m
+        .call(move |c, now| {
+            let members: Vec<String> =
+                c.services.apps.keys().filter(|a| a.starts_with(&format!("{id}/"))).cloned().collect();
+            if members.is_empty() {
+                return Err(MasterError::NotFound(format!("Group '{id}' does not exist")));
+            }
+            c.change_apps(Vec::new(), false, members, force, now)
+        })
+        .await?;
     Ok(changed(d, v))
 }
 
 async fn root_group(State(m): State<Master>) -> Json<Value> {
-    let c = m.controller.lock().await;
+    let c = m.view();
     Json(group_json(&c, "/").expect("the root group always exists"))
 }
 
 async fn get_group(State(m): State<Master>, Path(id): Path<String>) -> Result<Json<Value>, MarathonError> {
-    let c = m.controller.lock().await;
+    let c = m.view();
     let id = norm(&id);
     group_json(&c, &id)
         .map(Json)
@@ -953,7 +951,7 @@ async fn queue(State(m): State<Master>, RawQuery(q): RawQuery) -> Json<Value> {
     let p = Params::parse(q);
     let with_offers = p.all("embed").any(|e| e == "lastUnusedOffers");
     let now = m.now_ms();
-    let c = m.controller.lock().await;
+    let c = m.view();
     let mut items = Vec::new();
     for (id, e) in &c.services.apps {
         let tasks = app_tasks(&c, id);
@@ -1009,11 +1007,16 @@ async fn queue(State(m): State<Master>, RawQuery(q): RawQuery) -> Json<Value> {
 
 async fn reset_delay(State(m): State<Master>, Path(rest): Path<String>) -> Result<StatusCode, MarathonError> {
     let id = norm(rest.trim_end_matches('/').strip_suffix("/delay").unwrap_or(&rest));
-    let mut c = m.controller.lock().await;
-    let e = c.services.apps.get_mut(&id).ok_or_else(|| {
-        MarathonError(StatusCode::NOT_FOUND, json!({"message": format!("Application {id} not found in tasks queue.")}))
-    })?;
-    e.backoff.reset();
+    m.call(move |c, _| {
+        let e = c
+            .services
+            .apps
+            .get_mut(&id)
+            .ok_or_else(|| MasterError::NotFound(format!("Application {id} not found in tasks queue.")))?;
+        e.backoff.reset();
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1025,10 +1028,8 @@ async fn events(State(m): State<Master>, RawQuery(q): RawQuery) -> Response {
     let p = Params::parse(q);
     let filter: Vec<String> = p.all("event_type").map(str::to_string).collect();
     let mut rx = m.events.subscribe();
-    let attached = {
-        let c = m.controller.lock().await;
-        json!({"remoteAddress": "", "eventType": "event_stream_attached", "timestamp": c.wall(m.now_ms())})
-    };
+    let attached =
+        json!({"remoteAddress": "", "eventType": "event_stream_attached", "timestamp": m.view().wall(m.now_ms())});
     let (tx, out) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(256);
     let frame = move |e: &Value| -> Option<Vec<u8>> {
         let kind = e["eventType"].as_str().unwrap_or("");
@@ -1099,9 +1100,9 @@ async fn leader(headers: HeaderMap) -> Json<Value> {
 }
 
 async fn metrics(State(m): State<Master>) -> Json<Value> {
-    let c = m.controller.lock().await;
-    let service_tasks = c.tasks.values().filter(|t| t.service.is_some());
-    let running = service_tasks.clone().filter(|t| t.state == crate::task::TaskState::Running).count();
+    let c = m.view();
+    let service_tasks = || c.tasks.values().filter(|t| t.service.is_some());
+    let running = service_tasks().filter(|t| t.state == crate::task::TaskState::Running).count();
     let gauge = |v: usize| json!({ "value": v });
     Json(json!({
         "version": "4.0.0",
@@ -1110,7 +1111,7 @@ async fn metrics(State(m): State<Master>) -> Json<Value> {
             "marathon.apps.active.gauge": gauge(c.services.apps.len()),
             "marathon.deployments.active.gauge": gauge(c.services.deployments.len()),
             "marathon.instances.running.gauge": gauge(running),
-            "marathon.instances.launched.gauge": gauge(service_tasks.count()),
+            "marathon.instances.launched.gauge": gauge(service_tasks().count()),
             "corral.agents.gauge": gauge(c.agents.len()),
         },
         "histograms": {},

@@ -1,20 +1,31 @@
-//! `corral master`: the control plane. One HTTP port for every API; state in an embedded redb
-//! store under `--data-dir`.
+//! `corral master`: the control plane. One HTTP port for every API; state in a
+//! [`corral_store::Store`] (the embedded redb one under `--data-dir` by default).
+//!
+//! The state has one owner: a thread fed by a channel of commands. Each command runs on a copy
+//! of the [`Controller`] (cheap: its maps share structure) and collects its store writes, agent
+//! calls and events. The owner commits the writes (on its own thread, never an async worker),
+//! then keeps the copy and publishes it as the snapshot readers use, then sends the calls and
+//! events. A command that fails, panics, or whose commit fails is dropped whole: nothing it did
+//! is kept, stored, sent or seen. Reads never wait for a write or for the tick.
 
 mod api;
 pub mod controller;
+mod delivery;
+#[cfg(test)]
+mod harness;
 mod marathon;
 pub mod services;
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use corral_store::{Revision, Store};
+use tokio::sync::{broadcast, oneshot, watch};
 
-use crate::store::Store;
-use controller::{AgentCall, Controller};
+use controller::{Controller, Ids, MasterError};
 
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
@@ -33,79 +44,185 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] corral_store::StoreError),
     #[error(transparent)]
-    Master(#[from] controller::MasterError),
+    Master(#[from] MasterError),
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
 
-/// Shared by the HTTP handlers: the controller behind one lock (it is the only state), and a
-/// clock. Handlers parse, call one controller method, and send what it asked to send.
+/// How often the periodic work runs (offer timeouts, silent agents, reconciliation, retries).
+pub const TICK: Duration = Duration::from_millis(200);
+
+type Job = Box<dyn FnOnce(&mut Owner) + Send>;
+
+/// Milliseconds since the master started.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Where the owner sends calls to agents. The real one speaks HTTP ([`delivery`]); tests
+/// record them and play the agents themselves.
+pub trait AgentLink: Send {
+    fn send(&mut self, call: controller::AgentCall);
+}
+
+/// What a master is built from besides its store: the real ones by default, fakes in tests.
+pub struct Seams {
+    pub clock: Clock,
+    /// Given a way back to the master (to report failed launches).
+    pub agents: Box<dyn FnOnce(Master) -> Box<dyn AgentLink>>,
+    /// Seeds the ids (tasks, deployments, agents).
+    pub seed: u64,
+}
+
+impl Seams {
+    /// The wall clock, HTTP to agents, random ids.
+    pub fn real() -> Seams {
+        let started = Instant::now();
+        let seed = {
+            use std::hash::{BuildHasher, RandomState};
+            RandomState::new().hash_one(started)
+        };
+        Seams {
+            clock: Arc::new(move || started.elapsed().as_millis() as u64),
+            agents: Box::new(|master| Box::new(delivery::Delivery::new(master))),
+            seed,
+        }
+    }
+}
+
+/// What the HTTP handlers share: a way to send the owner commands, the latest snapshot, and
+/// the event stream.
 #[derive(Clone)]
 pub struct Master {
-    pub(crate) controller: Arc<Mutex<Controller>>,
-    started: Instant,
+    jobs: std::sync::mpsc::Sender<Job>,
+    view: watch::Receiver<Arc<Controller>>,
+    clock: Clock,
     /// Marathon events, to every `/v2/events` subscriber.
-    pub(crate) events: tokio::sync::broadcast::Sender<Arc<serde_json::Value>>,
+    pub(crate) events: broadcast::Sender<Arc<serde_json::Value>>,
 }
 
 impl Master {
-    pub fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    /// Recovers the state from `store` and starts its owner thread.
+    pub fn start(store: Arc<dyn Store>, agent_timeout: Duration, seams: Seams) -> Result<Master, MasterError> {
+        let epoch_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let now = (seams.clock)();
+        let (controller, revision) =
+            Controller::recover(store.clone(), now, epoch_ms, agent_timeout, Ids::seeded(seams.seed))?;
+        let current = Arc::new(controller);
+        let (publish, view) = watch::channel(current.clone());
+        let events = broadcast::channel(4096).0;
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let master = Master { jobs, view, clock: seams.clock.clone(), events: events.clone() };
+        let mut owner = Owner {
+            current,
+            store,
+            revision,
+            clock: seams.clock,
+            publish,
+            events,
+            agents: (seams.agents)(master.clone()),
+        };
+        std::thread::Builder::new()
+            .name("corral-master".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut owner);
+                }
+            })
+            .map_err(|e| MasterError::Internal(format!("starting the owner thread: {e}")))?;
+        Ok(master)
     }
 
-    /// Delivers what the controller queued for agents, off the async threads.
-    pub(crate) async fn flush(&self) {
-        let (calls, events) = {
-            let mut c = self.controller.lock().await;
-            (c.take_outbox(), c.take_events())
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// The latest committed state. Never waits for a command.
+    pub fn view(&self) -> Arc<Controller> {
+        self.view.borrow().clone()
+    }
+
+    /// Runs a command on the owner (`f` gets the state and the time) and waits for it: its
+    /// result, and the state right after it.
+    pub async fn call<T, F>(&self, f: F) -> Result<(T, Arc<Controller>), MasterError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Controller, u64) -> Result<T, MasterError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |owner: &mut Owner| {
+            let _ = tx.send(owner.apply(f));
+        });
+        self.jobs.send(job).map_err(|_| MasterError::Internal("the master's owner has stopped".into()))?;
+        rx.await.map_err(|_| MasterError::Internal("the master's owner dropped a command".into()))?
+    }
+
+    /// Runs a command on the owner without waiting for it (delivery results).
+    pub(crate) fn send<F>(&self, f: F)
+    where
+        F: FnOnce(&mut Controller, u64) -> Result<(), MasterError> + Send + 'static,
+    {
+        let _ = self.jobs.send(Box::new(move |owner: &mut Owner| {
+            if let Err(e) = owner.apply(f) {
+                tracing::error!(error = %e, "a command from delivery failed");
+            }
+        }));
+    }
+}
+
+/// The one owner of the state (see the module's doc).
+struct Owner {
+    current: Arc<Controller>,
+    store: Arc<dyn Store>,
+    /// The store's revision that `current` reflects.
+    revision: Revision,
+    clock: Clock,
+    publish: watch::Sender<Arc<Controller>>,
+    events: broadcast::Sender<Arc<serde_json::Value>>,
+    agents: Box<dyn AgentLink>,
+}
+
+impl Owner {
+    fn apply<T>(
+        &mut self,
+        f: impl FnOnce(&mut Controller, u64) -> Result<T, MasterError>,
+    ) -> Result<(T, Arc<Controller>), MasterError> {
+        let now = (self.clock)();
+        let mut next = (*self.current).clone();
+        let value = match std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut next, now))) {
+            Ok(result) => result?,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                tracing::error!(%message, "a command panicked; its changes were dropped");
+                return Err(MasterError::Internal(format!("a command panicked: {message}")));
+            }
         };
+        let ops = next.store.take();
+        if !ops.is_empty() {
+            self.revision = self.store.commit(self.revision, &ops).inspect_err(|e| {
+                tracing::error!(error = %e, ops = ops.len(), "commit failed; the command changed nothing");
+            })?;
+        }
+        let calls = next.take_outbox();
+        let events = next.take_events();
+        let next = Arc::new(next);
+        self.current = next.clone();
+        self.publish.send_replace(next.clone());
         for e in events {
             // No subscriber is not an error.
             let _ = self.events.send(Arc::new(e));
         }
         for call in calls {
-            let master = self.clone();
-            tokio::task::spawn_blocking(move || deliver(master, call));
+            self.agents.send(call);
         }
-    }
-}
-
-fn deliver(master: Master, call: AgentCall) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent();
-    match call {
-        AgentCall::Launch { address, launch } => {
-            let task_id = launch.task_id.clone();
-            let result = agent.post(&format!("{address}/api/v1/tasks")).send_json(&launch);
-            let failure = match result {
-                Ok(r) if r.status().is_success() => None,
-                Ok(mut r) => Some(format!(
-                    "agent {address} refused the launch: {}",
-                    r.body_mut().read_to_string().unwrap_or_default()
-                )),
-                Err(e) => Some(format!("agent {address} could not be reached: {e}")),
-            };
-            if let Some(message) = failure {
-                tracing::warn!(task = %task_id, %message, "launch failed");
-                let rt = tokio::runtime::Handle::current();
-                rt.block_on(async {
-                    let mut c = master.controller.lock().await;
-                    if let Err(e) = c.launch_failed(&task_id, message) {
-                        tracing::error!(error = %e, "recording a failed launch");
-                    }
-                });
-            }
-        }
-        AgentCall::Kill { address, task_id } => {
-            if let Err(e) = agent.post(&format!("{address}/api/v1/tasks/{task_id}/kill")).send_empty() {
-                tracing::warn!(task = %task_id, error = %e, "kill could not be delivered; the agent will be asked again when it re-registers");
-            }
-        }
+        Ok((value, next))
     }
 }
 
@@ -118,27 +235,33 @@ pub async fn run(config: MasterConfig) -> Result<(), RunError> {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, config: MasterConfig) -> Result<(), RunError> {
-    let store = Store::open(&config.data_dir.join("master.redb"))?;
-    let started = Instant::now();
-    let epoch_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let controller = Controller::recover(store, 0, epoch_ms, config.agent_timeout)?;
-    let master = Master {
-        controller: Arc::new(Mutex::new(controller)),
-        started,
-        events: tokio::sync::broadcast::channel(4096).0,
-    };
+    let store =
+        tokio::task::spawn_blocking(move || corral_store::RedbStore::open(&config.data_dir.join("master.redb")))
+            .await
+            .map_err(|e| RunError::Master(MasterError::Internal(e.to_string())))??;
+    serve_store(listener, Arc::new(store), config.agent_timeout).await
+}
+
+/// Serves on any store (the embedded one, or another implementation of the trait).
+pub async fn serve_store(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    agent_timeout: Duration,
+) -> Result<(), RunError> {
+    let master = tokio::task::spawn_blocking(move || Master::start(store, agent_timeout, Seams::real()))
+        .await
+        .map_err(|e| RunError::Master(MasterError::Internal(e.to_string())))??;
     tracing::info!(addr = %listener.local_addr().map_err(RunError::Serve)?, "master listening");
     let ticker = master.clone();
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(Duration::from_millis(200));
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let now = ticker.now_ms();
-            if let Err(e) = ticker.controller.lock().await.batched(|c| c.tick(now)) {
+            // Waits for the tick to be done, so ticks never pile up behind a slow one.
+            if let Err(e) = ticker.call(|c, now| c.tick(now)).await {
                 tracing::error!(error = %e, "periodic work failed");
             }
-            ticker.flush().await;
         }
     });
     axum::serve(listener, api::router(master)).await.map_err(RunError::Serve)

@@ -14,7 +14,7 @@ use corral_services::wire::{AppDefinition, VersionInfo};
 use serde::{Deserialize, Serialize};
 
 use super::controller::{AgentCall, Controller, Health, MasterError, ServiceTask, TaskRecord};
-use crate::store::{APPS, APP_VERSIONS, DEPLOYMENTS, TASKS};
+use crate::store::{decode, APPS, APP_VERSIONS, DEPLOYMENTS, TASKS};
 use crate::task::{transition, TaskEvent, TaskState};
 use crate::wire;
 
@@ -75,6 +75,7 @@ pub struct OfferStats {
     pub last_unused: VecDeque<UnusedOffer>,
 }
 
+#[derive(Clone)]
 pub struct AppEntry {
     pub definition: AppDefinition,
     pub app: App,
@@ -97,12 +98,12 @@ pub struct LastFailure {
     pub version: String,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Services {
-    pub apps: BTreeMap<AppId, AppEntry>,
+    pub apps: imbl::OrdMap<AppId, AppEntry>,
     pub deployments: Vec<Deployment>,
     /// Live (non-terminal) tasks per app, including apps being removed.
-    pub tasks_of: BTreeMap<AppId, BTreeSet<String>>,
+    pub tasks_of: imbl::OrdMap<AppId, imbl::OrdSet<String>>,
     /// Roles whose services framework is revived: it has instances waiting for offers.
     pub wanting: BTreeSet<String>,
     /// Roles whose services framework the allocator knows.
@@ -120,21 +121,6 @@ pub const REASONS: [&str; 8] = [
     "InsufficientGpus",
     "InsufficientPorts",
 ];
-
-/// A random id in UUID form.
-pub fn uuid() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let a = RandomState::new().hash_one(std::time::SystemTime::now());
-    let b = RandomState::new().hash_one(a);
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | (b >> 48) & 0x3fff,
-        b & 0xffff_ffff_ffff
-    )
-}
 
 /// Milliseconds since the epoch as Marathon writes timestamps: `2026-01-02T03:04:05.678Z`.
 pub fn timestamp(epoch_ms: u64) -> String {
@@ -246,8 +232,10 @@ impl Controller {
     }
 
     /// Loads apps and deployments; tasks were loaded by the caller.
-    pub(super) fn recover_services(&mut self) -> Result<(), MasterError> {
-        for (id, stored) in self.store.all::<StoredApp>(APPS)? {
+    pub(super) fn recover_services(&mut self, snapshot: &corral_store::Snapshot) -> Result<(), MasterError> {
+        for (id, stored) in snapshot.table(APPS) {
+            let stored: StoredApp = decode(APPS, id, stored)?;
+            let id = id.to_string();
             let app = App::from_definition(&stored.definition)
                 .map_err(|e| MasterError::BadRequest(format!("stored app {id} no longer validates: {e}")))?;
             self.ensure_service_framework(&app.role);
@@ -264,7 +252,8 @@ impl Controller {
                 },
             );
         }
-        let mut deployments: Vec<Deployment> = self.store.all(DEPLOYMENTS)?.into_iter().map(|(_, d)| d).collect();
+        let mut deployments: Vec<Deployment> =
+            snapshot.table(DEPLOYMENTS).map(|(k, v)| decode(DEPLOYMENTS, k, v)).collect::<Result<_, _>>()?;
         deployments.sort_by(|a, b| a.version.cmp(&b.version));
         self.services.deployments = deployments;
         let live: Vec<(String, String, String)> = self
@@ -437,6 +426,36 @@ impl Controller {
         Ok(result)
     }
 
+    /// Kills tasks (`DELETE /v2/apps/{id}/tasks`, `POST /v2/tasks/delete`); with `scale`, each
+    /// app's instance count goes down by as many of its tasks as were killed, as a deployment
+    /// (the last one's id and version are returned).
+    pub fn kill_app_tasks(
+        &mut self,
+        ids: &[String],
+        scale: bool,
+        now_ms: u64,
+    ) -> Result<Option<(String, String)>, MasterError> {
+        let mut per_app: BTreeMap<String, i64> = BTreeMap::new();
+        if scale {
+            for id in ids {
+                if let Some(s) = self.tasks.get(id).and_then(|t| t.service.as_ref()) {
+                    *per_app.entry(s.app.clone()).or_default() += 1;
+                }
+            }
+        }
+        for id in ids {
+            self.kill_task(id)?;
+        }
+        let mut last = None;
+        for (app, n) in per_app {
+            let current = self.services.apps.get(&app).and_then(|e| e.definition.instances).unwrap_or(0);
+            let (_, d, v) =
+                self.update_app(&app, serde_json::json!({"instances": (current - n).max(0)}), true, true, now_ms)?;
+            last = Some((d, v));
+        }
+        Ok(last)
+    }
+
     /// `POST /v2/apps/{id}/restart`: a new version with the same configuration, rolled out.
     pub fn restart_app(&mut self, id: &str, force: bool, now_ms: u64) -> Result<(String, String), MasterError> {
         let id = corral_services::app::absolute_id(id);
@@ -500,7 +519,7 @@ impl Controller {
                 );
             }
             self.services.deployments.retain(|d| &d.id != id);
-            self.store.delete(DEPLOYMENTS, id)?;
+            self.store.delete(DEPLOYMENTS, id);
         }
         let wall = self.wall(now_ms);
         let version = apps
@@ -516,7 +535,7 @@ impl Controller {
             .collect();
         let steps = plan::steps(&plan_changes);
         let deployment = Deployment {
-            id: uuid(),
+            id: self.ids.uuid(),
             version: version.clone(),
             affected_apps: plan_changes.iter().map(|c| c.id.clone()).collect(),
             steps,
@@ -530,7 +549,7 @@ impl Controller {
             match a {
                 Some((d, app)) => {
                     let v = d.version.clone().unwrap_or_default();
-                    self.store.put(APP_VERSIONS, &format!("{id} {v}"), &d)?;
+                    self.store.put(APP_VERSIONS, &format!("{id} {v}"), &d);
                     let (mut versions, config_changed, old_backoff) = match self.services.apps.get(&id) {
                         Some(e) => (e.versions.clone(), e.app.config_version != app.config_version, e.backoff),
                         None => (Vec::new(), true, Backoff::default()),
@@ -538,9 +557,9 @@ impl Controller {
                     versions.push(v);
                     if versions.len() > VERSIONS_KEPT {
                         let gone = versions.remove(0);
-                        self.store.delete(APP_VERSIONS, &format!("{id} {gone}"))?;
+                        self.store.delete(APP_VERSIONS, &format!("{id} {gone}"));
                     }
-                    self.store.put(APPS, &id, &StoredApp { definition: d.clone(), versions: versions.clone() })?;
+                    self.store.put(APPS, &id, &StoredApp { definition: d.clone(), versions: versions.clone() });
                     self.ensure_service_framework(&app.role);
                     let entry = self.services.apps.entry(id.clone()).or_insert_with(|| AppEntry {
                         definition: d.clone(),
@@ -560,16 +579,16 @@ impl Controller {
                 None => {
                     if let Some(e) = self.services.apps.remove(&id) {
                         for v in e.versions {
-                            self.store.delete(APP_VERSIONS, &format!("{id} {v}"))?;
+                            self.store.delete(APP_VERSIONS, &format!("{id} {v}"));
                         }
                     }
-                    self.store.delete(APPS, &id)?;
+                    self.store.delete(APPS, &id);
                     self.event("app_terminated_event", serde_json::json!({ "appId": id }));
                 }
             }
         }
         let id = deployment.id.clone();
-        self.store.put(DEPLOYMENTS, &id, &deployment)?;
+        self.store.put(DEPLOYMENTS, &id, &deployment);
         let first = deployment.steps.first().map(step_json).unwrap_or_else(|| serde_json::json!({"actions": []}));
         self.event("deployment_info", serde_json::json!({"plan": plan_json(&deployment), "currentStep": first}));
         tracing::info!(deployment = %id, apps = ?deployment.affected_apps, steps = deployment.steps.len(), "deployment started");
@@ -602,7 +621,7 @@ impl Controller {
                 serde_json::json!({"id": id, "plan": plan_json(&d), "reason": "cancelled"}),
             );
             self.services.deployments.retain(|x| x.id != id);
-            self.store.delete(DEPLOYMENTS, id)?;
+            self.store.delete(DEPLOYMENTS, id);
             return Ok(None);
         }
         let wall = self.wall(now_ms);
@@ -798,7 +817,7 @@ impl Controller {
             if d.current_step >= d.steps.len() {
                 done.push(d.id.clone());
             } else if changed {
-                self.store.put(DEPLOYMENTS, &d.id, d)?;
+                self.store.put(DEPLOYMENTS, &d.id, d);
             }
         }
         for id in done {
@@ -808,7 +827,7 @@ impl Controller {
                 self.event("deployment_success", serde_json::json!({"id": id, "plan": plan}));
             }
             self.services.deployments.retain(|d| d.id != id);
-            self.store.delete(DEPLOYMENTS, &id)?;
+            self.store.delete(DEPLOYMENTS, &id);
         }
         Ok(())
     }
@@ -823,7 +842,7 @@ impl Controller {
         let mut records = Vec::new();
         for _ in 0..count {
             let t = TaskRecord {
-                id: format!("{prefix}.{}", uuid()),
+                id: format!("{prefix}.{}", self.ids.uuid()),
                 name: prefix.clone(),
                 role: app.role.clone(),
                 agent: None,
@@ -844,13 +863,13 @@ impl Controller {
                     staged_at: Some(wall.clone()),
                     ..ServiceTask::default()
                 }),
+                kill_sent_ms: None,
             };
             self.next_seq += 1;
             records.push(t);
         }
-        let refs: Vec<(&str, Option<&TaskRecord>)> = records.iter().map(|t| (t.id.as_str(), Some(t))).collect();
-        self.store.write(TASKS, &refs)?;
         for t in records {
+            self.store.put(TASKS, &t.id, &t);
             self.services.tasks_of.entry(app_id.to_string()).or_default().insert(t.id.clone());
             self.tasks.insert(t.id.clone(), t);
         }
@@ -878,12 +897,10 @@ impl Controller {
             let message = reason.map_or("killed before it was placed".to_string(), |r| format!("{r}; never placed"));
             return self.set_state(id, TaskState::Killed, None, Some(message));
         }
-        let t = t.clone();
-        let next = transition(t.state, TaskEvent::KillRequested).unwrap_or(TaskState::Killing);
+        let state = t.state;
+        let next = transition(state, TaskEvent::KillRequested).unwrap_or(TaskState::Killing);
         self.set_state(id, next, None, reason.map(str::to_string))?;
-        if let Some(a) = t.agent.as_ref().and_then(|a| self.agents.get(a)) {
-            self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id: id.to_string() });
-        }
+        self.send_kill(id);
         Ok(())
     }
 
@@ -909,7 +926,7 @@ impl Controller {
                 svc.started_at = Some(wall);
             }
             let t = self.tasks[id].clone();
-            self.store.put(TASKS, id, &t)?;
+            self.store.put(TASKS, id, &t);
         }
         // Unreachable: note since when. Back: if it was replaced meanwhile, it is one too many
         // (Marathon expunges it); the replacement stays.
@@ -921,14 +938,14 @@ impl Controller {
                     svc.unreachable_since = Some(now);
                 }
                 let t = self.tasks[id].clone();
-                self.store.put(TASKS, id, &t)?;
+                self.store.put(TASKS, id, &t);
             }
             (TaskState::Running, Some(since)) => {
                 if let Some(svc) = self.tasks.get_mut(id).and_then(|t| t.service.as_mut()) {
                     svc.unreachable_since = None;
                 }
                 let t = self.tasks[id].clone();
-                self.store.put(TASKS, id, &t)?;
+                self.store.put(TASKS, id, &t);
                 if now.saturating_sub(since) >= inactive_after {
                     tracing::info!(task = %id, app = %s.app, "a replaced task came back: killing it");
                     self.kill_service_task(id, true, Some("came back after it was replaced"))?;
@@ -963,7 +980,7 @@ impl Controller {
         }
         // Ended tasks of services are not kept: the app's lastTaskFailure remembers failures.
         self.tasks.remove(id);
-        self.store.delete(TASKS, id)?;
+        self.store.delete(TASKS, id);
         Ok(())
     }
 
@@ -978,7 +995,7 @@ impl Controller {
         let Some(s) = &mut t.service else { return Ok(()) };
         s.ready = true;
         let t = t.clone();
-        self.store.put(TASKS, id, &t)?;
+        self.store.put(TASKS, id, &t);
         self.reconcile_services(now_ms)
     }
 
@@ -1003,7 +1020,7 @@ impl Controller {
         let app = s.app.clone();
         let version = s.version.clone();
         let t = t.clone();
-        self.store.put(TASKS, id, &t)?;
+        self.store.put(TASKS, id, &t);
         if flipped {
             self.event(
                 "health_status_changed_event",
@@ -1127,9 +1144,7 @@ impl Controller {
             s.host = Some(hostname.clone());
             s.ports = fit.ports.clone();
             let t = t.clone();
-            if let Err(e) = self.store.put(TASKS, &task_id, &t) {
-                tracing::error!(error = %e, task = %task_id, "persisting a placement failed");
-            }
+            self.store.put(TASKS, &task_id, &t);
             let app = &self.services.apps[&t.service.as_ref().expect("service").app].app;
             let launch = launch_of(app, &t, &hostname);
             self.outbox.push(AgentCall::Launch { address: address.clone(), launch });
@@ -1314,9 +1329,11 @@ mod tests {
 
     #[test]
     fn uuids_look_like_uuids() {
-        let u = uuid();
+        let mut ids = super::super::controller::Ids::seeded(7);
+        let u = ids.uuid();
         let parts: Vec<usize> = u.split('-').map(str::len).collect();
         assert_eq!(parts, [8, 4, 4, 4, 12], "{u}");
-        assert_ne!(uuid(), uuid());
+        assert_ne!(ids.uuid(), ids.uuid());
+        assert_eq!(super::super::controller::Ids::seeded(7).uuid(), u, "the same seed gives the same ids");
     }
 }

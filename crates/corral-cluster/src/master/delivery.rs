@@ -1,0 +1,87 @@
+//! Calls to agents (launch, kill), delivered in order per agent: one queue and one thread per
+//! agent address, so a kill never overtakes the launch of the same task. A launch the agent
+//! refuses or cannot be reached for comes back to the owner as `launch_failed`; kills are
+//! repeated by the tick until the agent reports the task ended (at least once, never lost).
+
+use std::collections::HashMap;
+use std::sync::mpsc::{channel, Sender};
+use std::time::Duration;
+
+use super::controller::AgentCall;
+use super::{AgentLink, Master};
+
+pub(super) struct Delivery {
+    queues: HashMap<String, Sender<AgentCall>>,
+    /// Back to the owner, with what became of a call.
+    master: Master,
+}
+
+impl Delivery {
+    pub(super) fn new(master: Master) -> Delivery {
+        Delivery { queues: HashMap::new(), master }
+    }
+}
+
+impl AgentLink for Delivery {
+    fn send(&mut self, call: AgentCall) {
+        let address = match &call {
+            AgentCall::Launch { address, .. } | AgentCall::Kill { address, .. } => address.clone(),
+        };
+        let call = match self.queues.get(&address) {
+            Some(q) => match q.send(call) {
+                Ok(()) => return,
+                // Its thread ended (it could not be started): start another.
+                Err(e) => e.0,
+            },
+            None => call,
+        };
+        let (tx, rx) = channel::<AgentCall>();
+        let master = self.master.clone();
+        let started = std::thread::Builder::new().name("corral-deliver".into()).spawn(move || {
+            let http = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .new_agent();
+            while let Ok(call) = rx.recv() {
+                deliver(&http, &master, call);
+            }
+        });
+        if let Err(e) = started {
+            tracing::error!(error = %e, agent = %address, "could not start a delivery thread; the call is retried later");
+            return;
+        }
+        let _ = tx.send(call);
+        self.queues.insert(address, tx);
+    }
+}
+
+fn deliver(http: &ureq::Agent, master: &Master, call: AgentCall) {
+    match call {
+        AgentCall::Launch { address, launch } => {
+            let task_id = launch.task_id.clone();
+            let result = http.post(&format!("{address}/api/v1/tasks")).send_json(&launch);
+            let failure = match result {
+                Ok(r) if r.status().is_success() => None,
+                Ok(mut r) => Some(format!(
+                    "agent {address} refused the launch: {}",
+                    r.body_mut().read_to_string().unwrap_or_default()
+                )),
+                Err(e) => Some(format!("agent {address} could not be reached: {e}")),
+            };
+            if let Some(message) = failure {
+                tracing::warn!(task = %task_id, %message, "launch failed");
+                master.send(move |c, _| c.launch_failed(&task_id, message));
+            }
+        }
+        AgentCall::Kill { address, task_id } => {
+            match http.post(&format!("{address}/api/v1/tasks/{task_id}/kill")).send_empty() {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::warn!(task = %task_id, status = r.status().as_u16(), "agent refused a kill; it is sent again")
+                }
+                Err(e) => tracing::warn!(task = %task_id, error = %e, "kill could not be delivered; it is sent again"),
+            }
+        }
+    }
+}
