@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# CI runs the slow variants too (the kill -9 loop's 20 rounds, ...).
+if [ "${CI:-}" = "true" ]; then
+    export CORRAL_SLOW_TESTS=1
+fi
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -451,6 +451,25 @@ pub enum BenchCommand {
         #[arg(long)]
         real: bool,
     },
+    /// Reads and writes of the Marathon API against each other: GET /v2/apps while a client
+    /// updates apps 50 times a second, and POST /v2/apps alone and beside two readers, on
+    /// APPS x INSTANCES simulated tasks; with --master-exe, against that binary's master (an
+    /// older build, for before-and-after figures).
+    Contention {
+        #[arg(long, default_value_t = 1000)]
+        apps: usize,
+        #[arg(long, default_value_t = 10)]
+        instances: usize,
+        /// Requests timed per measure.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// App updates per second while reads are timed.
+        #[arg(long, default_value_t = 50)]
+        writes_per_sec: u32,
+        /// Run the master from this `corral` binary (default: this one).
+        #[arg(long)]
+        master_exe: Option<std::path::PathBuf>,
+    },
     /// Build (cold and cached) against buildah, push and pull against skopeo.
     Images {
         /// Runs per case.

@@ -308,6 +308,10 @@ impl Agent {
                 // the agent was away, on its first pass).
                 Ok(CState::Running { .. } | CState::Created) => {
                     tracing::info!(task = %t.task_id, "reattached to a running task");
+                    if t.state != TaskState::Running {
+                        // It started while the agent was away (or before it could say so).
+                        self.inner.lock().await.report(&t.task_id, TaskState::Running, None, None);
+                    }
                     if let Err(e) = self.start_forwarding(&t.task_id, &dir.netns(), &t.port_forwards) {
                         tracing::warn!(task = %t.task_id, error = %e, "could not forward the task's ports again");
                     }

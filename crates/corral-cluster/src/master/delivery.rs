@@ -3,8 +3,9 @@
 //! refuses or cannot be reached for comes back to the owner as `launch_failed`; kills are
 //! repeated by the tick until the agent reports the task ended (at least once, never lost).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::controller::AgentCall;
@@ -12,18 +13,26 @@ use super::{AgentLink, Master};
 
 pub(super) struct Delivery {
     queues: HashMap<String, Sender<AgentCall>>,
+    /// Kills queued and not yet sent, by task: a retry of one of these adds nothing (a slow
+    /// agent would otherwise see its queue grow with every retry).
+    queued_kills: Arc<Mutex<HashSet<String>>>,
     /// Back to the owner, with what became of a call.
     master: Master,
 }
 
 impl Delivery {
     pub(super) fn new(master: Master) -> Delivery {
-        Delivery { queues: HashMap::new(), master }
+        Delivery { queues: HashMap::new(), queued_kills: Arc::default(), master }
     }
 }
 
 impl AgentLink for Delivery {
     fn send(&mut self, call: AgentCall) {
+        if let AgentCall::Kill { task_id, .. } = &call {
+            if !self.queued_kills.lock().unwrap_or_else(|p| p.into_inner()).insert(task_id.clone()) {
+                return;
+            }
+        }
         let address = match &call {
             AgentCall::Launch { address, .. } | AgentCall::Kill { address, .. } => address.clone(),
         };
@@ -37,6 +46,7 @@ impl AgentLink for Delivery {
         };
         let (tx, rx) = channel::<AgentCall>();
         let master = self.master.clone();
+        let queued_kills = self.queued_kills.clone();
         let started = std::thread::Builder::new().name("corral-deliver".into()).spawn(move || {
             let http = ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -44,6 +54,9 @@ impl AgentLink for Delivery {
                 .build()
                 .new_agent();
             while let Ok(call) = rx.recv() {
+                if let AgentCall::Kill { task_id, .. } = &call {
+                    queued_kills.lock().unwrap_or_else(|p| p.into_inner()).remove(task_id);
+                }
                 deliver(&http, &master, call);
             }
         });

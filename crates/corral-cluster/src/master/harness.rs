@@ -285,6 +285,8 @@ fn a_restarted_master_recovers_everything_from_the_store() {
     assert!(h2.take_calls().is_empty());
     let again: Vec<(String, TaskState)> = h2.tasks().into_iter().map(|t| (t.id, t.state)).collect();
     assert_eq!(again, before);
+    let agents = h2.view().agents();
+    assert_eq!(agents[0].available, h.view().agents()[0].available, "the returned tasks are charged again");
 }
 
 #[test]
@@ -581,4 +583,21 @@ mod properties {
             check(steps);
         }
     }
+}
+
+#[test]
+fn tasks_lost_with_their_agent_are_replaced_without_backoff() {
+    let mut h = Harness::new();
+    let agent = h.add_agent("one", "cpus:4;mem:4096");
+    let def = json!({"id": "/lost", "cmd": "sleep 100", "cpus": 0.5, "mem": 32, "instances": 3, "backoffSeconds": 60});
+    h.call(move |c, now| c.create_app(app(def), now).map(|_| ())).unwrap();
+    h.play(&running);
+    for t in h.tasks() {
+        h.report(&agent, &t.id, TaskState::Lost);
+    }
+    h.advance(200);
+    let launches = h.take_calls().into_iter().filter(|c| matches!(c, AgentCall::Launch { .. })).count();
+    assert_eq!(launches, 3, "replaced at once, not after 60 s");
+    let failure = h.view().services.apps["/lost"].last_failure.clone().expect("the loss is remembered");
+    assert_eq!(failure.state, TaskState::Lost);
 }

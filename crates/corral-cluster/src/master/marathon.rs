@@ -526,7 +526,7 @@ async fn app_put(
     let id = app_only(&rest)?;
     let patch = body_value(&body, &headers)?;
     let partial = p.get("partialUpdate").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
-    change_app(m, &id, patch, partial, p.flag("force")).await
+    change_app(m, &id, patch, partial, false, p.flag("force")).await
 }
 
 async fn app_patch(
@@ -540,18 +540,25 @@ async fn app_patch(
     let id = app_only(&rest)?;
     let id = norm(&id);
     let patch = body_value(&body, &headers)?;
-    change_app(m, &id, patch, true, p.flag("force")).await
+    change_app(m, &id, patch, true, true, p.flag("force")).await
 }
 
-async fn change_app(m: Master, id: &str, patch: Value, partial: bool, force: bool) -> Result<Response, MarathonError> {
+/// PUT and PATCH of one app; `must_exist` (PATCH) refuses to create it.
+async fn change_app(
+    m: Master,
+    id: &str,
+    patch: Value,
+    partial: bool,
+    must_exist: bool,
+    force: bool,
+) -> Result<Response, MarathonError> {
     if !patch.is_object() {
         return Err(bad("an app definition must be a JSON object"));
     }
     let app = id.to_string();
     let ((created, deployment, version), _) = m
         .call(move |c, now| {
-            // PATCH changes an app; it never creates one.
-            if partial && !c.services.apps.contains_key(&app) {
+            if must_exist && !c.services.apps.contains_key(&norm(&app)) {
                 return Err(MasterError::NotFound(format!("App '{app}' does not exist")));
             }
             c.update_app(&app, patch, partial, force, now)
@@ -1113,6 +1120,8 @@ async fn metrics(State(m): State<Master>) -> Json<Value> {
             "marathon.instances.running.gauge": gauge(running),
             "marathon.instances.launched.gauge": gauge(service_tasks().count()),
             "corral.agents.gauge": gauge(c.agents.len()),
+            "corral.master.tick.last.ms": json!({"value": m.ticks.last_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0}),
+            "corral.master.tick.max.ms": json!({"value": m.ticks.max_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0}),
         },
         "histograms": {},
         "meters": {},

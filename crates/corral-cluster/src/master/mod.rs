@@ -99,6 +99,15 @@ pub struct Master {
     clock: Clock,
     /// Marathon events, to every `/v2/events` subscriber.
     pub(crate) events: broadcast::Sender<Arc<serde_json::Value>>,
+    /// How long the periodic work takes (`/metrics`).
+    pub(crate) ticks: Arc<TickTimes>,
+}
+
+/// The last and the longest tick, in microseconds.
+#[derive(Default)]
+pub(crate) struct TickTimes {
+    pub(crate) last_us: std::sync::atomic::AtomicU64,
+    pub(crate) max_us: std::sync::atomic::AtomicU64,
 }
 
 impl Master {
@@ -115,7 +124,7 @@ impl Master {
         let (publish, view) = watch::channel(current.clone());
         let events = broadcast::channel(4096).0;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let master = Master { jobs, view, clock: seams.clock.clone(), events: events.clone() };
+        let master = Master { jobs, view, clock: seams.clock.clone(), events: events.clone(), ticks: Arc::default() };
         let mut owner = Owner {
             current,
             store,
@@ -259,7 +268,12 @@ pub async fn serve_store(
         loop {
             interval.tick().await;
             // Waits for the tick to be done, so ticks never pile up behind a slow one.
-            if let Err(e) = ticker.call(|c, now| c.tick(now)).await {
+            let started = Instant::now();
+            let result = ticker.call(|c, now| c.tick(now)).await;
+            let us = started.elapsed().as_micros() as u64;
+            ticker.ticks.last_us.store(us, std::sync::atomic::Ordering::Relaxed);
+            ticker.ticks.max_us.fetch_max(us, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = result {
                 tracing::error!(error = %e, "periodic work failed");
             }
         }

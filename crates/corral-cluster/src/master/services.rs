@@ -963,9 +963,15 @@ impl Controller {
             }
         }
         let failed = !s.kill_intended && t.agent.is_some();
+        // The launch delay is for apps that crash. A task lost with its agent (or never
+        // started because the agent restarted) says nothing about the app: it is replaced at
+        // once, and the loss is still the app's lastTaskFailure.
+        let app_failed = failed && !matches!(t.state, TaskState::Lost | TaskState::Gone);
         if let Some(entry) = self.services.apps.get_mut(&s.app) {
-            if failed {
+            if app_failed {
                 entry.backoff.failed(&entry.app, now_ms);
+            }
+            if failed {
                 entry.last_failure = Some(LastFailure {
                     task_id: t.id.clone(),
                     host: s.host.clone().unwrap_or_default(),
@@ -975,7 +981,7 @@ impl Controller {
                     at: timestamp(self.epoch_ms + now_ms),
                     version: s.version.clone(),
                 });
-                tracing::info!(app = %s.app, task = %t.id, state = t.state.as_str(), delay_ms = entry.backoff.delay_ms, "a task of the app failed; backing off");
+                tracing::info!(app = %s.app, task = %t.id, state = t.state.as_str(), delay_ms = entry.backoff.delay_ms, "a task of the app ended unasked");
             }
         }
         // Ended tasks of services are not kept: the app's lastTaskFailure remembers failures.

@@ -1,6 +1,8 @@
 //! `corral bench`: measurements against peers, run by hand (never in pass/fail tests). Each
 //! prints a markdown table for `docs/benchmarks.md`.
 
+mod contention;
+mod fake_agent;
 mod images;
 mod launch;
 mod lifecycle;
@@ -19,6 +21,9 @@ pub fn run(root: &Path, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Images { runs, size_mib, image } => images::run(root, runs, size_mib, &image),
         BenchCommand::Launch { runs } => launch::run(runs),
         BenchCommand::Services { apps, instances, requests, real } => services::run(apps, instances, requests, real),
+        BenchCommand::Contention { apps, instances, requests, writes_per_sec, master_exe } => {
+            contention::run(&contention::Config { apps, instances, requests, writes_per_sec, master_exe })
+        }
     }
 }
 

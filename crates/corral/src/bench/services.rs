@@ -4,30 +4,12 @@
 //! master: deploying APPS apps of INSTANCES instances through the Marathon API, the time until
 //! all run, and the latency of `GET /v2/apps` (and friends) once they do.
 
-use std::collections::VecDeque;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
-use corral_cluster::task::TaskState;
-use corral_cluster::wire;
 
-/// What the simulated agent has been asked to run and not yet reported.
-#[derive(Default)]
-struct FakeAgent {
-    launched: Mutex<VecDeque<String>>,
-}
-
-async fn launch(State(a): State<Arc<FakeAgent>>, Json(req): Json<wire::Launch>) -> &'static str {
-    a.launched.lock().expect("not poisoned").push_back(req.task_id);
-    "launched"
-}
-
-fn percentile(samples: &mut [Duration], q: f64) -> f64 {
+pub(super) fn percentile(samples: &mut [Duration], q: f64) -> f64 {
     samples.sort();
     samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
 }
@@ -62,14 +44,6 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
             corral_exe: std::env::current_exe()?,
         }));
     }
-    let fake = Arc::new(FakeAgent::default());
-    if !real {
-        let router = Router::new().route("/api/v1/tasks", post(launch)).with_state(fake.clone());
-        rt.spawn(async move {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", agent_port)).await.expect("a free port");
-            axum::serve(listener, router).await.expect("the fake agent serves");
-        });
-    }
     let http = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
@@ -78,7 +52,7 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
     if real {
         super::launch::wait_for_agent(&http, &base)?;
     } else {
-        start_fake_agent(&http, &base, &agent_port.to_string(), &resources, fake)?;
+        super::fake_agent::start(&rt, &http, &base, &resources)?;
     }
 
     let started = Instant::now();
@@ -162,75 +136,6 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
     println!("|---|---:|---:|---:|");
     for (name, (p50, p99, bytes)) in rows {
         println!("| {name} | {p50:.1} | {p99:.1} | {:.1} MiB |", bytes as f64 / (1024.0 * 1024.0));
-    }
-    Ok(())
-}
-
-/// Registers the simulated agent, then heartbeats and reports RUNNING for every launch.
-fn start_fake_agent(
-    http: &ureq::Agent,
-    base: &str,
-    agent_port: &str,
-    resources: &str,
-    fake: Arc<FakeAgent>,
-) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let registered: wire::Registered = loop {
-        let reg = wire::Register {
-            agent_id: None,
-            hostname: "bench".into(),
-            address: format!("http://127.0.0.1:{agent_port}"),
-            resources: resources.to_string(),
-            attributes: String::new(),
-            tasks: Vec::new(),
-        };
-        match http.post(&format!("{base}/api/v1/agents")).send_json(&reg) {
-            Ok(mut r) if r.status().is_success() => break r.body_mut().read_json()?,
-            _ if Instant::now() > deadline => bail!("the master did not start"),
-            _ => std::thread::yield_now(),
-        }
-    };
-    // The simulated agent: heartbeats, and RUNNING for whatever it was asked to launch.
-    let agent_id = registered.agent_id.clone();
-    {
-        let (base, http) = (base.to_string(), http.clone());
-        std::thread::spawn(move || {
-            let mut seq = 0u64;
-            let mut last_beat = Instant::now();
-            loop {
-                let batch: Vec<String> = {
-                    let mut l = fake.launched.lock().expect("not poisoned");
-                    let n = l.len().min(2000);
-                    l.drain(..n).collect()
-                };
-                if last_beat.elapsed() > Duration::from_secs(2) {
-                    let _ = http.post(&format!("{base}/api/v1/agents/{agent_id}/heartbeat")).send_empty();
-                    last_beat = Instant::now();
-                }
-                if batch.is_empty() {
-                    std::thread::park_timeout(Duration::from_millis(20));
-                    continue;
-                }
-                let updates = batch
-                    .into_iter()
-                    .map(|task_id| {
-                        seq += 1;
-                        wire::StatusUpdate {
-                            task_id,
-                            state: TaskState::Running,
-                            seq,
-                            exit_code: None,
-                            message: None,
-                            healthy: None,
-                            ready: None,
-                        }
-                    })
-                    .collect();
-                let _ = http
-                    .post(&format!("{base}/api/v1/agents/{agent_id}/updates"))
-                    .send_json(&wire::Updates { updates });
-            }
-        });
     }
     Ok(())
 }

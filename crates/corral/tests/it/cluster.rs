@@ -97,9 +97,15 @@ impl Cluster {
     }
 
     pub(crate) fn start_master(&mut self, agent_timeout: &str) {
+        self.start_master_with(agent_timeout, &[]);
+    }
+
+    /// A master with more flags (`--data-dir`, ...).
+    pub(crate) fn start_master_with(&mut self, agent_timeout: &str, extra: &[&str]) {
         let listen = format!("{}:{}", self.master_host(), self.master_port);
-        self.master =
-            Some(Daemon::start(&self.env, &["master", "--listen", &listen, "--agent-timeout", agent_timeout]));
+        let mut args = vec!["master", "--listen", &listen, "--agent-timeout", agent_timeout];
+        args.extend_from_slice(extra);
+        self.master = Some(Daemon::start(&self.env, &args));
         eventually("the master answers", Duration::from_secs(20), || self.cli(&["tasks"]).status.success());
     }
 

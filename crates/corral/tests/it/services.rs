@@ -630,3 +630,171 @@ fn groups_deploy_scale_and_remove_their_apps_together() {
     });
     assert_eq!(api(&c, "DELETE", "/v2/groups/shop", None).status, 404);
 }
+
+/// The slow variants run with `CORRAL_SLOW_TESTS=1` (CI sets it).
+fn slow() -> bool {
+    std::env::var_os("CORRAL_SLOW_TESTS").is_some_and(|v| v == "1")
+}
+
+/// Containers running under the cluster's state root.
+fn containers_running(c: &Cluster) -> usize {
+    c.env.ps().iter().filter(|p| p["state"] == "running").count()
+}
+
+/// Everything settled: no deployment, `want` tasks running at `version` (if given), none
+/// stuck in between, and exactly `want` containers running.
+fn settled(c: &Cluster, id: &str, want: usize, version: Option<&str>) -> bool {
+    let r = api(c, "GET", &format!("/v2/apps/{id}"), None);
+    if r.status != 200 {
+        return false;
+    }
+    let tasks = r.body["app"]["tasks"].as_array().cloned().unwrap_or_default();
+    no_deployments(c)
+        && tasks.len() == want
+        && tasks.iter().all(|t| t["state"] == "TASK_RUNNING")
+        && version.is_none_or(|v| tasks.iter().all(|t| t["version"] == v))
+        && containers_running(c) == want
+}
+
+#[test]
+fn kill_9_mid_rolling_deploy_leaves_exactly_the_instances_wanted() {
+    // The master and the agent (all of `corral up`) die with SIGKILL at different moments of
+    // rolling deploys of a 30-instance app and come back; each time, the deploy finishes with
+    // 30 containers, none stuck or left over. `CORRAL_SLOW_TESTS=1` runs 20 rounds, else 3.
+    let mut c = Cluster::new("15");
+    let port = crate::cluster::free_port();
+    let work = c.env.root.path().join("agent-one");
+    c.start_agent_at(port, &work, "cpus:8;mem:8192");
+    let def = json!({
+        "id": "/svc", "cmd": "exec sleep 100000",
+        "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
+        "cpus": 0.01, "mem": 8, "instances": 30,
+    });
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(&def.to_string())).status, 201);
+    eventually("30 instances", Duration::from_secs(120), || settled(&c, "svc", 30, None));
+    let rounds = if slow() { 20 } else { 3 };
+    for round in 0..rounds {
+        let body = json!({"cmd": format!("exec sleep {}", 100_001 + round)}).to_string();
+        let r = api(&c, "PUT", "/v2/apps/svc?force=true", Some(&body));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let version = r.body["version"].as_str().unwrap().to_string();
+        // Die at a different moment each round: at once, or once k new tasks were placed.
+        let k = round % 6 * 6;
+        if k > 0 {
+            eventually("the deploy is under way", Duration::from_secs(60), || {
+                let a = app(&c, "svc");
+                let new = a["tasks"].as_array().unwrap().iter().filter(|t| t["version"] == version.as_str()).count();
+                new >= k || no_deployments(&c)
+            });
+        }
+        c.master.as_mut().unwrap().kill9();
+        c.agents[0].kill9();
+        c.start_master("15");
+        c.agents.clear();
+        c.start_agent_at(port, &work, "cpus:8;mem:8192");
+        eventually(&format!("round {round}: 30 containers of the new version"), Duration::from_secs(180), || {
+            settled(&c, "svc", 30, Some(&version))
+        });
+    }
+    let r = api(&c, "DELETE", "/v2/apps/svc?force=true", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("no container is left", Duration::from_secs(120), || containers_running(&c) == 0 && no_deployments(&c));
+}
+
+#[test]
+fn concurrent_updates_and_a_forced_delete_leave_nothing_behind() {
+    // 20 PUTs at once, then a forced DELETE: kills that reach the agent before their launch
+    // must not be dropped. Nothing stays running, no task stays KILLING, and the app can be
+    // created again (also after a master restart).
+    let mut c = Cluster::new("15");
+    c.start_agent("one", "cpus:8;mem:8192");
+    let def = |n: usize| {
+        json!({
+            "id": "/race", "cmd": format!("exec sleep {}", 100_000 + n),
+            "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
+            "cpus": 0.01, "mem": 8, "instances": 3,
+        })
+        .to_string()
+    };
+    assert_eq!(api(&c, "PUT", "/v2/apps/race", Some(&def(0))).status, 201);
+    let c = Arc::new(c);
+    let writers: Vec<_> = (1..=20)
+        .map(|n| {
+            let c = c.clone();
+            let body = def(n);
+            std::thread::spawn(move || api(&c, "PUT", "/v2/apps/race?force=true", Some(&body)).status)
+        })
+        .collect();
+    for w in writers {
+        assert_eq!(w.join().unwrap(), 200);
+    }
+    let r = api(&c, "DELETE", "/v2/apps/race?force=true", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("nothing runs and nothing is stuck", Duration::from_secs(120), || {
+        containers_running(&c) == 0
+            && no_deployments(&c)
+            && api(&c, "GET", "/v2/tasks", None).body["tasks"].as_array().is_some_and(|t| t.is_empty())
+    });
+    assert_eq!(api(&c, "POST", "/v2/apps", Some(&def(99))).status, 201, "the id can be used again");
+    let mut c = Arc::into_inner(c).expect("the writers are done");
+    c.master.as_mut().unwrap().kill9();
+    c.start_master("15");
+    eventually("3 instances after the restart", Duration::from_secs(120), || settled(&c, "race", 3, None));
+}
+
+#[test]
+fn a_full_disk_refuses_writes_and_changes_nothing() {
+    // The master's store on a small tmpfs: a POST that cannot be committed is a 503 and
+    // creates nothing (no app, no task, no container); once there is room, writes work again
+    // without a restart.
+    let mut c = Cluster::new("15");
+    let data = c.env.root.path().join("small");
+    std::fs::create_dir(&data).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&data).status().unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    c.master.as_mut().unwrap().kill9();
+    c.start_master_with("15", &["--data-dir", data.to_str().unwrap()]);
+    c.start_agent("one", "cpus:4;mem:4096");
+    let def = |id: &str| {
+        json!({"id": id, "cmd": "exec sleep 1000", "container": {"type": "DOCKER", "docker": {"image": "busybox"}},
+            "cpus": 0.01, "mem": 8, "instances": 2, "labels": {"pad": "x".repeat(200_000)}})
+        .to_string()
+    };
+    // Fill the disk but for a little.
+    let filler = data.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 16 << 10];
+        while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    }
+    let mut refused = None;
+    for i in 0..20 {
+        let r = api(&c, "POST", "/v2/apps", Some(&def(&format!("/fill{i}"))));
+        if r.status != 201 {
+            refused = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = refused.expect("a write fails on a full disk");
+    assert_eq!(r.status, 503, "{}", r.body);
+    let id = format!("/fill{i}");
+    assert_eq!(api(&c, "GET", &format!("/v2/apps{id}"), None).status, 404, "the refused app was not created");
+    let tasks = api(&c, "GET", "/v2/tasks", None).body;
+    let theirs = tasks["tasks"].as_array().unwrap().iter().filter(|t| t["appId"] == id.as_str()).count();
+    assert_eq!(theirs, 0, "{tasks}");
+    std::fs::remove_file(&filler).unwrap();
+    let r = api(&c, "POST", "/v2/apps", Some(&def(&id)));
+    assert_eq!(r.status, 201, "with room again, writes work: {}", r.body);
+    eventually("the app runs", Duration::from_secs(60), || running(&c, &id).len() == 2);
+    let expected = 2 * (i + 1);
+    eventually("exactly the accepted apps' containers run", Duration::from_secs(60), || {
+        containers_running(&c) == expected
+    });
+}

@@ -1,0 +1,99 @@
+//! A simulated agent for the master's benchmarks: it registers, heartbeats, reports every
+//! launch RUNNING and every kill KILLED at once, and has resources for everything. What is
+//! measured is the master.
+
+use std::collections::VecDeque;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use corral_cluster::task::TaskState;
+use corral_cluster::wire;
+
+/// What the simulated agent has been asked and not yet answered.
+#[derive(Default)]
+struct Pending(Mutex<VecDeque<(String, TaskState)>>);
+
+async fn launch(State(p): State<Arc<Pending>>, Json(req): Json<wire::Launch>) -> &'static str {
+    p.0.lock().expect("not poisoned").push_back((req.task_id, TaskState::Running));
+    "launched"
+}
+
+async fn kill(State(p): State<Arc<Pending>>, Path(id): Path<String>) -> &'static str {
+    p.0.lock().expect("not poisoned").push_back((id, TaskState::Killed));
+    "killed"
+}
+
+/// Serves the agent API on `rt`, registers with the master at `base`, and answers from a
+/// thread of its own until the process ends.
+pub fn start(rt: &tokio::runtime::Runtime, http: &ureq::Agent, base: &str, resources: &str) -> Result<()> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let pending = Arc::new(Pending::default());
+    let router = Router::new()
+        .route("/api/v1/tasks", post(launch))
+        .route("/api/v1/tasks/{id}/kill", post(kill))
+        .with_state(pending.clone());
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("a free port");
+        axum::serve(listener, router).await.expect("the fake agent serves");
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let registered: wire::Registered = loop {
+        let reg = wire::Register {
+            agent_id: None,
+            hostname: "bench".into(),
+            address: format!("http://127.0.0.1:{port}"),
+            resources: resources.to_string(),
+            attributes: String::new(),
+            tasks: Vec::new(),
+        };
+        match http.post(&format!("{base}/api/v1/agents")).send_json(&reg) {
+            Ok(mut r) if r.status().is_success() => break r.body_mut().read_json()?,
+            _ if Instant::now() > deadline => bail!("the master did not start"),
+            _ => std::thread::yield_now(),
+        }
+    };
+    let agent_id = registered.agent_id;
+    let (base, http) = (base.to_string(), http.clone());
+    std::thread::spawn(move || {
+        let mut seq = 0u64;
+        let mut last_beat = Instant::now();
+        loop {
+            let batch: Vec<(String, TaskState)> = {
+                let mut l = pending.0.lock().expect("not poisoned");
+                let n = l.len().min(2000);
+                l.drain(..n).collect()
+            };
+            if last_beat.elapsed() > Duration::from_secs(2) {
+                let _ = http.post(&format!("{base}/api/v1/agents/{agent_id}/heartbeat")).send_empty();
+                last_beat = Instant::now();
+            }
+            if batch.is_empty() {
+                std::thread::park_timeout(Duration::from_millis(20));
+                continue;
+            }
+            let updates = batch
+                .into_iter()
+                .map(|(task_id, state)| {
+                    seq += 1;
+                    wire::StatusUpdate {
+                        task_id,
+                        state,
+                        seq,
+                        exit_code: None,
+                        message: None,
+                        healthy: None,
+                        ready: None,
+                    }
+                })
+                .collect();
+            let _ =
+                http.post(&format!("{base}/api/v1/agents/{agent_id}/updates")).send_json(&wire::Updates { updates });
+        }
+    });
+    Ok(())
+}
