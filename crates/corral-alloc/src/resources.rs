@@ -262,7 +262,7 @@ pub fn parse_scalar(v: &str) -> Result<Milli, String> {
 
 /// Formats thousandths as Mesos prints scalars: `4`, `0.5`, `1.25`.
 pub fn format_scalar(m: Milli) -> String {
-    if m % SCALE == 0 {
+    if m.is_multiple_of(SCALE) {
         format!("{}", m / SCALE)
     } else {
         format!("{}.{:03}", m / SCALE, m % SCALE).trim_end_matches('0').to_string()

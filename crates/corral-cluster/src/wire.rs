@@ -108,6 +108,16 @@ pub struct AgentTask {
     pub state: TaskState,
 }
 
+/// `POST /api/v1/agents/{id}/heartbeat`: the agent is alive, and (implicit reconciliation)
+/// these are the tasks it has that the master may still care about: those running, and those
+/// whose end it has not had acknowledged yet. An empty body is a bare heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    #[serde(default)]
+    pub tasks: Option<Vec<AgentTask>>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registered {
     pub agent_id: String,

@@ -35,7 +35,7 @@ pub(crate) fn for_each_parallel<T: Sync>(
     std::thread::scope(|s| {
         let handles: Vec<_> =
             (0..PARALLEL).map(|i| s.spawn(move || items.iter().skip(i).step_by(PARALLEL).try_for_each(each))).collect();
-        handles.into_iter().map(|h| h.join().expect("transfer threads do not panic")).collect()
+        handles.into_iter().try_for_each(|h| h.join().expect("transfer threads do not panic"))
     })
 }
 

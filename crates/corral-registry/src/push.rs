@@ -47,7 +47,7 @@ pub fn push(
     let resp = client.send(
         Method::Put,
         &url,
-        &scope,
+        scope,
         &[("Content-Type", media_type)],
         Some(&Payload::Bytes(&manifest)),
         &what,

@@ -140,7 +140,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
             Some((n, e.path()))
         })
         .collect();
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     rotated.into_iter().map(|(_, p)| p).collect()
 }
 

@@ -76,7 +76,7 @@ impl Compiled {
 
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + self.program.len() * 8);
-        out.extend_from_slice(&(self.flags as u64).to_le_bytes());
+        out.extend_from_slice(&self.flags.to_le_bytes());
         for i in &self.program {
             out.extend_from_slice(&i.code.to_ne_bytes());
             out.push(i.jt);
@@ -95,7 +95,7 @@ impl Compiled {
 
 /// Reads a raw BPF program as libseccomp exports it: native-endian `sock_filter` records.
 fn parse_program(bytes: &[u8]) -> Option<Vec<libc::sock_filter>> {
-    if bytes.is_empty() || bytes.len() % 8 != 0 || bytes.len() / 8 > MAX_INSTRUCTIONS {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(8) || bytes.len() / 8 > MAX_INSTRUCTIONS {
         return None;
     }
     Some(

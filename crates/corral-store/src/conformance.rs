@@ -11,9 +11,12 @@ pub trait Fixture {
     fn open(&mut self) -> Box<dyn Store>;
 }
 
+/// One check of the contract, by name.
+type Check = (&'static str, fn(&mut dyn Fixture));
+
 /// Every check, each on a fresh fixture from `new`.
 pub fn run(new: &mut dyn FnMut() -> Box<dyn Fixture>) {
-    let checks: [(&str, fn(&mut dyn Fixture)); 8] = [
+    let checks: [Check; 8] = [
         ("empty", empty),
         ("commit_moves_the_revision", commit_moves_the_revision),
         ("conflict_changes_nothing", conflict_changes_nothing),

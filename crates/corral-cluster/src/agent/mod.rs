@@ -129,6 +129,18 @@ impl Inner {
         }
     }
 
+    /// The tasks the master may still care about, for implicit reconciliation: those not
+    /// ended, and those whose end the master has not acknowledged yet.
+    fn reconcile_list(&self) -> Vec<wire::AgentTask> {
+        let unacked: std::collections::HashSet<&str> =
+            self.pending.updates.iter().map(|u| u.task_id.as_str()).collect();
+        self.tasks
+            .values()
+            .filter(|t| !t.state.is_terminal() || unacked.contains(t.task_id.as_str()))
+            .map(|t| wire::AgentTask { task_id: t.task_id.clone(), state: t.state })
+            .collect()
+    }
+
     /// Queues a health check result of a running task.
     fn report_health(&mut self, task_id: &str, healthy: bool, message: Option<String>) {
         self.report_check(task_id, Some(healthy), None, message);
@@ -193,7 +205,12 @@ fn machine_resources(spec: Option<&str>, root: &Path) -> Result<String, AgentErr
         })
         .unwrap_or(0);
     let disk_mb = nix::sys::statvfs::statvfs(root)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 >> 20)
+        // The field types differ between platforms; u64 holds them all.
+        .map(|s| {
+            #[allow(clippy::unnecessary_cast)]
+            let (blocks, size) = (s.blocks_available() as u64, s.fragment_size() as u64);
+            (blocks * size) >> 20
+        })
         .unwrap_or(0);
     let detected =
         format!("cpus:{cpus};mem:{};disk:{disk_mb};ports:[31000-32000]", (mem_kb / 1024).saturating_sub(512));
@@ -452,9 +469,13 @@ impl Agent {
                 }
                 Some((id, _)) => {
                     beat.tick().await;
-                    let url = format!("{}/api/v1/agents/{id}/heartbeat", self.inner.lock().await.config.master);
+                    let (url, beat) = {
+                        let i = self.inner.lock().await;
+                        let url = format!("{}/api/v1/agents/{id}/heartbeat", i.config.master);
+                        (url, wire::Heartbeat { tasks: Some(i.reconcile_list()) })
+                    };
                     let status = tokio::task::spawn_blocking(move || {
-                        http().post(&url).send_empty().map(|r| r.status().as_u16())
+                        http().post(&url).send_json(&beat).map(|r| r.status().as_u16())
                     })
                     .await;
                     match status {

@@ -124,12 +124,21 @@ async fn register(
     Ok(Json(reply))
 }
 
-async fn heartbeat(State(m): State<Master>, Path(id): Path<String>) -> StatusCode {
-    match m.call(move |c, now| Ok(c.heartbeat(&id, now))).await {
+async fn heartbeat(State(m): State<Master>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let beat: wire::Heartbeat = if body.is_empty() {
+        wire::Heartbeat::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return ApiError(StatusCode::BAD_REQUEST, format!("invalid heartbeat: {e}")).into_response(),
+        }
+    };
+    let status = match m.call(move |c, now| c.heartbeat(&id, now, beat.tasks)).await {
         Ok((true, _)) => StatusCode::OK,
         Ok((false, _)) => StatusCode::NOT_FOUND,
         Err(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
+    };
+    status.into_response()
 }
 
 async fn updates(

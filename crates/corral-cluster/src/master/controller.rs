@@ -68,6 +68,9 @@ pub struct TaskRecord {
     /// When a kill was last sent to its agent (not stored: a restarted master sends again).
     #[serde(skip)]
     pub kill_sent_ms: Option<u64>,
+    /// When it was placed on its agent, by this master (not stored).
+    #[serde(skip)]
+    pub placed_ms: Option<u64>,
 }
 
 /// A service task's part of its record.
@@ -134,7 +137,7 @@ pub(super) struct RoleRecord {
 /// Something the controller must do outside itself: talk to an agent.
 #[derive(Debug, Clone)]
 pub enum AgentCall {
-    Launch { address: String, launch: wire::Launch },
+    Launch { address: String, launch: Box<wire::Launch> },
     Kill { address: String, task_id: String },
 }
 
@@ -208,6 +211,9 @@ impl Ids {
 pub const OFFER_TIMEOUT_MS: u64 = 30_000;
 /// A kill not answered by the task's end within this long is sent again.
 pub const KILL_RETRY_MS: u64 = 3_000;
+/// A task placed this recently may not have reached its agent yet: a heartbeat that does not
+/// list it does not make it lost (a launch is delivered within 10 s or fails).
+pub const RECONCILE_GRACE_MS: u64 = 30_000;
 
 /// A task as the API shows it.
 fn task_info(t: &TaskRecord) -> wire::TaskInfo {
@@ -335,7 +341,7 @@ impl Controller {
         let fw = framework_of(role);
         if !self.queues.contains_key(&fw) {
             let r = Role::parse(role).expect("validated on submission");
-            self.alloc.add_framework(&fw, &[r.clone()]);
+            self.alloc.add_framework(&fw, std::slice::from_ref(&r));
             self.alloc.suppress(&fw, &r);
             self.queues.insert(fw, imbl::Vector::new());
         }
@@ -394,6 +400,7 @@ impl Controller {
                 seq: self.next_seq,
                 service: None,
                 kill_sent_ms: None,
+                placed_ms: None,
             };
             self.next_seq += 1;
             records.push(t);
@@ -607,15 +614,51 @@ impl Controller {
         Ok(wire::Registered { agent_id: id, heartbeat_interval_ms: self.heartbeat_interval_ms, kill })
     }
 
-    /// A heartbeat; false if the agent must register again.
-    pub fn heartbeat(&mut self, id: &str, now_ms: u64) -> bool {
+    /// A heartbeat; false if the agent must register again. With the agent's tasks, it is
+    /// also implicit reconciliation: a task the agent runs that the master does not want is
+    /// killed, and a task the master placed there long enough ago that the agent does not have
+    /// is LOST (and its framework replaces it).
+    pub fn heartbeat(
+        &mut self,
+        id: &str,
+        now_ms: u64,
+        tasks: Option<Vec<wire::AgentTask>>,
+    ) -> Result<bool, MasterError> {
         match self.agents.get_mut(id) {
-            Some(a) if a.reachable => {
-                a.last_seen_ms = now_ms;
-                true
-            }
-            _ => false,
+            Some(a) if a.reachable => a.last_seen_ms = now_ms,
+            _ => return Ok(false),
         }
+        let Some(reported) = tasks else { return Ok(true) };
+        self.last_now_ms = self.last_now_ms.max(now_ms);
+        let reported: HashMap<&str, TaskState> = reported.iter().map(|t| (t.task_id.as_str(), t.state)).collect();
+        let unwanted: Vec<String> = reported
+            .iter()
+            .filter(|(_, s)| !s.is_terminal())
+            .filter(|(t, _)| {
+                !self.tasks.get(**t).is_some_and(|k| k.agent.as_deref() == Some(id) && !k.state.is_terminal())
+            })
+            .map(|(t, _)| t.to_string())
+            .collect();
+        if let Some(a) = self.agents.get(id) {
+            for task_id in unwanted {
+                tracing::warn!(agent = %id, task = %task_id, "the agent runs a task nobody wants: killing it");
+                self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id });
+            }
+        }
+        let missing: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.agent.as_deref() == Some(id) && !t.state.is_terminal() && t.state != TaskState::Unreachable)
+            .filter(|t| !reported.contains_key(t.id.as_str()))
+            .filter(|t| t.placed_ms.is_none_or(|at| now_ms.saturating_sub(at) >= RECONCILE_GRACE_MS))
+            .map(|t| t.id.clone())
+            .collect();
+        for task_id in missing {
+            tracing::warn!(agent = %id, task = %task_id, "the agent does not have a task it should: lost");
+            self.set_state(&task_id, TaskState::Lost, None, Some("its agent does not have it".into()))?;
+        }
+        self.allocate(now_ms);
+        Ok(true)
     }
 
     /// Applies status updates in order; returns the sequence numbers acknowledged.
@@ -785,10 +828,11 @@ impl Controller {
                 let address = agent.record.address.clone();
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     t.agent = Some(o.agent.clone());
+                    t.placed_ms = Some(now_ms);
                 }
                 let t = self.tasks[&task_id].clone();
                 self.store.put(TASKS, &task_id, &t);
-                self.outbox.push(AgentCall::Launch { address, launch: launch_of(&t) });
+                self.outbox.push(AgentCall::Launch { address, launch: Box::new(launch_of(&t)) });
             }
             // Declined offers carry lasting filters, so the next cycle offers them elsewhere,
             // and the loop ends when nobody is offered anything.

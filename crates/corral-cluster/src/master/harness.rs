@@ -130,7 +130,7 @@ impl Harness {
             match call {
                 AgentCall::Launch { address, launch } => {
                     let agent = self.agents[address].clone();
-                    self.report(&agent, &launch.task_id, fate(launch));
+                    self.report(&agent, &launch.task_id, fate(launch.as_ref()));
                 }
                 AgentCall::Kill { address, task_id } => {
                     let agent = self.agents[address].clone();
@@ -302,7 +302,7 @@ fn a_lost_agents_tasks_are_replaced_and_killed_when_it_returns() {
     // "one" goes silent; "two" keeps beating.
     for _ in 0..12 {
         let id = two.clone();
-        h.call(move |c, now| Ok(c.heartbeat(&id, now))).unwrap();
+        h.call(move |c, now| c.heartbeat(&id, now, None)).unwrap();
         h.advance(1000);
     }
     h.play(&running);
@@ -600,4 +600,40 @@ fn tasks_lost_with_their_agent_are_replaced_without_backoff() {
     assert_eq!(launches, 3, "replaced at once, not after 60 s");
     let failure = h.view().services.apps["/lost"].last_failure.clone().expect("the loss is remembered");
     assert_eq!(failure.state, TaskState::Lost);
+}
+
+#[test]
+fn heartbeats_reconcile_what_runs_with_what_should() {
+    let mut h = Harness::new();
+    let agent = h.add_agent("one", "cpus:4;mem:4096");
+    let ids = h.call(|c, now| c.run_tasks(run_tasks("a", 2, 0.5, 64.0), now)).unwrap();
+    h.play(&running);
+    let beat = |h: &Harness, tasks: Vec<wire::AgentTask>| {
+        let id = agent.clone();
+        assert!(h.call(move |c, now| c.heartbeat(&id, now, Some(tasks))).unwrap());
+    };
+    let has = |id: &str| wire::AgentTask { task_id: id.into(), state: TaskState::Running };
+    // A container nobody wants (the master never heard of it) is killed.
+    beat(&h, vec![has(&ids[0]), has(&ids[1]), has("stray")]);
+    let kills: Vec<String> = h
+        .take_calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            AgentCall::Kill { task_id, .. } => Some(task_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kills, ["stray"]);
+    // A task the agent does not have, placed just now, may still be on its way: kept.
+    beat(&h, vec![has(&ids[0])]);
+    assert_eq!(h.running("a"), 2);
+    // Past the grace, it is lost.
+    h.clock.fetch_add(super::controller::RECONCILE_GRACE_MS, Ordering::SeqCst);
+    beat(&h, vec![has(&ids[0])]);
+    let lost: Vec<String> = h.tasks().into_iter().filter(|t| t.state == TaskState::Lost).map(|t| t.id).collect();
+    assert_eq!(lost, [ids[1].clone()]);
+    // An end not yet acknowledged is listed with its state: not lost, its update decides.
+    beat(&h, vec![wire::AgentTask { task_id: ids[0].clone(), state: TaskState::Finished }]);
+    h.report(&agent, &ids[0], TaskState::Finished);
+    assert_eq!(h.tasks().iter().find(|t| t.id == ids[0]).unwrap().state, TaskState::Finished);
 }

@@ -67,6 +67,15 @@ impl From<MasterError> for MarathonError {
     }
 }
 
+/// Builds a large answer (the JSON of every app or task) on a blocking thread, so that the
+/// async workers stay free for other requests (a write waits for no reader).
+async fn off_worker<R: IntoResponse + Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Response {
+    match tokio::task::spawn_blocking(move || f().into_response()).await {
+        Ok(r) => r,
+        Err(e) => MarathonError::from(MasterError::Internal(e.to_string())).into_response(),
+    }
+}
+
 fn bad(message: impl Into<String>) -> MarathonError {
     MarathonError(StatusCode::BAD_REQUEST, json!({"message": message.into()}))
 }
@@ -307,7 +316,11 @@ fn deployment_json(d: &Deployment) -> Value {
 
 // ---- /v2/apps ---------------------------------------------------------------------------------
 
-async fn list_apps(State(m): State<Master>, RawQuery(q): RawQuery) -> Json<Value> {
+async fn list_apps(State(m): State<Master>, RawQuery(q): RawQuery) -> Response {
+    off_worker(move || list_apps_view(m, q)).await
+}
+
+fn list_apps_view(m: Master, q: Option<String>) -> Json<Value> {
     let p = Params::parse(q);
     let embed = Embed::from(&p, false);
     let id_filter = p.get("id").map(str::to_lowercase);
@@ -654,6 +667,10 @@ async fn app_post(
 // ---- /v2/tasks --------------------------------------------------------------------------------
 
 async fn list_tasks(State(m): State<Master>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    off_worker(move || list_tasks_view(m, q, headers)).await
+}
+
+fn list_tasks_view(m: Master, q: Option<String>, headers: HeaderMap) -> Response {
     let p = Params::parse(q);
     let wanted: Vec<String> =
         p.all("status").chain(p.all("status[]")).map(|s| format!("TASK_{}", s.to_uppercase())).collect();
@@ -691,7 +708,7 @@ async fn delete_tasks(
         .collect::<Result<_, _>>()?;
     {
         let c = m.view();
-        if let Some(unknown) = ids.iter().find(|id| !c.tasks.get(*id).is_some_and(|t| t.service.is_some())) {
+        if let Some(unknown) = ids.iter().find(|id| c.tasks.get(*id).is_none_or(|t| t.service.is_none())) {
             return Err(bad(format!("Invalid task id '{unknown}'.")));
         }
     }
@@ -702,7 +719,7 @@ async fn delete_tasks(
 
 async fn list_deployments(State(m): State<Master>) -> Json<Value> {
     let c = m.view();
-    Json(json!(c.services.deployments.iter().map(|d| deployment_json(d)).collect::<Vec<_>>()))
+    Json(json!(c.services.deployments.iter().map(deployment_json).collect::<Vec<_>>()))
 }
 
 async fn cancel_deployment(
@@ -939,7 +956,11 @@ async fn delete_group(
     Ok(changed(d, v))
 }
 
-async fn root_group(State(m): State<Master>) -> Json<Value> {
+async fn root_group(State(m): State<Master>) -> Response {
+    off_worker(move || root_group_view(m)).await
+}
+
+fn root_group_view(m: Master) -> Json<Value> {
     let c = m.view();
     Json(group_json(&c, "/").expect("the root group always exists"))
 }
@@ -954,7 +975,11 @@ async fn get_group(State(m): State<Master>, Path(id): Path<String>) -> Result<Js
 
 // ---- /v2/queue: the launch queue, and why offers went unused ------------------------------------
 
-async fn queue(State(m): State<Master>, RawQuery(q): RawQuery) -> Json<Value> {
+async fn queue(State(m): State<Master>, RawQuery(q): RawQuery) -> Response {
+    off_worker(move || queue_view(m, q)).await
+}
+
+fn queue_view(m: Master, q: Option<String>) -> Json<Value> {
     let p = Params::parse(q);
     let with_offers = p.all("embed").any(|e| e == "lastUnusedOffers");
     let now = m.now_ms();

@@ -203,11 +203,11 @@ fn plan_json(d: &Deployment) -> serde_json::Value {
         "version": d.version,
         "original": empty(&d.version),
         "target": empty(&d.version),
-        "steps": d.steps.iter().map(step_json).collect::<Vec<_>>(),
+        "steps": d.steps.iter().map(|s| step_json(s)).collect::<Vec<_>>(),
     })
 }
 
-fn step_json(step: &Vec<(Action, AppId)>) -> serde_json::Value {
+fn step_json(step: &[(Action, AppId)]) -> serde_json::Value {
     serde_json::json!({"actions": step.iter().map(|(a, app)| serde_json::json!({"action": a, "app": app})).collect::<Vec<_>>()})
 }
 
@@ -275,7 +275,7 @@ impl Controller {
         }
         let fw = framework_of(role);
         let r = Role::parse(role).expect("validated roles");
-        self.alloc.add_framework(&fw, &[r.clone()]);
+        self.alloc.add_framework(&fw, std::slice::from_ref(&r));
         self.alloc.suppress(&fw, &r);
     }
 
@@ -589,7 +589,7 @@ impl Controller {
         }
         let id = deployment.id.clone();
         self.store.put(DEPLOYMENTS, &id, &deployment);
-        let first = deployment.steps.first().map(step_json).unwrap_or_else(|| serde_json::json!({"actions": []}));
+        let first = deployment.steps.first().map(|s| step_json(s)).unwrap_or_else(|| serde_json::json!({"actions": []}));
         self.event("deployment_info", serde_json::json!({"plan": plan_json(&deployment), "currentStep": first}));
         tracing::info!(deployment = %id, apps = ?deployment.affected_apps, steps = deployment.steps.len(), "deployment started");
         let affected: Vec<AppId> =
@@ -736,7 +736,8 @@ impl Controller {
             let held = held_apps.contains(&id);
             let entry = &self.services.apps[&id];
             let p = plan::reconcile(&entry.app, &views, held);
-            if plan::reconcile(&entry.app, &views, false).converged {
+            // Held apps are asked again unheld, to know whether their step is done.
+            if if held { plan::reconcile(&entry.app, &views, false).converged } else { p.converged } {
                 converged.insert(id.clone());
             }
             for k in &p.kill {
@@ -775,13 +776,8 @@ impl Controller {
 
     /// Revives the services framework of each role with queued instances, suppresses the rest.
     fn sync_service_demand(&mut self) {
-        let wanting: BTreeSet<String> = self
-            .services
-            .apps
-            .iter()
-            .filter(|(id, _)| self.queued_of(id).next().is_some())
-            .map(|(_, e)| e.app.role.clone())
-            .collect();
+        let wanting: BTreeSet<String> =
+            self.services.apps.iter().filter(|(id, _)| self.has_queued(id)).map(|(_, e)| e.app.role.clone()).collect();
         for role in wanting.difference(&self.services.wanting) {
             self.alloc.revive(&framework_of(role), &Role::parse(role).expect("validated"));
         }
@@ -864,6 +860,7 @@ impl Controller {
                     ..ServiceTask::default()
                 }),
                 kill_sent_ms: None,
+                placed_ms: None,
             };
             self.next_seq += 1;
             records.push(t);
@@ -1072,7 +1069,7 @@ impl Controller {
             .iter()
             .filter(|(_, e)| e.app.role == role || (role == "*" && e.app.role == "*"))
             .map(|(id, _)| id.clone())
-            .filter(|id| self.queued_of(id).next().is_some())
+            .filter(|id| self.has_queued(id))
             .collect();
         for app_id in waiting {
             let queued: Vec<String> = self.queued_of(&app_id).collect();
@@ -1120,6 +1117,7 @@ impl Controller {
                         // Placed now, so the next instance's constraints see it.
                         if let Some(t) = self.tasks.get_mut(&task_id) {
                             t.agent = Some(o.agent.clone());
+                            t.placed_ms = Some(now_ms);
                         }
                         launched.push((task_id, fit));
                     }
@@ -1153,7 +1151,7 @@ impl Controller {
             self.store.put(TASKS, &task_id, &t);
             let app = &self.services.apps[&t.service.as_ref().expect("service").app].app;
             let launch = launch_of(app, &t, &hostname);
-            self.outbox.push(AgentCall::Launch { address: address.clone(), launch });
+            self.outbox.push(AgentCall::Launch { address: address.clone(), launch: Box::new(launch) });
         }
     }
 
@@ -1169,6 +1167,17 @@ impl Controller {
                 summary.allocated
             )
         })
+    }
+
+    /// Whether the app has an instance waiting for an offer.
+    fn has_queued(&self, app: &str) -> bool {
+        self.services
+            .tasks_of
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+            .any(|t| t.agent.is_none() && t.state == TaskState::Staging)
     }
 
     fn queued_of<'a>(&'a self, app: &str) -> impl Iterator<Item = String> + 'a {

@@ -36,7 +36,7 @@ fn injected_failures_change_nothing() {
     let before = s.dump();
     s.fail_commits(1);
     let op = Op::Put { table: "t".into(), key: "b".into(), value: b"2".to_vec() };
-    assert!(matches!(s.commit(1, &[op.clone()]), Err(StoreError::Unavailable { .. })));
+    assert!(matches!(s.commit(1, std::slice::from_ref(&op)), Err(StoreError::Unavailable { .. })));
     assert_eq!(s.dump(), before);
     assert_eq!(s.commit(1, &[op]).unwrap(), 2, "the next commit works");
 }

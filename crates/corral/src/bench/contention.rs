@@ -130,28 +130,37 @@ pub fn run(config: &Config) -> Result<()> {
     // Reads alone, then beside a writer.
     let reads_alone = time_gets(&http, &base, "/v2/apps", requests)?;
     let stop = Arc::new(AtomicBool::new(false));
+    // Open loop: each update goes at its time on a thread of its own, however long the ones
+    // before it take, so a slow master cannot lower the rate it is offered.
     let writer = {
         let (stop, base, http) = (stop.clone(), base.clone(), http.clone());
         std::thread::spawn(move || -> (usize, usize) {
             let every = Duration::from_secs(1) / writes_per_sec;
-            let (mut sent, mut failed) = (0usize, 0usize);
+            let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut sent = 0usize;
+            let mut inflight = Vec::new();
             let start = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let app = sent % apps;
                 let body = serde_json::json!({"labels": {"rev": sent.to_string()}});
                 let url = format!("{base}/v2/apps/bench/app-{app:05}?force=true");
-                match http.patch(&url).send_json(&body) {
+                let (http, failed) = (http.clone(), failed.clone());
+                inflight.push(std::thread::spawn(move || match http.patch(&url).send_json(&body) {
                     Ok(r) if r.status().is_success() => {}
-                    _ => failed += 1,
-                }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
                 sent += 1;
-                // Paced: the k-th write goes at start + k / rate.
                 let next = start + every * sent as u32;
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
                     std::thread::park_timeout(wait);
                 }
             }
-            (sent, failed)
+            for t in inflight {
+                let _ = t.join();
+            }
+            (sent, failed.load(Ordering::Relaxed))
         })
     };
     let writes_started = Instant::now();
