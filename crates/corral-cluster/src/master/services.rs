@@ -589,7 +589,8 @@ impl Controller {
         }
         let id = deployment.id.clone();
         self.store.put(DEPLOYMENTS, &id, &deployment);
-        let first = deployment.steps.first().map(|s| step_json(s)).unwrap_or_else(|| serde_json::json!({"actions": []}));
+        let first =
+            deployment.steps.first().map(|s| step_json(s)).unwrap_or_else(|| serde_json::json!({"actions": []}));
         self.event("deployment_info", serde_json::json!({"plan": plan_json(&deployment), "currentStep": first}));
         tracing::info!(deployment = %id, apps = ?deployment.affected_apps, steps = deployment.steps.len(), "deployment started");
         let affected: Vec<AppId> =
