@@ -3,7 +3,7 @@
 //! outlive the agent), and reports their states as status updates: numbered, kept on disk
 //! until the master acknowledges them, retried across disconnects, in order.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 mod forward;
 mod health;
+mod journal;
 
 use corral_runtime::create::{self, CreateRequest};
 use corral_runtime::state::{Containers, EtcFiles, State as CState};
@@ -84,17 +85,14 @@ struct TaskEntry {
     port_forwards: Vec<wire::PortForward>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Pending {
-    next_seq: u64,
-    updates: VecDeque<wire::StatusUpdate>,
-}
-
 struct Inner {
     config: AgentConfig,
     agent_id: Option<String>,
     tasks: BTreeMap<String, TaskEntry>,
-    pending: Pending,
+    /// Status updates not yet acknowledged, in order.
+    pending: journal::Pending,
+    /// Their log on disk: appended to, never rewritten per update.
+    journal: journal::Journal,
 }
 
 #[derive(Clone)]
@@ -114,6 +112,7 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> A
 }
 
 impl Inner {
+    /// Persists the task records and the agent's id (when they change: not per update).
     fn save(&self) {
         let w = &self.config.work_dir;
         let write = |name: &str, bytes: Vec<u8>| {
@@ -123,7 +122,6 @@ impl Inner {
             }
         };
         write("tasks.json", serde_json::to_vec(&self.tasks).expect("serializes"));
-        write("updates.json", serde_json::to_vec(&self.pending).expect("serializes"));
         if let Some(id) = &self.agent_id {
             write("agent_id", id.clone().into_bytes());
         }
@@ -149,8 +147,7 @@ impl Inner {
     /// Queues a check result (health or readiness) of a running task.
     fn report_check(&mut self, task_id: &str, healthy: Option<bool>, ready: Option<bool>, message: Option<String>) {
         let seq = self.pending.next_seq;
-        self.pending.next_seq += 1;
-        self.pending.updates.push_back(wire::StatusUpdate {
+        self.enqueue(wire::StatusUpdate {
             healthy,
             ready,
             task_id: task_id.to_string(),
@@ -159,7 +156,12 @@ impl Inner {
             exit_code: None,
             message,
         });
-        self.save();
+    }
+
+    fn enqueue(&mut self, update: wire::StatusUpdate) {
+        self.pending.next_seq = update.seq + 1;
+        self.journal.queued(&update);
+        self.pending.updates.push_back(update);
     }
 
     /// Queues a status update for a task (once per state).
@@ -169,6 +171,7 @@ impl Inner {
                 return;
             }
             t.state = state;
+            self.save();
         }
         self.queue_update(task_id, state, exit_code, message);
     }
@@ -177,8 +180,7 @@ impl Inner {
     /// task it has not heard the end of).
     fn queue_update(&mut self, task_id: &str, state: TaskState, exit_code: Option<i32>, message: Option<String>) {
         let seq = self.pending.next_seq;
-        self.pending.next_seq += 1;
-        self.pending.updates.push_back(wire::StatusUpdate {
+        self.enqueue(wire::StatusUpdate {
             healthy: None,
             ready: None,
             task_id: task_id.to_string(),
@@ -187,7 +189,6 @@ impl Inner {
             exit_code,
             message,
         });
-        self.save();
     }
 }
 
@@ -240,14 +241,14 @@ pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Re
     let agent_id = read("agent_id").and_then(|b| String::from_utf8(b).ok());
     let tasks: BTreeMap<String, TaskEntry> =
         read("tasks.json").and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    let pending: Pending = read("updates.json").and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let (journal, pending) = journal::Journal::open(&config.work_dir);
     let local = listener.local_addr().map_err(|source| AgentError::Listen { addr: config.listen, source })?;
     let mut config = config;
     if config.advertise.is_none() {
         config.advertise = Some(format!("http://{local}"));
     }
     let agent = Agent {
-        inner: Arc::new(Mutex::new(Inner { config, agent_id, tasks, pending })),
+        inner: Arc::new(Mutex::new(Inner { config, agent_id, tasks, pending, journal })),
         wake: Arc::new(Notify::new()),
         resources,
         forwards: Default::default(),
@@ -518,8 +519,9 @@ impl Agent {
                 Ok(Ok(acked)) => {
                     tracing::debug!(acked = ?acked.acked, "status updates acknowledged");
                     let mut i = self.inner.lock().await;
-                    i.pending.updates.retain(|u| !acked.acked.contains(&u.seq));
-                    i.save();
+                    let Inner { pending, journal, .. } = &mut *i;
+                    pending.updates.retain(|u| !acked.acked.contains(&u.seq));
+                    journal.acked(&acked.acked, pending);
                 }
                 _ => {
                     let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;

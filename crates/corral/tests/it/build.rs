@@ -49,6 +49,7 @@ CMD ["cat greeting.txt built.txt; id -u; pwd; ls /bin/vi 2>/dev/null || echo no-
 
 #[test]
 fn a_multi_stage_build_runs_and_rebuilds_from_cache() {
+    crate::support::needs_root!();
     let env = Env::new();
     let ctx = context(&[
         ("Containerfile", APP),
@@ -98,6 +99,7 @@ fn a_multi_stage_build_runs_and_rebuilds_from_cache() {
 
 #[test]
 fn copy_from_stages_chown_globs_ignore_and_add_archives() {
+    crate::support::needs_root!();
     let env = Env::new();
     let tgz = {
         let src = tempfile::tempdir().unwrap();
@@ -134,6 +136,7 @@ fn copy_from_stages_chown_globs_ignore_and_add_archives() {
 
 #[test]
 fn scratch_images_and_exec_form_run() {
+    crate::support::needs_root!();
     let env = Env::new();
     let ctx = context(&[(
         "Dockerfile",
@@ -154,6 +157,7 @@ CMD [\"cat\", \"/note\"]
 
 #[test]
 fn build_errors_name_the_containerfile_line() {
+    crate::support::needs_root!();
     let env = Env::new();
     for (file, code, needle) in [
         ("FROM busybox\nFROBNICATE x\n", 125, "Containerfile:2: unknown instruction \"FROBNICATE\""),
@@ -187,6 +191,7 @@ fn build_errors_name_the_containerfile_line() {
 
 #[test]
 fn exported_images_are_valid_oci_layouts_for_other_tools() {
+    crate::support::needs_root!();
     let env = Env::new();
     let ctx = context(&[(
         "Containerfile",

@@ -217,6 +217,7 @@ impl Cluster {
 
 #[test]
 fn tasks_run_finish_fail_and_are_killed() {
+    crate::support::needs_root!();
     let mut c = Cluster::new("15");
     c.start_agent("one", "cpus:4;mem:4096");
     let ok = c
@@ -265,6 +266,7 @@ fn tasks_run_finish_fail_and_are_killed() {
 
 #[test]
 fn malformed_specs_and_bodies_are_refused_clearly() {
+    crate::support::needs_root!();
     let c = Cluster::new("15");
     // An agent with a bad resource or attribute spec does not start.
     for (flag, value, needle) in [
@@ -316,6 +318,7 @@ fn malformed_specs_and_bodies_are_refused_clearly() {
 
 #[test]
 fn the_drf_papers_example_across_two_roles() {
+    crate::support::needs_root!();
     // 9 CPUs and 18 GB; A's tasks need <1 CPU, 4 GB>, B's <3 CPUs, 1 GB>; both queue more than
     // fits before the agent joins: A gets 3 tasks, B gets 2. The agent runs in its own network
     // namespace, as a separate process.
@@ -341,6 +344,7 @@ fn the_drf_papers_example_across_two_roles() {
 
 #[test]
 fn a_master_killed_and_restarted_recovers_its_state() {
+    crate::support::needs_root!();
     let mut c = Cluster::new("15");
     c.start_agent("one", "cpus:2;mem:2048");
     let long =
@@ -367,6 +371,7 @@ fn a_master_killed_and_restarted_recovers_its_state() {
 
 #[test]
 fn an_agent_killed_and_restarted_keeps_its_tasks() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     let port = free_port();
     let work = c.env.root.path().join("agent-work");
@@ -389,6 +394,7 @@ fn an_agent_killed_and_restarted_keeps_its_tasks() {
 
 #[test]
 fn a_silent_agent_makes_its_tasks_unreachable_until_it_returns() {
+    crate::support::needs_root!();
     let mut c = Cluster::new("1");
     c.start_agent("one", "cpus:2;mem:2048");
     let long = c.run(&["--name", "long", "--", "sleep", "1000"]).remove(0);

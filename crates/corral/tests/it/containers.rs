@@ -8,6 +8,7 @@ const BB: &str = "busybox";
 
 #[test]
 fn the_pid_namespace_hides_host_processes() {
+    crate::support::needs_root!();
     let env = Env::new();
     let out = env.ok(&[
         "run",
@@ -26,6 +27,7 @@ fn the_pid_namespace_hides_host_processes() {
 
 #[test]
 fn hostname_is_its_own_and_defaults_to_the_name() {
+    crate::support::needs_root!();
     let env = Env::new();
     assert_eq!(env.ok(&["run", "--image", BB, "--hostname", "box1", "--", "hostname"]), "box1\n");
     assert_eq!(env.ok(&["run", "--image", BB, "--name", "web-7", "--", "hostname"]), "web-7\n");
@@ -35,6 +37,7 @@ fn hostname_is_its_own_and_defaults_to_the_name() {
 
 #[test]
 fn writes_to_root_do_not_reach_the_host_or_other_containers() {
+    crate::support::needs_root!();
     let env = Env::new();
     let marker = "corral-it-marker-4711";
     env.ok(&["run", "--image", BB, "--user", "0", "--", "sh", "-c", &format!("echo x > /{marker} && cat /{marker}")]);
@@ -48,6 +51,7 @@ fn writes_to_root_do_not_reach_the_host_or_other_containers() {
 
 #[test]
 fn containers_run_as_nobody_and_any_uid_has_a_passwd_entry() {
+    crate::support::needs_root!();
     let env = Env::new();
     assert_eq!(env.ok(&["run", "--image", BB, "--", "id", "-u"]), "65534\n");
     assert_eq!(
@@ -63,6 +67,7 @@ fn containers_run_as_nobody_and_any_uid_has_a_passwd_entry() {
 
 #[test]
 fn sensitive_proc_paths_are_masked_and_seccomp_applies() {
+    crate::support::needs_root!();
     let env = Env::new();
     let masked: Vec<&str> =
         ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats"]
@@ -91,6 +96,7 @@ fn sensitive_proc_paths_are_masked_and_seccomp_applies() {
 
 #[test]
 fn cgroup_limits_are_visible_inside() {
+    crate::support::needs_root!();
     let env = Env::new();
     let script = if cgroup_v1() {
         "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max"
@@ -109,6 +115,7 @@ fn cgroup_limits_are_visible_inside() {
 
 #[test]
 fn a_memory_hog_is_oom_killed_and_reported() {
+    crate::support::needs_root!();
     let env = Env::new();
     let out = env.corral(&[
         "run",
@@ -134,6 +141,7 @@ fn a_memory_hog_is_oom_killed_and_reported() {
 
 #[test]
 fn a_fork_bomb_stops_at_the_pids_limit() {
+    crate::support::needs_root!();
     let env = Env::new();
     let id = env.ok(&[
         "run",
@@ -174,6 +182,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
 
 #[test]
 fn exit_codes_and_signals_propagate() {
+    crate::support::needs_root!();
     let env = Env::new();
     assert_eq!(env.corral(&["run", "--image", BB, "--", "sh", "-c", "exit 42"]).status.code(), Some(42));
     // A signal sent to the container: 128 + SIGKILL.
@@ -206,6 +215,7 @@ fn exit_codes_and_signals_propagate() {
 
 #[test]
 fn logs_survive_the_caller_and_can_be_followed() {
+    crate::support::needs_root!();
     let env = Env::new();
     let id = env.ok(&["run", "-d", "--image", BB, "--", "sh", "-c", "echo hello; echo oops >&2; sleep 1; echo bye"]);
     let id = id.trim();
@@ -220,6 +230,7 @@ fn logs_survive_the_caller_and_can_be_followed() {
 
 #[test]
 fn log_files_are_capped_and_rotated() {
+    crate::support::needs_root!();
     let env = Env::new();
     let id = env.ok(&[
         "run",
@@ -247,6 +258,7 @@ fn log_files_are_capped_and_rotated() {
 
 #[test]
 fn state_survives_the_processes_that_started_it_and_nothing_leaks_after_rm() {
+    crate::support::needs_root!();
     let env = Env::new();
     let id = env.ok(&["run", "-d", "--name", "svc", "--image", BB, "--", "sleep", "1000"]);
     let id = id.trim().to_string();
@@ -271,6 +283,7 @@ fn state_survives_the_processes_that_started_it_and_nothing_leaks_after_rm() {
 /// instruction, as the kernel reports it.
 #[test]
 fn the_cached_seccomp_program_is_the_one_libcontainer_would_load() {
+    crate::support::needs_root!();
     let env = Env::new();
     let start = |cache: &str| {
         let out = env
@@ -329,6 +342,7 @@ fn seccomp_program(pid: i32) -> Vec<[u8; 8]> {
 /// cgroup must hold the container's process, and its children follow it.
 #[test]
 fn the_container_joins_its_cgroup_in_every_hierarchy() {
+    crate::support::needs_root!();
     let env = Env::new();
     let id = env.ok(&["run", "-d", "--image", BB, "--", "sh", "-c", "sleep 1000 & exec sleep 1000"]);
     let id = id.trim().to_string();
@@ -357,6 +371,7 @@ fn the_container_joins_its_cgroup_in_every_hierarchy() {
 
 #[test]
 fn an_ended_container_keeps_no_cgroups_or_mounts() {
+    crate::support::needs_root!();
     let env = Env::new();
     let id = env.ok(&["run", "-d", "--image", BB, "--", "true"]);
     let id = id.trim();
@@ -368,6 +383,7 @@ fn an_ended_container_keeps_no_cgroups_or_mounts() {
 
 #[test]
 fn host_tasks_run_in_a_sandbox_with_a_read_only_host_filesystem() {
+    crate::support::needs_root!();
     let env = Env::new();
     let out = env.ok(&["run", "--", "sh", "-c", "pwd; id -u; test -d /usr/bin && echo host-usr; touch /usr/corral-x 2>/dev/null || echo ro; touch ./file && echo rw; echo $CORRAL_SANDBOX"]);
     assert_eq!(out, "/sandbox\n65534\nhost-usr\nro\nrw\n/sandbox\n");
@@ -376,6 +392,7 @@ fn host_tasks_run_in_a_sandbox_with_a_read_only_host_filesystem() {
 
 #[test]
 fn volumes_are_bound_read_write_or_read_only() {
+    crate::support::needs_root!();
     let env = Env::new();
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("in"), "from-host").unwrap();
@@ -405,6 +422,7 @@ fn volumes_are_bound_read_write_or_read_only() {
 
 #[test]
 fn environment_workdir_and_network() {
+    crate::support::needs_root!();
     let env = Env::new();
     let out = env.ok(&[
         "run",
@@ -426,6 +444,7 @@ fn environment_workdir_and_network() {
 
 #[test]
 fn bad_input_is_refused_with_one_line_naming_it_and_nothing_left() {
+    crate::support::needs_root!();
     let env = Env::new();
     let missing = "/does/not/exist/corral";
     let volume = format!("{missing}:/x");

@@ -4,6 +4,7 @@ use crate::support::Env;
 
 #[test]
 fn import_list_inspect_and_remove() {
+    crate::support::needs_root!();
     let env = Env::new();
     assert!(env.ok(&["image", "ls"]).contains("busybox:latest"));
     let config: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", "busybox"])).unwrap();
@@ -33,6 +34,7 @@ fn import_list_inspect_and_remove() {
 
 #[test]
 fn a_corrupted_blob_is_reported_not_used() {
+    crate::support::needs_root!();
     let env = Env::new();
     let config: serde_json::Value = serde_json::from_str(&env.ok(&["image", "inspect", "busybox"])).unwrap();
     assert!(config.is_object());

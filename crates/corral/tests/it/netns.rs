@@ -86,6 +86,7 @@ impl Drop for Proc {
 
 #[test]
 fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
+    crate::support::needs_root!();
     let env = Env::new();
     let net = Net::new(2);
     let master_addr = format!("{}:{}", net.master_ip(), 15050 + std::process::id() % 1000);

@@ -59,6 +59,7 @@ impl Drop for Registry {
 
 #[test]
 fn push_and_pull_through_a_real_registry_and_skopeo() {
+    crate::support::needs_root!();
     let reg = Registry::start();
     let env = Env::new();
     let ctx = tempfile::tempdir().unwrap();

@@ -72,6 +72,7 @@ fn hosts(c: &Cluster, id: &str) -> Vec<String> {
 
 #[test]
 fn marathon_apps_deploy_scale_spread_and_explain() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 3);
     // The verbatim Marathon example: its image and host paths, made here.
     let out = Command::new("bash")
@@ -180,6 +181,7 @@ fn web_app(version: &str) -> String {
 
 #[test]
 fn a_rolling_upgrade_under_load_loses_no_request() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 2);
     c.start_named_agent("h0", "cpus:2;mem:2048", "");
     c.start_named_agent("h1", "cpus:2;mem:2048", "");
@@ -255,6 +257,7 @@ fn a_rolling_upgrade_under_load_loses_no_request() {
 
 #[test]
 fn a_failing_health_check_gets_its_task_replaced() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:2;mem:2048", "");
     // Healthy for its first seconds, then the COMMAND check fails.
@@ -288,6 +291,7 @@ fn a_failing_health_check_gets_its_task_replaced() {
 
 #[test]
 fn a_master_killed_mid_deployment_resumes_it() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:4;mem:4096", "");
     // Health checks hold the deployment open for a while (the first success takes 3 s).
@@ -322,6 +326,7 @@ fn a_master_killed_mid_deployment_resumes_it() {
 
 #[test]
 fn an_agent_killed_mid_deployment_has_its_tasks_replaced() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("1", 2);
     c.start_named_agent("h0", "cpus:2;mem:2048", "");
     let def = r#"{"id":"/spread","cmd":"sleep 1000","cpus":0.1,"mem":16,"instances":2,"container":{"type":"DOCKER","docker":{"image":"busybox"}}}"#;
@@ -339,6 +344,7 @@ fn an_agent_killed_mid_deployment_has_its_tasks_replaced() {
 
 #[test]
 fn the_marathon_python_client_works_unchanged() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:2;mem:2048", "");
     let url = format!("http://{}:{}", c.master_host(), c.master_port);
@@ -357,6 +363,7 @@ fn the_marathon_python_client_works_unchanged() {
 
 #[test]
 fn deployments_are_cancelled_or_forced_and_every_step_is_an_event() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:2;mem:2048", "");
     // Subscribe to the event stream first.
@@ -443,6 +450,7 @@ fn deployments_are_cancelled_or_forced_and_every_step_is_an_event() {
 
 #[test]
 fn dependencies_order_a_deployment() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:2;mem:2048", "");
     // The database is healthy 3 s after it starts; the web app depends on it.
@@ -502,6 +510,7 @@ fn dependencies_order_a_deployment() {
 
 #[test]
 fn readiness_checks_hold_a_deployment_until_the_service_answers() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:2;mem:2048", "");
     // Running at once, serving only after 3 s: the deployment must wait for the readiness check.
@@ -535,6 +544,7 @@ fn readiness_checks_hold_a_deployment_until_the_service_answers() {
 
 #[test]
 fn roles_and_reservations_bound_where_an_app_runs() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:1;mem:1024;cpus(web):1;mem(web):512", "");
     // Only the resources reserved for role web: two instances of 0.5 cpus fit, the third waits.
@@ -558,6 +568,7 @@ fn roles_and_reservations_bound_where_an_app_runs() {
 
 #[test]
 fn bridge_networking_forwards_mapped_ports_into_the_task() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:2;mem:2048", "");
     // The task listens on 8080 in its own network; the agent forwards a host port to it.
@@ -588,6 +599,7 @@ fn bridge_networking_forwards_mapped_ports_into_the_task() {
 
 #[test]
 fn groups_deploy_scale_and_remove_their_apps_together() {
+    crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:4;mem:4096", "");
     let sleeper = |id: &str| json!({"id": id, "cmd": "exec sleep 1000", "cpus": 0.1, "mem": 16, "portDefinitions": [], "taskKillGracePeriodSeconds": 1});
@@ -658,6 +670,7 @@ fn settled(c: &Cluster, id: &str, want: usize, version: Option<&str>) -> bool {
 
 #[test]
 fn kill_9_mid_rolling_deploy_leaves_exactly_the_instances_wanted() {
+    crate::support::needs_root!();
     // The master and the agent (all of `corral up`) die with SIGKILL at different moments of
     // rolling deploys of a 30-instance app and come back; each time, the deploy finishes with
     // 30 containers, none stuck or left over. `CORRAL_SLOW_TESTS=1` runs 20 rounds, else 3.
@@ -703,6 +716,7 @@ fn kill_9_mid_rolling_deploy_leaves_exactly_the_instances_wanted() {
 
 #[test]
 fn concurrent_updates_and_a_forced_delete_leave_nothing_behind() {
+    crate::support::needs_root!();
     // 20 PUTs at once, then a forced DELETE: kills that reach the agent before their launch
     // must not be dropped. Nothing stays running, no task stays KILLING, and the app can be
     // created again (also after a master restart).
@@ -744,6 +758,7 @@ fn concurrent_updates_and_a_forced_delete_leave_nothing_behind() {
 
 #[test]
 fn a_full_disk_refuses_writes_and_changes_nothing() {
+    crate::support::needs_root!();
     // The master's store on a small tmpfs: a POST that cannot be committed is a 503 and
     // creates nothing (no app, no task, no container); once there is room, writes work again
     // without a restart.

@@ -132,3 +132,15 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
 pub fn cgroup_v1() -> bool {
     Path::new("/sys/fs/cgroup/memory").is_dir()
 }
+
+/// Skips the calling test, saying so, when not run as root: it runs real containers (CI runs
+/// every test as root).
+macro_rules! needs_root {
+    () => {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: this test runs real containers and needs root");
+            return;
+        }
+    };
+}
+pub(crate) use needs_root;
