@@ -115,7 +115,9 @@ impl Journal {
                 self.file = None;
                 self.lines = pending.updates.len() + 1;
             }
-            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "could not compact the status update log"),
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "could not compact the status update log")
+            }
         }
     }
 }

@@ -159,8 +159,10 @@ pub struct Controller {
     pub(super) alloc: Allocator,
     pub(super) agents: imbl::OrdMap<String, AgentLive>,
     pub(super) tasks: imbl::OrdMap<String, TaskRecord>,
-    /// Per built-in framework (one per role), tasks waiting for an offer, in order.
-    queues: BTreeMap<String, imbl::Vector<String>>,
+    /// The frameworks the allocator knows, by the name it knows them by.
+    pub(super) frameworks: BTreeMap<String, FrameworkId>,
+    /// Per role, the tasks waiting for an offer from the built-in task framework, in order.
+    queues: BTreeMap<Role, imbl::Vector<String>>,
     roles: BTreeMap<String, RoleRecord>,
     pub(super) next_seq: u64,
     pub agent_timeout_ms: u64,
@@ -245,18 +247,42 @@ pub(super) fn launch_of(t: &TaskRecord) -> wire::Launch {
     }
 }
 
-/// The built-in task framework of a role.
-pub fn framework_of(role: &str) -> String {
-    format!("corral-tasks/{role}")
+/// A framework, as the master knows it: one of the built-in ones of a role. The allocator
+/// knows frameworks by [`FrameworkId::name`]; the master keeps the map back
+/// ([`Controller::frameworks`]) and never parses a name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FrameworkId {
+    /// One-off tasks (`corral task run`).
+    Tasks(Role),
+    /// Long-running services (the Marathon API).
+    Services(Role),
+}
+
+impl FrameworkId {
+    pub fn role(&self) -> &Role {
+        match self {
+            FrameworkId::Tasks(r) | FrameworkId::Services(r) => r,
+        }
+    }
+
+    /// Its name in the allocator (and in logs).
+    pub fn name(&self) -> String {
+        match self {
+            FrameworkId::Tasks(r) => format!("corral-tasks/{r}"),
+            FrameworkId::Services(r) => format!("corral-services/{r}"),
+        }
+    }
+}
+
+/// A role read back from a record: it was validated before it was stored.
+pub(super) fn stored_role(role: &str) -> Result<Role, MasterError> {
+    Role::parse(role).map_err(|e| MasterError::Internal(format!("stored role {role:?}: {e}")))
 }
 
 /// The framework a task belongs to: the services framework of its role, or the task framework.
 fn framework_of_task(t: &TaskRecord) -> String {
-    if t.service.is_some() {
-        super::services::framework_of(&t.role)
-    } else {
-        framework_of(&t.role)
-    }
+    let role = Role::parse(&t.role).expect("stored roles were validated");
+    if t.service.is_some() { FrameworkId::Services(role) } else { FrameworkId::Tasks(role) }.name()
 }
 
 impl Controller {
@@ -275,6 +301,7 @@ impl Controller {
             alloc: Allocator::new(),
             agents: imbl::OrdMap::new(),
             tasks: imbl::OrdMap::new(),
+            frameworks: BTreeMap::new(),
             queues: BTreeMap::new(),
             roles: BTreeMap::new(),
             next_seq: 0,
@@ -316,14 +343,15 @@ impl Controller {
                 c.tasks.insert(t.id.clone(), t);
                 continue;
             }
-            c.ensure_framework(&t.role);
+            let role = stored_role(&t.role)?;
+            c.ensure_framework(&role);
             if t.state == TaskState::Staging && t.agent.is_none() {
-                c.queues.entry(framework_of(&t.role)).or_default().push_back(t.id.clone());
+                c.queues.entry(role).or_default().push_back(t.id.clone());
             }
             c.tasks.insert(t.id.clone(), t);
         }
-        for fw in c.queues.keys().cloned().collect::<Vec<_>>() {
-            c.sync_demand(&fw);
+        for role in c.queues.keys().cloned().collect::<Vec<_>>() {
+            c.sync_demand(&role);
         }
         c.recover_services(&snapshot)?;
         Ok((c, snapshot.revision))
@@ -337,23 +365,29 @@ impl Controller {
         std::mem::take(&mut self.outbox)
     }
 
-    fn ensure_framework(&mut self, role: &str) {
-        let fw = framework_of(role);
-        if !self.queues.contains_key(&fw) {
-            let r = Role::parse(role).expect("validated on submission");
-            self.alloc.add_framework(&fw, std::slice::from_ref(&r));
-            self.alloc.suppress(&fw, &r);
-            self.queues.insert(fw, imbl::Vector::new());
+    /// Registers a framework with the allocator (suppressed: it wants nothing yet).
+    pub(super) fn add_framework(&mut self, id: FrameworkId) {
+        let name = id.name();
+        if self.frameworks.contains_key(&name) {
+            return;
         }
+        self.alloc.add_framework(&name, std::slice::from_ref(id.role()));
+        self.alloc.suppress(&name, id.role());
+        self.frameworks.insert(name, id);
     }
 
-    /// Suppresses a framework with nothing queued; revives one with work.
-    fn sync_demand(&mut self, fw: &str) {
-        let role = Role::parse(fw.trim_start_matches("corral-tasks/")).expect("framework names carry valid roles");
-        if self.queues.get(fw).is_some_and(|q| !q.is_empty()) {
-            self.alloc.revive(fw, &role);
+    fn ensure_framework(&mut self, role: &Role) {
+        self.add_framework(FrameworkId::Tasks(role.clone()));
+        self.queues.entry(role.clone()).or_default();
+    }
+
+    /// Suppresses the task framework of a role with nothing queued; revives one with work.
+    fn sync_demand(&mut self, role: &Role) {
+        let name = FrameworkId::Tasks(role.clone()).name();
+        if self.queues.get(role).is_some_and(|q| !q.is_empty()) {
+            self.alloc.revive(&name, role);
         } else {
-            self.alloc.suppress(fw, &role);
+            self.alloc.suppress(&name, role);
         }
     }
 
@@ -409,13 +443,12 @@ impl Controller {
         for t in &records {
             self.store.put(TASKS, &t.id, t);
         }
-        self.ensure_framework(role.as_str());
-        let fw = framework_of(role.as_str());
+        self.ensure_framework(&role);
         for t in records {
-            self.queues.get_mut(&fw).expect("ensured").push_back(t.id.clone());
+            self.queues.get_mut(&role).expect("ensured").push_back(t.id.clone());
             self.tasks.insert(t.id.clone(), t);
         }
-        self.sync_demand(&fw);
+        self.sync_demand(&role);
         self.allocate(now_ms);
         Ok(ids)
     }
@@ -430,11 +463,11 @@ impl Controller {
         }
         if t.agent.is_none() {
             // Still queued: it never ran.
-            let fw = framework_of(&t.role);
-            if let Some(q) = self.queues.get_mut(&fw) {
+            let role = stored_role(&t.role)?;
+            if let Some(q) = self.queues.get_mut(&role) {
                 q.retain(|x| x != id);
             }
-            self.sync_demand(&fw);
+            self.sync_demand(&role);
             return self.set_state(id, TaskState::Killed, None, Some("killed before it was placed".into()));
         }
         let next = transition(t.state, TaskEvent::KillRequested).map_err(|e| MasterError::BadRequest(e.to_string()))?;
@@ -792,11 +825,19 @@ impl Controller {
                 return;
             }
             for o in offers {
-                if o.framework.starts_with(super::services::FRAMEWORK_PREFIX) {
-                    self.services_offer(o, now_ms);
-                    continue;
-                }
-                let queue = self.queues.get(&o.framework).cloned().unwrap_or_default();
+                let role = match self.frameworks.get(&o.framework) {
+                    Some(FrameworkId::Services(_)) => {
+                        self.services_offer(o, now_ms);
+                        continue;
+                    }
+                    Some(FrameworkId::Tasks(role)) => role.clone(),
+                    None => {
+                        tracing::error!(framework = %o.framework, "an offer to a framework the master does not know");
+                        let _ = self.alloc.decline(o.id, u64::MAX / 4, now_ms);
+                        continue;
+                    }
+                };
+                let queue = self.queues.get(&role).cloned().unwrap_or_default();
                 // Queued tasks mostly share a few shapes: each is parsed and compared once.
                 let mut fits: HashMap<&str, bool> = HashMap::new();
                 let fitting = queue.iter().find(|id| {
@@ -816,13 +857,12 @@ impl Controller {
                 if self.alloc.accept(o.id, &[Operation::Launch(res)], 0, now_ms).is_err() {
                     continue;
                 }
-                let fw = o.framework.clone();
-                let queue = self.queues.get_mut(&fw).expect("exists");
+                let queue = self.queues.get_mut(&role).expect("exists");
                 queue.retain(|x| *x != task_id);
                 if queue.is_empty() {
                     // Only suppress: a revive would drop the framework's filters, and every
                     // agent's leftovers would be offered (and searched, and declined) again.
-                    self.alloc.suppress(&fw, &Role::parse(&task.role).expect("stored roles parse"));
+                    self.alloc.suppress(&o.framework, &role);
                 }
                 let Some(agent) = self.agents.get(&o.agent) else { continue };
                 let address = agent.record.address.clone();

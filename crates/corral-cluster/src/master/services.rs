@@ -13,16 +13,14 @@ use corral_services::plan::{self, Action, Backoff, Phase, Reason, TaskView};
 use corral_services::wire::{AppDefinition, VersionInfo};
 use serde::{Deserialize, Serialize};
 
-use super::controller::{AgentCall, Controller, Health, MasterError, ServiceTask, TaskRecord};
+use super::controller::{AgentCall, Controller, FrameworkId, Health, MasterError, ServiceTask, TaskRecord};
 use crate::store::{decode, APPS, APP_VERSIONS, DEPLOYMENTS, TASKS};
 use crate::task::{transition, TaskEvent, TaskState};
 use crate::wire;
 
-pub const FRAMEWORK_PREFIX: &str = "corral-services/";
-
-/// The services framework of a role.
-pub fn framework_of(role: &str) -> String {
-    format!("{FRAMEWORK_PREFIX}{role}")
+/// The services framework of a role, by its allocator name.
+fn framework_of(role: &str) -> String {
+    FrameworkId::Services(Role::parse(role).expect("app roles are validated")).name()
 }
 
 /// How many unused offers per app are kept for "why isn't it running".
@@ -106,8 +104,6 @@ pub struct Services {
     pub tasks_of: imbl::OrdMap<AppId, imbl::OrdSet<String>>,
     /// Roles whose services framework is revived: it has instances waiting for offers.
     pub wanting: BTreeSet<String>,
-    /// Roles whose services framework the allocator knows.
-    pub frameworks: BTreeSet<String>,
 }
 
 /// The reasons in Marathon's funnel order: an offer is charged to its first.
@@ -270,13 +266,7 @@ impl Controller {
     }
 
     fn ensure_service_framework(&mut self, role: &str) {
-        if !self.services.frameworks.insert(role.to_string()) {
-            return;
-        }
-        let fw = framework_of(role);
-        let r = Role::parse(role).expect("validated roles");
-        self.alloc.add_framework(&fw, std::slice::from_ref(&r));
-        self.alloc.suppress(&fw, &r);
+        self.add_framework(FrameworkId::Services(Role::parse(role).expect("validated roles")));
     }
 
     // ---- changes: every one is a deployment ------------------------------------------------
