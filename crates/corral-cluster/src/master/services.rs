@@ -104,6 +104,11 @@ pub struct Services {
     pub tasks_of: imbl::OrdMap<AppId, imbl::OrdSet<String>>,
     /// Roles whose services framework is revived: it has instances waiting for offers.
     pub wanting: BTreeSet<String>,
+    /// Apps that may need work: something about them changed, or they are not yet where
+    /// their definition says (tasks queued, starting, killing or unreachable; a deployment
+    /// under way). The tick reconciles these (and the apps of deployments), not every app; an
+    /// app reconciled to a settled state leaves the set, any change to it puts it back.
+    pub dirty: imbl::OrdSet<AppId>,
 }
 
 /// The reasons in Marathon's funnel order: an offer is charged to its first.
@@ -262,6 +267,8 @@ impl Controller {
             self.ensure_service_framework(&role);
             self.services.tasks_of.entry(app).or_default().insert(id);
         }
+        // Every app gets a look on the first tick.
+        self.services.dirty = self.services.apps.keys().cloned().collect();
         Ok(())
     }
 
@@ -711,11 +718,12 @@ impl Controller {
             .collect()
     }
 
-    /// Brings every app toward its definition: queues launches, kills extra or outdated
-    /// tasks, and moves deployments on.
+    /// The periodic pass: brings the apps that may need work toward their definitions (queues
+    /// launches, kills extra or outdated tasks) and moves deployments on.
     pub(super) fn reconcile_services(&mut self, now_ms: u64) -> Result<(), MasterError> {
-        let ids: Vec<AppId> = self.services.apps.keys().cloned().collect();
-        self.reconcile_apps(ids, now_ms)
+        let mut ids: BTreeSet<AppId> = self.services.dirty.iter().cloned().collect();
+        ids.extend(self.services.deployments.iter().flat_map(|d| d.affected_apps.iter().cloned()));
+        self.reconcile_apps(ids.into_iter().collect(), now_ms)
     }
 
     /// Reconciles some apps (a change touches only its own), then moves deployments on.
@@ -723,13 +731,24 @@ impl Controller {
         let held_apps: BTreeSet<String> = self.held_apps().into_iter().map(str::to_string).collect();
         let mut converged: BTreeSet<AppId> = BTreeSet::new();
         for id in ids {
+            if !self.services.apps.contains_key(&id) {
+                self.services.dirty.remove(&id);
+                continue;
+            }
             let views = self.task_views(&id);
             let held = held_apps.contains(&id);
             let entry = &self.services.apps[&id];
             let p = plan::reconcile(&entry.app, &views, held);
             // Held apps are asked again unheld, to know whether their step is done.
-            if if held { plan::reconcile(&entry.app, &views, false).converged } else { p.converged } {
+            let done = if held { plan::reconcile(&entry.app, &views, false).converged } else { p.converged };
+            if done {
                 converged.insert(id.clone());
+            }
+            let settled = done && p.kill.is_empty() && p.launch == 0 && views.iter().all(|v| v.phase == Phase::Running);
+            if settled {
+                self.services.dirty.remove(&id);
+            } else {
+                self.services.dirty.insert(id.clone());
             }
             for k in &p.kill {
                 tracing::info!(app = %id, task = %k.task, reason = k.reason, "killing a task");
@@ -767,8 +786,15 @@ impl Controller {
 
     /// Revives the services framework of each role with queued instances, suppresses the rest.
     fn sync_service_demand(&mut self) {
-        let wanting: BTreeSet<String> =
-            self.services.apps.iter().filter(|(id, _)| self.has_queued(id)).map(|(_, e)| e.app.role.clone()).collect();
+        // An app with queued instances is never settled, so only unsettled apps are looked at.
+        let wanting: BTreeSet<String> = self
+            .services
+            .dirty
+            .iter()
+            .filter(|id| self.has_queued(id))
+            .filter_map(|id| self.services.apps.get(id))
+            .map(|e| e.app.role.clone())
+            .collect();
         for role in wanting.difference(&self.services.wanting) {
             self.alloc.revive(&framework_of(role), &Role::parse(role).expect("validated"));
         }
@@ -896,6 +922,7 @@ impl Controller {
     pub(super) fn service_task_changed(&mut self, id: &str) -> Result<(), MasterError> {
         let Some(t) = self.tasks.get(id).cloned() else { return Ok(()) };
         let Some(s) = t.service.clone() else { return Ok(()) };
+        self.services.dirty.insert(s.app.clone());
         let now_ms = self.now_hint();
         let ip =
             t.agent.as_ref().and_then(|a| self.agents.get(a)).and_then(|a| super::marathon::host_of(&a.record.address));
@@ -988,8 +1015,10 @@ impl Controller {
         let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
         let Some(s) = &mut t.service else { return Ok(()) };
         s.ready = true;
+        let app = s.app.clone();
         let t = t.clone();
         self.store.put(TASKS, id, &t);
+        self.services.dirty.insert(app);
         self.reconcile_services(now_ms)
     }
 
@@ -1035,6 +1064,7 @@ impl Controller {
             );
             self.kill_service_task(id, false, Some("unhealthy: failed its health check"))?;
         }
+        self.services.dirty.insert(app);
         self.reconcile_services(now_ms)
     }
 
