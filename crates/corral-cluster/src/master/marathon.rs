@@ -68,8 +68,15 @@ impl From<MasterError> for MarathonError {
 }
 
 /// Builds a large answer (the JSON of every app or task) on a blocking thread, so that the
-/// async workers stay free for other requests (a write waits for no reader).
-async fn off_worker<R: IntoResponse + Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Response {
+/// async workers stay free for other requests, and at most `Master::heavy_reads` at once, so
+/// that a core stays free for the owner (a write waits for no reader).
+async fn off_worker<R: IntoResponse + Send + 'static>(
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Response {
+    let Ok(_permit) = permits.acquire_owned().await else {
+        return MarathonError::from(MasterError::Internal("the master is stopping".into())).into_response();
+    };
     match tokio::task::spawn_blocking(move || f().into_response()).await {
         Ok(r) => r,
         Err(e) => MarathonError::from(MasterError::Internal(e.to_string())).into_response(),
@@ -317,7 +324,7 @@ fn deployment_json(d: &Deployment) -> Value {
 // ---- /v2/apps ---------------------------------------------------------------------------------
 
 async fn list_apps(State(m): State<Master>, RawQuery(q): RawQuery) -> Response {
-    off_worker(move || list_apps_view(m, q)).await
+    off_worker(m.heavy_reads.clone(), move || list_apps_view(m, q)).await
 }
 
 fn list_apps_view(m: Master, q: Option<String>) -> Json<Value> {
@@ -667,7 +674,7 @@ async fn app_post(
 // ---- /v2/tasks --------------------------------------------------------------------------------
 
 async fn list_tasks(State(m): State<Master>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
-    off_worker(move || list_tasks_view(m, q, headers)).await
+    off_worker(m.heavy_reads.clone(), move || list_tasks_view(m, q, headers)).await
 }
 
 fn list_tasks_view(m: Master, q: Option<String>, headers: HeaderMap) -> Response {
@@ -957,7 +964,7 @@ async fn delete_group(
 }
 
 async fn root_group(State(m): State<Master>) -> Response {
-    off_worker(move || root_group_view(m)).await
+    off_worker(m.heavy_reads.clone(), move || root_group_view(m)).await
 }
 
 fn root_group_view(m: Master) -> Json<Value> {
@@ -976,7 +983,7 @@ async fn get_group(State(m): State<Master>, Path(id): Path<String>) -> Result<Js
 // ---- /v2/queue: the launch queue, and why offers went unused ------------------------------------
 
 async fn queue(State(m): State<Master>, RawQuery(q): RawQuery) -> Response {
-    off_worker(move || queue_view(m, q)).await
+    off_worker(m.heavy_reads.clone(), move || queue_view(m, q)).await
 }
 
 fn queue_view(m: Master, q: Option<String>) -> Json<Value> {

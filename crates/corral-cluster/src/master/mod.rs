@@ -101,6 +101,9 @@ pub struct Master {
     pub(crate) events: broadcast::Sender<Arc<serde_json::Value>>,
     /// How long the periodic work takes (`/metrics`).
     pub(crate) ticks: Arc<TickTimes>,
+    /// Large answers (every app, every task) built at once: one core fewer than the machine
+    /// has, so readers can never take every core from the owner and the writes it serves.
+    pub(crate) heavy_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The last and the longest tick, in microseconds.
@@ -124,7 +127,15 @@ impl Master {
         let (publish, view) = watch::channel(current.clone());
         let events = broadcast::channel(4096).0;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let master = Master { jobs, view, clock: seams.clock.clone(), events: events.clone(), ticks: Arc::default() };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let master = Master {
+            jobs,
+            view,
+            clock: seams.clock.clone(),
+            events: events.clone(),
+            ticks: Arc::default(),
+            heavy_reads: Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))),
+        };
         let mut owner = Owner {
             current,
             store,
