@@ -107,6 +107,17 @@ impl Harness {
         std::mem::take(&mut *self.calls.0.lock().unwrap())
     }
 
+    /// The tasks the master asked agents to kill since the last look (other calls dropped).
+    fn take_kills(&self) -> Vec<String> {
+        self.take_calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                AgentCall::Kill { task_id, .. } => Some(task_id),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn report(&mut self, agent: &str, task: &str, state: TaskState) {
         self.next_update += 1;
         let update = wire::StatusUpdate {
@@ -313,14 +324,7 @@ fn a_lost_agents_tasks_are_replaced_and_killed_when_it_returns() {
     // "one" comes back with its old tasks: they are one too many and are killed.
     let reported = old.iter().map(|id| wire::AgentTask { task_id: id.clone(), state: TaskState::Running }).collect();
     h.register("one", "cpus:2;mem:2048;ports:[31000-32000]", Some(one.clone()), reported);
-    let kills: Vec<String> = h
-        .take_calls()
-        .into_iter()
-        .filter_map(|c| match c {
-            AgentCall::Kill { task_id, .. } => Some(task_id),
-            _ => None,
-        })
-        .collect();
+    let kills = h.take_kills();
     assert_eq!(kills.len(), 2, "{kills:?}");
     for id in &kills {
         h.report(&one, id, TaskState::Killed);
@@ -415,7 +419,7 @@ fn kills_are_sent_again_until_the_task_ends() {
     let id = ids[0].clone();
     let kill = id.clone();
     h.call(move |c, _| c.kill_task(&kill)).unwrap();
-    let kills = |h: &Harness| h.take_calls().iter().filter(|c| matches!(c, AgentCall::Kill { .. })).count();
+    let kills = |h: &Harness| h.take_kills().len();
     assert_eq!(kills(&h), 1);
     h.advance(1000);
     assert_eq!(kills(&h), 0, "not again too soon");
@@ -615,14 +619,7 @@ fn heartbeats_reconcile_what_runs_with_what_should() {
     let has = |id: &str| wire::AgentTask { task_id: id.into(), state: TaskState::Running };
     // A container nobody wants (the master never heard of it) is killed.
     beat(&h, vec![has(&ids[0]), has(&ids[1]), has("stray")]);
-    let kills: Vec<String> = h
-        .take_calls()
-        .into_iter()
-        .filter_map(|c| match c {
-            AgentCall::Kill { task_id, .. } => Some(task_id),
-            _ => None,
-        })
-        .collect();
+    let kills = h.take_kills();
     assert_eq!(kills, ["stray"]);
     // A task the agent does not have, placed just now, may still be on its way: kept.
     beat(&h, vec![has(&ids[0])]);

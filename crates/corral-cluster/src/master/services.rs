@@ -1190,27 +1190,24 @@ impl Controller {
         })
     }
 
-    /// Whether the app has an instance waiting for an offer.
-    fn has_queued(&self, app: &str) -> bool {
+    /// The app's instances waiting for an offer, in no order.
+    fn queued_tasks<'a>(&'a self, app: &str) -> impl Iterator<Item = &'a TaskRecord> + 'a {
         self.services
             .tasks_of
             .get(app)
             .into_iter()
             .flatten()
             .filter_map(|id| self.tasks.get(id))
-            .any(|t| t.agent.is_none() && t.state == TaskState::Staging)
+            .filter(|t| t.agent.is_none() && t.state == TaskState::Staging)
     }
 
+    fn has_queued(&self, app: &str) -> bool {
+        self.queued_tasks(app).next().is_some()
+    }
+
+    /// The app's instances waiting for an offer, oldest first.
     fn queued_of<'a>(&'a self, app: &str) -> impl Iterator<Item = String> + 'a {
-        let mut ids: Vec<&TaskRecord> = self
-            .services
-            .tasks_of
-            .get(app)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.tasks.get(id))
-            .filter(|t| t.agent.is_none() && t.state == TaskState::Staging)
-            .collect();
+        let mut ids: Vec<&TaskRecord> = self.queued_tasks(app).collect();
         ids.sort_by_key(|t| t.seq);
         ids.into_iter().map(|t| t.id.clone())
     }
