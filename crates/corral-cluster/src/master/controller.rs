@@ -175,8 +175,8 @@ pub struct Controller {
     pub(super) epoch_ms: u64,
     /// The latest `now_ms` any entry point was given.
     pub(super) last_now_ms: u64,
-    /// Marathon events raised since the last flush (`/v2/events`).
-    pub(super) events: Vec<serde_json::Value>,
+    /// Events raised by this command, published by the owner once it has committed.
+    pub(super) events: Vec<super::events::Stamped>,
     /// Where new ids come from: seeded once, so ids never depend on the clock.
     pub(super) ids: Ids,
 }
@@ -357,7 +357,7 @@ impl Controller {
         Ok((c, snapshot.revision))
     }
 
-    pub fn take_events(&mut self) -> Vec<serde_json::Value> {
+    pub fn take_events(&mut self) -> Vec<super::events::Stamped> {
         std::mem::take(&mut self.events)
     }
 

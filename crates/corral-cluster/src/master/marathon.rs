@@ -14,6 +14,7 @@ use corral_services::wire::AppDefinition;
 use serde_json::{json, Value};
 
 use super::controller::{Controller, MasterError, TaskRecord};
+use super::events::{Event, Stamped};
 use super::services::{marathon_state, service_ports, AppEntry, Deployment, REASONS};
 use super::Master;
 
@@ -1085,7 +1086,7 @@ async fn events(State(m): State<Master>, RawQuery(q): RawQuery) -> Response {
         loop {
             let chunk = tokio::select! {
                 e = rx.recv() => match e {
-                    Ok(e) => match frame(&e) {
+                    Ok(e) => match frame(&event_json(&e)) {
                         Some(f) => f,
                         None => continue,
                     },
@@ -1105,6 +1106,68 @@ async fn events(State(m): State<Master>, RawQuery(q): RawQuery) -> Response {
         axum::body::Body::from_stream(crate::chunks::ChunkStream(out)),
     )
         .into_response()
+}
+
+/// A deployment plan as Marathon's events carry it.
+fn plan_json(d: &Deployment) -> Value {
+    let empty = |v: &str| json!({"id": "/", "apps": [], "groups": [], "dependencies": [], "version": v});
+    json!({
+        "id": d.id,
+        "version": d.version,
+        "original": empty(&d.version),
+        "target": empty(&d.version),
+        "steps": d.steps.iter().map(|s| step_json(s)).collect::<Vec<_>>(),
+    })
+}
+
+fn step_json(step: &[(corral_services::plan::Action, String)]) -> Value {
+    json!({"actions": step.iter().map(|(a, app)| json!({"action": a, "app": app})).collect::<Vec<_>>()})
+}
+
+/// An event as Marathon's event stream shows it: its type, its fields, its timestamp.
+fn event_json(e: &Stamped) -> Value {
+    let (kind, mut v) = match &e.event {
+        Event::TaskStatus { task, app, agent, agent_ip, state, message, host, ports, version } => (
+            "status_update_event",
+            json!({
+                "slaveId": agent, "taskId": task, "taskStatus": marathon_state(*state), "message": message,
+                "appId": app, "host": host, "ports": ports, "version": version,
+                "ipAddresses": agent_ip.iter().map(|ip| json!({"ipAddress": ip, "protocol": "IPv4"})).collect::<Vec<_>>(),
+            }),
+        ),
+        Event::HealthChanged { app, task, version, alive } => (
+            "health_status_changed_event",
+            json!({"appId": app, "taskId": task, "instanceId": task, "version": version, "alive": alive}),
+        ),
+        Event::HealthCheckFailed { app, task } => {
+            ("failed_health_check_event", json!({"appId": app, "taskId": task, "healthCheck": {}}))
+        }
+        Event::UnhealthyKilled { app, task, version, host, agent } => (
+            "unhealthy_task_kill_event",
+            json!({"appId": app, "taskId": task, "version": version, "reason": "health check failed", "host": host, "slaveId": agent}),
+        ),
+        Event::AppRequested { app, definition } => {
+            ("api_post_event", json!({"clientIp": "", "uri": format!("/v2/apps{app}"), "appDefinition": definition}))
+        }
+        Event::AppTerminated { app } => ("app_terminated_event", json!({ "appId": app })),
+        Event::DeploymentStarted { deployment: d } => {
+            let first = d.steps.first().map(|s| step_json(s)).unwrap_or_else(|| json!({"actions": []}));
+            ("deployment_info", json!({"plan": plan_json(d), "currentStep": first}))
+        }
+        Event::DeploymentStepDone { deployment: d, step } => {
+            let current = d.steps.get(*step).map(|s| step_json(s)).unwrap_or_else(|| json!({"actions": []}));
+            ("deployment_step_success", json!({"plan": plan_json(d), "currentStep": current}))
+        }
+        Event::DeploymentSucceeded { deployment: d } => {
+            ("deployment_success", json!({"id": d.id, "plan": plan_json(d)}))
+        }
+        Event::DeploymentFailed { deployment: d, reason } => {
+            ("deployment_failed", json!({"id": d.id, "plan": plan_json(d), "reason": reason}))
+        }
+    };
+    v["eventType"] = kind.into();
+    v["timestamp"] = super::services::timestamp(e.at_ms).into();
+    v
 }
 
 // ---- info, leader, metrics --------------------------------------------------------------------

@@ -11,6 +11,7 @@
 mod api;
 pub mod controller;
 mod delivery;
+pub mod events;
 #[cfg(test)]
 mod harness;
 mod marathon;
@@ -97,8 +98,8 @@ pub struct Master {
     jobs: std::sync::mpsc::Sender<Job>,
     view: watch::Receiver<Arc<Controller>>,
     clock: Clock,
-    /// Marathon events, to every `/v2/events` subscriber.
-    pub(crate) events: broadcast::Sender<Arc<serde_json::Value>>,
+    /// Events, to every subscriber (`/v2/events` renders them as Marathon's).
+    pub(crate) events: broadcast::Sender<Arc<events::Stamped>>,
     /// How long the periodic work takes (`/metrics`).
     pub(crate) ticks: Arc<TickTimes>,
     /// Large answers (every app, every task) built at once: one core fewer than the machine
@@ -201,7 +202,7 @@ struct Owner {
     revision: Revision,
     clock: Clock,
     publish: watch::Sender<Arc<Controller>>,
-    events: broadcast::Sender<Arc<serde_json::Value>>,
+    events: broadcast::Sender<Arc<events::Stamped>>,
     agents: Box<dyn AgentLink>,
 }
 

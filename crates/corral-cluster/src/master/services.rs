@@ -4,6 +4,7 @@
 //! into tasks, launches and kills through the same allocator seams as every framework.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use corral_alloc::attributes::Attributes;
 use corral_alloc::{Offer, Operation, Resources, Role};
@@ -14,6 +15,7 @@ use corral_services::wire::{AppDefinition, VersionInfo};
 use serde::{Deserialize, Serialize};
 
 use super::controller::{AgentCall, Controller, FrameworkId, Health, MasterError, ServiceTask, TaskRecord};
+use super::events::{Event, Stamped};
 use crate::store::{decode, APPS, APP_VERSIONS, DEPLOYMENTS, TASKS};
 use crate::task::{transition, TaskEvent, TaskState};
 use crate::wire;
@@ -196,40 +198,18 @@ fn phase_of(t: &TaskRecord, now: u64, inactive_after_ms: u64) -> Phase {
     }
 }
 
-/// A deployment plan as Marathon's events carry it.
-fn plan_json(d: &Deployment) -> serde_json::Value {
-    let empty = |v: &str| serde_json::json!({"id": "/", "apps": [], "groups": [], "dependencies": [], "version": v});
-    serde_json::json!({
-        "id": d.id,
-        "version": d.version,
-        "original": empty(&d.version),
-        "target": empty(&d.version),
-        "steps": d.steps.iter().map(|s| step_json(s)).collect::<Vec<_>>(),
-    })
-}
-
-fn step_json(step: &[(Action, AppId)]) -> serde_json::Value {
-    serde_json::json!({"actions": step.iter().map(|(a, app)| serde_json::json!({"action": a, "app": app})).collect::<Vec<_>>()})
-}
-
 impl Controller {
     pub(super) fn wall(&self, now_ms: u64) -> String {
         timestamp(self.epoch_ms + now_ms)
     }
 
-    /// Raises a Marathon event (`/v2/events`): `payload` plus its type and timestamp.
-    pub(super) fn event(&mut self, kind: &str, mut payload: serde_json::Value) {
-        payload["eventType"] = kind.into();
-        payload["timestamp"] = self.wall(self.last_now_ms).into();
-        self.events.push(payload);
+    /// Raises an event, stamped now; the owner publishes it once the command has committed.
+    pub(super) fn emit(&mut self, event: Event) {
+        self.events.push(Stamped { at_ms: self.epoch_ms + self.last_now_ms, event });
     }
 
     fn api_post_event(&mut self, id: &str, definition: Option<&AppDefinition>) {
-        let def = definition.map(|d| serde_json::to_value(d).expect("definitions serialize"));
-        self.event(
-            "api_post_event",
-            serde_json::json!({"clientIp": "", "uri": format!("/v2/apps{id}"), "appDefinition": def}),
-        );
+        self.emit(Event::AppRequested { app: id.to_string(), definition: definition.cloned().map(Box::new) });
     }
 
     /// Loads apps and deployments; tasks were loaded by the caller.
@@ -509,11 +489,8 @@ impl Controller {
         }
         for id in &locking {
             if let Some(d) = self.services.deployments.iter().find(|d| &d.id == id) {
-                let plan = plan_json(d);
-                self.event(
-                    "deployment_failed",
-                    serde_json::json!({"id": id, "plan": plan, "reason": "superseded by a forced change"}),
-                );
+                let deployment = Arc::new(d.clone());
+                self.emit(Event::DeploymentFailed { deployment, reason: "superseded by a forced change" });
             }
             self.services.deployments.retain(|d| &d.id != id);
             self.store.delete(DEPLOYMENTS, id);
@@ -580,15 +557,13 @@ impl Controller {
                         }
                     }
                     self.store.delete(APPS, &id);
-                    self.event("app_terminated_event", serde_json::json!({ "appId": id }));
+                    self.emit(Event::AppTerminated { app: id.clone() });
                 }
             }
         }
         let id = deployment.id.clone();
         self.store.put(DEPLOYMENTS, &id, &deployment);
-        let first =
-            deployment.steps.first().map(|s| step_json(s)).unwrap_or_else(|| serde_json::json!({"actions": []}));
-        self.event("deployment_info", serde_json::json!({"plan": plan_json(&deployment), "currentStep": first}));
+        self.emit(Event::DeploymentStarted { deployment: Arc::new(deployment.clone()) });
         tracing::info!(deployment = %id, apps = ?deployment.affected_apps, steps = deployment.steps.len(), "deployment started");
         let affected: Vec<AppId> =
             deployment.affected_apps.iter().filter(|a| self.services.apps.contains_key(*a)).cloned().collect();
@@ -614,10 +589,7 @@ impl Controller {
             .cloned()
             .ok_or_else(|| MasterError::NotFound(format!("DeploymentPlan {id} does not exist")))?;
         if force {
-            self.event(
-                "deployment_failed",
-                serde_json::json!({"id": id, "plan": plan_json(&d), "reason": "cancelled"}),
-            );
+            self.emit(Event::DeploymentFailed { deployment: Arc::new(d.clone()), reason: "cancelled" });
             self.services.deployments.retain(|x| x.id != id);
             self.store.delete(DEPLOYMENTS, id);
             return Ok(None);
@@ -821,8 +793,8 @@ impl Controller {
                 if !finished {
                     break;
                 }
-                let (plan, step) = (plan_json(d), step_json(step));
-                self.event("deployment_step_success", serde_json::json!({"plan": plan, "currentStep": step}));
+                let (deployment, step) = (Arc::new(d.clone()), d.current_step);
+                self.emit(Event::DeploymentStepDone { deployment, step });
                 self.services.deployments[i].current_step += 1;
                 changed = true;
             }
@@ -836,8 +808,8 @@ impl Controller {
         for id in done {
             tracing::info!(deployment = %id, "deployment finished");
             if let Some(d) = self.services.deployments.iter().find(|d| d.id == id) {
-                let plan = plan_json(d);
-                self.event("deployment_success", serde_json::json!({"id": id, "plan": plan}));
+                let deployment = Arc::new(d.clone());
+                self.emit(Event::DeploymentSucceeded { deployment });
             }
             self.services.deployments.retain(|d| d.id != id);
             self.store.delete(DEPLOYMENTS, &id);
@@ -926,15 +898,17 @@ impl Controller {
         let now_ms = self.now_hint();
         let ip =
             t.agent.as_ref().and_then(|a| self.agents.get(a)).and_then(|a| super::marathon::host_of(&a.record.address));
-        self.event(
-            "status_update_event",
-            serde_json::json!({
-                "slaveId": t.agent, "taskId": t.id, "taskStatus": marathon_state(t.state),
-                "message": t.message.clone().unwrap_or_default(), "appId": s.app, "host": s.host.clone().unwrap_or_default(),
-                "ipAddresses": ip.map(|ip| vec![serde_json::json!({"ipAddress": ip, "protocol": "IPv4"})]).unwrap_or_default(),
-                "ports": s.ports, "version": s.version,
-            }),
-        );
+        self.emit(Event::TaskStatus {
+            task: t.id.clone(),
+            app: s.app.clone(),
+            agent: t.agent.clone(),
+            agent_ip: ip,
+            state: t.state,
+            message: t.message.clone().unwrap_or_default(),
+            host: s.host.clone().unwrap_or_default(),
+            ports: s.ports.clone(),
+            version: s.version.clone(),
+        });
         if t.state == TaskState::Running && s.started_at.is_none() {
             let wall = self.wall(now_ms);
             if let Some(svc) = self.tasks.get_mut(id).and_then(|t| t.service.as_mut()) {
@@ -1045,23 +1019,28 @@ impl Controller {
         let t = t.clone();
         self.store.put(TASKS, id, &t);
         if flipped {
-            self.event(
-                "health_status_changed_event",
-                serde_json::json!({"appId": app, "taskId": id, "instanceId": id, "version": version, "alive": healthy}),
-            );
+            self.emit(Event::HealthChanged {
+                app: app.clone(),
+                task: id.to_string(),
+                version: version.clone(),
+                alive: healthy,
+            });
         }
         if !healthy {
-            self.event("failed_health_check_event", serde_json::json!({"appId": app, "taskId": id, "healthCheck": {}}));
+            self.emit(Event::HealthCheckFailed { app: app.clone(), task: id.to_string() });
         }
         let max =
             self.services.apps.get(&app).and_then(|e| e.app.health_checks.first()).map(|h| h.max_consecutive_failures);
         if let Some(max) = max.filter(|m| *m > 0 && failures >= *m) {
             tracing::warn!(app = %app, task = %id, failures, max, "task is unhealthy: killing it");
             let host = t.service.as_ref().and_then(|s| s.host.clone()).unwrap_or_default();
-            self.event(
-                "unhealthy_task_kill_event",
-                serde_json::json!({"appId": app, "taskId": id, "version": version, "reason": "health check failed", "host": host, "slaveId": t.agent}),
-            );
+            self.emit(Event::UnhealthyKilled {
+                app: app.clone(),
+                task: id.to_string(),
+                version: version.clone(),
+                host,
+                agent: t.agent.clone(),
+            });
             self.kill_service_task(id, false, Some("unhealthy: failed its health check"))?;
         }
         self.services.dirty.insert(app);
