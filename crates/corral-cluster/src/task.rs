@@ -112,9 +112,38 @@ pub fn transition(from: TaskState, event: TaskEvent) -> Result<TaskState, Transi
     })
 }
 
+/// How a task ended, from how its container did: asked to die (`killed`), never started
+/// (`start_failed`), or exited with `code` (the shell's: 128 + signal when killed by one).
+pub fn ended_state(killed: bool, start_failed: bool, code: i32) -> TaskState {
+    match (killed, start_failed, code) {
+        (true, _, _) => TaskState::Killed,
+        (false, true, _) => TaskState::Error,
+        (false, false, 0) => TaskState::Finished,
+        (false, false, _) => TaskState::Failed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn how_tasks_end() {
+        let check = |killed, start_failed, code, want| {
+            assert_eq!(
+                ended_state(killed, start_failed, code),
+                want,
+                "killed {killed}, start failed {start_failed}, code {code}"
+            );
+        };
+        check(false, false, 0, TaskState::Finished);
+        check(false, false, 1, TaskState::Failed);
+        check(false, false, 137, TaskState::Failed);
+        check(false, true, 125, TaskState::Error);
+        check(true, false, 0, TaskState::Killed);
+        check(true, false, 143, TaskState::Killed);
+        check(true, true, 125, TaskState::Killed);
+    }
     use TaskEvent as E;
     use TaskState as S;
 

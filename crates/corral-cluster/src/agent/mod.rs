@@ -373,15 +373,7 @@ impl Agent {
                 live.into_iter()
                     .filter_map(|(task, container, killed)| match containers.dir_of(&container).state() {
                         Ok(CState::Exited(s)) => {
-                            let state = if killed {
-                                TaskState::Killed
-                            } else if s.error.is_some() {
-                                TaskState::Error
-                            } else if s.shell_code() == 0 {
-                                TaskState::Finished
-                            } else {
-                                TaskState::Failed
-                            };
+                            let state = crate::task::ended_state(killed, s.error.is_some(), s.shell_code());
                             Some((task, state, Some(s.shell_code()), Some(s.describe())))
                         }
                         Ok(CState::Lost) => Some((task, TaskState::Lost, None, Some("its shim is gone".to_string()))),
