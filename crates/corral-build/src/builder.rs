@@ -482,22 +482,21 @@ impl Builder<'_> {
             etc: EtcFiles::NetworkOnly,
             ..CreateRequest::default()
         };
-        let dir = create::create(root, self.store, req, &corral_runtime::now())
+        let dir = create::launch(&self.opts.corral_exe, root, self.store, req, &corral_runtime::now())
             .map_err(|e| self.step_err(line, format!("RUN: {e}")))?;
         let containers = Containers::new(root);
         let name = dir.read_record().map(|r| r.name).unwrap_or_default();
-        let result = self.run_in(line, &dir);
+        let result = self.follow(line, &dir);
         create::remove(&containers, &dir, &name);
         result
     }
 
-    fn run_in(
+    /// Follows a started RUN container to its end; its changes become a layer.
+    fn follow(
         &mut self,
         line: usize,
         dir: &corral_runtime::state::ContainerDir,
     ) -> Result<Option<LayerBlob>, BuildError> {
-        corral_runtime::control::start(&self.opts.corral_exe, &self.opts.state_root, dir)
-            .map_err(|e| self.step_err(line, format!("RUN: {e}")))?;
         let mut tail: Vec<u8> = Vec::new();
         // Both the output and the follower's wake-ups (at least twice a second) move the spinner.
         let progress = std::cell::RefCell::new(&mut *self.progress);

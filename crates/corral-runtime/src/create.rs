@@ -223,6 +223,34 @@ fn merge_env(
     out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// Why [`launch`] failed; nothing was left behind either way.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    #[error(transparent)]
+    Start(#[from] crate::control::ControlError),
+}
+
+/// Creates a container and starts its shim: the one create, start and roll-back path of every
+/// starter (`corral run`, the agent, the builder's RUN steps). A start that fails removes what
+/// was created.
+pub fn launch(
+    corral_exe: &std::path::Path,
+    state_root: &std::path::Path,
+    store: &Store,
+    req: CreateRequest,
+    created_at: &str,
+) -> Result<ContainerDir, LaunchError> {
+    let dir = create(state_root, store, req, created_at)?;
+    if let Err(e) = crate::control::start(corral_exe, state_root, &dir) {
+        let name = dir.read_record().map(|r| r.name).unwrap_or_default();
+        remove(&Containers::new(state_root), &dir, &name);
+        return Err(e.into());
+    }
+    Ok(dir)
+}
+
 /// Removes everything a container left: mounts, cgroups, its directory and its name.
 pub fn remove(containers: &Containers, dir: &ContainerDir, name: &str) {
     let id = dir.id();

@@ -102,15 +102,10 @@ fn run(root: &Path, args: RunArgs) -> Result<u8> {
         log_max_files: args.log_max_files,
     };
     let store = open_store(root)?;
-    let name = req.name.clone();
-    let dir = create::create(root, &store, req, &corral_runtime::now())?;
+    let exe = std::env::current_exe().context("finding the corral executable")?;
+    let dir = create::launch(&exe, root, &store, req, &corral_runtime::now())?;
     let containers = Containers::new(root);
     let record = dir.read_record()?;
-    let exe = std::env::current_exe().context("finding the corral executable")?;
-    if let Err(e) = control::start(&exe, root, &dir) {
-        create::remove(&containers, &dir, name.as_deref().unwrap_or(&record.name));
-        return Err(e.into());
-    }
     if args.detach {
         println!("{}", record.id);
         return Ok(0);

@@ -739,12 +739,7 @@ async fn start_task(agent: Agent, req: wire::Launch) {
             etc: EtcFiles::All,
             ..CreateRequest::default()
         };
-        let dir = create::create(&root, &store, request, &corral_runtime::now()).map_err(|e| e.to_string())?;
-        if let Err(e) = corral_runtime::control::start(&exe, &root, &dir) {
-            let record = dir.read_record().ok();
-            create::remove(&Containers::new(&root), &dir, record.as_ref().map_or("", |r| r.name.as_str()));
-            return Err(e.to_string());
-        }
+        let dir = create::launch(&exe, &root, &store, request, &corral_runtime::now()).map_err(|e| e.to_string())?;
         Ok(dir.id())
     })
     .await;
