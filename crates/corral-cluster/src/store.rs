@@ -74,10 +74,6 @@ impl Writes {
     pub fn take(&mut self) -> Vec<Op> {
         std::mem::take(&mut self.pending)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +100,7 @@ mod tests {
         w.delete(TASKS, "t1");
         assert!(w.get::<serde_json::Value>(TASKS, "t1").unwrap().is_none());
         assert_eq!(w.take().len(), 2);
-        assert!(w.is_empty());
+        assert!(w.take().is_empty(), "taken once");
         assert_eq!(backend.dump().0, 1, "nothing reaches the store until the owner commits");
     }
 

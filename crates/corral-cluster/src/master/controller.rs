@@ -129,7 +129,7 @@ pub struct AgentRecord {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(super) struct RoleRecord {
+struct RoleRecord {
     weight: f64,
     quota: Option<String>,
 }
