@@ -67,12 +67,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 }
 
 async fn list_tasks(State(m): State<Master>) -> Json<Vec<wire::TaskInfo>> {
-    Json(m.view().tasks())
+    Json(m.view().core.tasks())
 }
 
 async fn get_task(State(m): State<Master>, Path(id): Path<String>) -> Result<Json<wire::TaskInfo>, ApiError> {
     let c = m.view();
-    c.task_info(&id).map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))
+    c.core.task_info(&id).map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))
 }
 
 async fn run_tasks(
@@ -101,19 +101,21 @@ async fn task_logs(
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let c = m.view();
-    let t = c.task(&id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))?;
+    let t = c.core.task(&id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))?;
     let agent = t
         .agent
         .clone()
         .ok_or_else(|| ApiError(StatusCode::CONFLICT, format!("task {id} has not been placed on an agent yet")))?;
-    let address =
-        c.agent_address(&agent).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("agent {agent} is unknown")))?;
+    let address = c
+        .core
+        .agent_address(&agent)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("agent {agent} is unknown")))?;
     let location = format!("{address}/api/v1/tasks/{id}/logs?follow={}", q.follow);
     Ok((StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]).into_response())
 }
 
 async fn list_agents(State(m): State<Master>) -> Json<Vec<wire::AgentInfo>> {
-    Json(m.view().agents())
+    Json(m.view().core.agents())
 }
 
 async fn register(
@@ -151,7 +153,7 @@ async fn updates(
 }
 
 async fn list_roles(State(m): State<Master>) -> Json<Vec<wire::RoleInfo>> {
-    Json(m.view().roles())
+    Json(m.view().core.roles())
 }
 
 async fn set_role(

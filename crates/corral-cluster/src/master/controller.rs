@@ -1,292 +1,40 @@
-//! The master's controller: the one owner of the cluster's state. HTTP handlers send it
-//! commands; it changes the state, commits it to the store, runs allocation cycles (offering
-//! to the built-in task framework of each role) and tells agents what to run.
+//! The master's state as the owner runs commands on it: the cluster's [`Core`] and the
+//! built-in frameworks, and the dispatch between them. Every command runs one entry point
+//! here, then [`Controller::settle`]: the core's news goes to each task's framework, and
+//! allocation cycles run, each offer handed to its framework, until nobody is offered anything.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_alloc::attributes::{self, Attributes};
-use corral_alloc::{Allocator, Operation, Resources, Role, RoleConfig};
-use serde::{Deserialize, Serialize};
+use corral_services::wire::AppDefinition;
 
-use crate::store::{decode, Corrupt, ReadError, StoreError, Writes, AGENTS, LOADED, ROLES, TASKS};
-use crate::task::{transition, TaskEvent, TaskState};
+pub use super::core::{
+    AgentCall, AgentRecord, Core, FrameworkId, Health, Ids, MasterError, ServiceTask, TaskRecord, KILL_RETRY_MS,
+    OFFER_TIMEOUT_MS, RECONCILE_GRACE_MS,
+};
+use super::framework::Framework;
+use super::services::Services;
+use super::tasks::Tasks;
+use crate::store::LOADED;
 use crate::wire;
-
-/// Why the master refused a request; mapped to an HTTP status in one place (`api.rs`).
-#[derive(Debug, thiserror::Error)]
-pub enum MasterError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    /// A definition that fails validation (Marathon's 422).
-    #[error("{}", corral_services::Invalid(.0.clone()))]
-    Invalid(Vec<corral_services::Violation>),
-    /// A duplicate, or an app locked by a deployment (409).
-    #[error("{message}")]
-    Conflict { message: String, deployments: Vec<String> },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Corrupt(#[from] Corrupt),
-    /// A bug: the command panicked. Nothing it did was kept.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<ReadError> for MasterError {
-    fn from(e: ReadError) -> MasterError {
-        match e {
-            ReadError::Store(e) => MasterError::Store(e),
-            ReadError::Corrupt(e) => MasterError::Corrupt(e),
-        }
-    }
-}
-
-/// A task, as the master keeps it (and persists it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskRecord {
-    pub id: String,
-    pub name: String,
-    pub role: String,
-    pub agent: Option<String>,
-    pub state: TaskState,
-    pub resources: String,
-    pub cpus: f64,
-    pub mem_mb: u64,
-    pub image: Option<String>,
-    pub command: Vec<String>,
-    pub exit_code: Option<i32>,
-    pub message: Option<String>,
-    /// Order of submission, for the built-in framework's queue.
-    pub seq: u64,
-    /// Set for the tasks of a service: what the services framework knows of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<ServiceTask>,
-    /// When a kill was last sent to its agent (not stored: a restarted master sends again).
-    #[serde(skip)]
-    pub kill_sent_ms: Option<u64>,
-    /// When it was placed on its agent, by this master (not stored).
-    #[serde(skip)]
-    pub placed_ms: Option<u64>,
-}
-
-/// A service task's part of its record.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ServiceTask {
-    pub app: String,
-    /// The app version it was launched from, and that version's configuration version.
-    pub version: String,
-    pub config_version: String,
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default)]
-    pub ports: Vec<u64>,
-    #[serde(default)]
-    pub service_ports: Vec<u64>,
-    /// Marathon timestamps.
-    #[serde(default)]
-    pub staged_at: Option<String>,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub health: Option<Health>,
-    /// The services framework killed it (a scale-down, an upgrade, a user's kill): its end is
-    /// not a failure to back off from.
-    #[serde(default)]
-    pub kill_intended: bool,
-    /// Why the services framework killed it, for the app's `lastTaskFailure`.
-    #[serde(default)]
-    pub kill_reason: Option<String>,
-    /// Wall-clock ms since the epoch when its agent stopped answering (cleared when it returns).
-    #[serde(default)]
-    pub unreachable_since: Option<u64>,
-    /// Its readiness checks passed.
-    #[serde(default)]
-    pub ready: bool,
-}
-
-/// Health check results, as Marathon reports them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Health {
-    pub alive: bool,
-    pub consecutive_failures: u32,
-    pub first_success: Option<String>,
-    pub last_success: Option<String>,
-    pub last_failure: Option<String>,
-}
-
-/// An agent, as the master keeps it (and persists it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub id: String,
-    pub hostname: String,
-    pub address: String,
-    pub resources: String,
-    pub attributes: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct RoleRecord {
-    weight: f64,
-    quota: Option<String>,
-}
-
-/// Something the controller must do outside itself: talk to an agent.
-#[derive(Debug, Clone)]
-pub enum AgentCall {
-    Launch { address: String, launch: Box<wire::Launch> },
-    Kill { address: String, task_id: String },
-}
-
-#[derive(Clone)]
-pub(super) struct AgentLive {
-    pub(super) record: AgentRecord,
-    pub(super) attributes: Attributes,
-    pub(super) last_seen_ms: u64,
-    pub(super) reachable: bool,
-}
 
 /// The master's whole state. Cloning it is cheap (its large maps share structure): the owner
 /// runs each command on a copy, keeps the copy only if the command and its commit succeed, and
 /// publishes it to readers as an immutable snapshot.
 #[derive(Clone)]
 pub struct Controller {
-    /// This command's writes, committed by the owner.
-    pub(super) store: Writes,
-    pub(super) alloc: Allocator,
-    pub(super) agents: imbl::OrdMap<String, AgentLive>,
-    pub(super) tasks: imbl::OrdMap<String, TaskRecord>,
-    /// The frameworks the allocator knows, by the name it knows them by.
-    pub(super) frameworks: BTreeMap<String, FrameworkId>,
-    /// Per role, the tasks waiting for an offer from the built-in task framework, in order.
-    queues: BTreeMap<Role, imbl::Vector<String>>,
-    roles: BTreeMap<String, RoleRecord>,
-    pub(super) next_seq: u64,
-    pub agent_timeout_ms: u64,
-    pub heartbeat_interval_ms: u64,
-    pub(super) outbox: Vec<AgentCall>,
-    /// The services framework's state (apps, versions, deployments).
-    pub(super) services: super::services::Services,
-    /// Wall-clock milliseconds at `now_ms == 0`: the clock the master passes in, for the
-    /// timestamps the Marathon API shows.
-    pub(super) epoch_ms: u64,
-    /// The latest `now_ms` any entry point was given.
-    pub(super) last_now_ms: u64,
-    /// Events raised by this command, published by the owner once it has committed.
-    pub(super) events: Vec<super::events::Stamped>,
-    /// Where new ids come from: seeded once, so ids never depend on the clock.
-    pub(super) ids: Ids,
+    pub core: Core,
+    /// The one-off tasks framework (`corral task run`).
+    pub one_off: Tasks,
+    /// The services framework (the Marathon API's).
+    pub services: Services,
 }
 
-/// A source of random ids (the owner seeds it; tests seed it with a constant).
-#[derive(Clone)]
-pub struct Ids(fastrand::Rng);
-
-impl Ids {
-    pub fn seeded(seed: u64) -> Ids {
-        Ids(fastrand::Rng::with_seed(seed))
-    }
-
-    /// `{prefix}-` and 12 hex digits.
-    pub fn id(&mut self, prefix: &str) -> String {
-        format!("{prefix}-{:012x}", self.0.u64(..) & 0xffff_ffff_ffff)
-    }
-
-    /// A random (version 4) UUID.
-    pub fn uuid(&mut self) -> String {
-        let (a, b) = (self.0.u64(..), self.0.u64(..));
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            0x8000 | (b >> 48) & 0x3fff,
-            b & 0xffff_ffff_ffff
-        )
-    }
-}
-
-/// How long an offer may stay unanswered before it is rescinded.
-pub const OFFER_TIMEOUT_MS: u64 = 30_000;
-/// A kill not answered by the task's end within this long is sent again.
-pub const KILL_RETRY_MS: u64 = 3_000;
-/// A task placed this recently may not have reached its agent yet: a heartbeat that does not
-/// list it does not make it lost (a launch is delivered within 10 s or fails).
-pub const RECONCILE_GRACE_MS: u64 = 30_000;
-
-/// A task as the API shows it.
-fn task_info(t: &TaskRecord) -> wire::TaskInfo {
-    wire::TaskInfo {
-        id: t.id.clone(),
-        name: t.name.clone(),
-        role: t.role.clone(),
-        agent: t.agent.clone(),
-        state: t.state,
-        resources: t.resources.clone(),
-        image: t.image.clone(),
-        command: t.command.clone(),
-        exit_code: t.exit_code,
-        message: t.message.clone(),
-    }
-}
-
-/// What an agent is told to run for a task (a service adds its environment, ports and checks).
-pub(super) fn launch_of(t: &TaskRecord) -> wire::Launch {
-    wire::Launch {
-        task_id: t.id.clone(),
-        name: t.name.clone(),
-        role: t.role.clone(),
-        cpus: t.cpus,
-        mem_mb: t.mem_mb,
-        image: t.image.clone(),
-        command: t.command.clone(),
-        ..wire::Launch::default()
-    }
-}
-
-/// A framework, as the master knows it: one of the built-in ones of a role. The allocator
-/// knows frameworks by [`FrameworkId::name`]; the master keeps the map back
-/// ([`Controller::frameworks`]) and never parses a name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum FrameworkId {
-    /// One-off tasks (`corral task run`).
-    Tasks(Role),
-    /// Long-running services (the Marathon API).
-    Services(Role),
-}
-
-impl FrameworkId {
-    pub fn role(&self) -> &Role {
-        match self {
-            FrameworkId::Tasks(r) | FrameworkId::Services(r) => r,
-        }
-    }
-
-    /// Its name in the allocator (and in logs).
-    pub fn name(&self) -> String {
-        match self {
-            FrameworkId::Tasks(r) => format!("corral-tasks/{r}"),
-            FrameworkId::Services(r) => format!("corral-services/{r}"),
-        }
-    }
-}
-
-/// A role read back from a record: it was validated before it was stored.
-pub(super) fn stored_role(role: &str) -> Result<Role, MasterError> {
-    Role::parse(role).map_err(|e| MasterError::Internal(format!("stored role {role:?}: {e}")))
-}
-
-/// The framework a task belongs to: the services framework of its role, or the task framework.
-fn framework_of_task(t: &TaskRecord) -> String {
-    let role = Role::parse(&t.role).expect("stored roles were validated");
-    if t.service.is_some() { FrameworkId::Services(role) } else { FrameworkId::Tasks(role) }.name()
-}
+/// Allocation cycles per command at most (each places at least one task or ends the loop).
+const MAX_CYCLES: usize = 100_000;
 
 impl Controller {
-    /// Loads the state from the store: agents come back unreachable until they re-register.
+    /// Loads the state from the store: the core's tables, then each framework's.
     /// Returns the revision it was loaded at (the owner's commits are conditional on it).
     pub fn recover(
         store: Arc<dyn corral_store::Store>,
@@ -296,586 +44,208 @@ impl Controller {
         ids: Ids,
     ) -> Result<(Controller, corral_store::Revision), MasterError> {
         let snapshot = store.load(&LOADED)?;
-        let mut c = Controller {
-            store: Writes::new(store),
-            alloc: Allocator::new(),
-            agents: imbl::OrdMap::new(),
-            tasks: imbl::OrdMap::new(),
-            frameworks: BTreeMap::new(),
-            queues: BTreeMap::new(),
-            roles: BTreeMap::new(),
-            next_seq: 0,
-            agent_timeout_ms: agent_timeout.as_millis() as u64,
-            heartbeat_interval_ms: (agent_timeout.as_millis() as u64 / 5).clamp(100, 5000),
-            outbox: Vec::new(),
-            services: Default::default(),
-            epoch_ms: epoch_ms.saturating_sub(now_ms),
-            last_now_ms: now_ms,
-            events: Vec::new(),
-            ids,
-        };
-        for (name, r) in snapshot.table(ROLES) {
-            let r: RoleRecord = decode(ROLES, name, r)?;
-            let name = name.to_string();
-            let role = Role::parse(&name).map_err(|e| MasterError::BadRequest(e.to_string()))?;
-            let quota = r
-                .quota
-                .as_deref()
-                .map(Resources::parse)
-                .transpose()
-                .map_err(|e| MasterError::BadRequest(e.to_string()))?;
-            let _ = c.alloc.set_role(&role, RoleConfig { weight: r.weight, quota });
-            c.roles.insert(name, r);
-        }
-        for (id, a) in snapshot.table(AGENTS) {
-            let a: AgentRecord = decode(AGENTS, id, a)?;
-            let id = id.to_string();
-            let attributes = attributes::parse(&a.attributes).unwrap_or_default();
-            // Known, but not reachable until it says so; its resources are not offered yet.
-            c.agents.insert(id, AgentLive { record: a, attributes, last_seen_ms: now_ms, reachable: false });
-        }
-        let mut tasks: Vec<TaskRecord> =
-            snapshot.table(TASKS).map(|(k, v)| decode(TASKS, k, v)).collect::<Result<_, _>>()?;
-        tasks.sort_by_key(|t| t.seq);
-        for t in tasks {
-            c.next_seq = c.next_seq.max(t.seq + 1);
-            if t.service.is_some() {
-                c.tasks.insert(t.id.clone(), t);
-                continue;
+        let mut core = Core::recover(&snapshot, store, now_ms, epoch_ms, agent_timeout, ids)?;
+        let one_off = Tasks::recover(&mut core)?;
+        let mut services = Services::default();
+        services.recover_services(&mut core, &snapshot)?;
+        Ok((Controller { core, one_off, services }, snapshot.revision))
+    }
+
+    /// Hands the core's news to each task's framework, and runs allocation cycles until no
+    /// offer is made.
+    pub fn settle(&mut self, now_ms: u64) -> Result<(), MasterError> {
+        self.core.saw(now_ms);
+        for _ in 0..MAX_CYCLES {
+            for notice in self.core.take_notices() {
+                let framework = notice.framework.clone();
+                pick(&mut self.one_off, &mut self.services, &framework).notice(&mut self.core, notice, now_ms)?;
             }
-            let role = stored_role(&t.role)?;
-            c.ensure_framework(&role);
-            if t.state == TaskState::Staging && t.agent.is_none() {
-                c.queues.entry(role).or_default().push_back(t.id.clone());
+            let offers = self.core.offers(now_ms);
+            if offers.is_empty() {
+                return Ok(());
             }
-            c.tasks.insert(t.id.clone(), t);
+            for offer in offers {
+                match self.core.framework(&offer.framework).cloned() {
+                    Some(id) => pick(&mut self.one_off, &mut self.services, &id).offer(&mut self.core, offer, now_ms),
+                    None => {
+                        tracing::error!(framework = %offer.framework, "an offer to a framework the master does not know");
+                        self.core.decline(offer.id, u64::MAX / 4, now_ms);
+                    }
+                }
+            }
+            // Declined offers carry lasting filters, so the next cycle offers them elsewhere,
+            // and the loop ends when nobody is offered anything.
         }
-        for role in c.queues.keys().cloned().collect::<Vec<_>>() {
-            c.sync_demand(&role);
-        }
-        c.recover_services(&snapshot)?;
-        Ok((c, snapshot.revision))
+        Ok(())
     }
 
     pub fn take_events(&mut self) -> Vec<super::events::Stamped> {
-        std::mem::take(&mut self.events)
+        self.core.take_events()
     }
 
     pub fn take_outbox(&mut self) -> Vec<AgentCall> {
-        std::mem::take(&mut self.outbox)
+        self.core.take_outbox()
     }
 
-    /// Registers a framework with the allocator (suppressed: it wants nothing yet).
-    pub(super) fn add_framework(&mut self, id: FrameworkId) {
-        let name = id.name();
-        if self.frameworks.contains_key(&name) {
-            return;
-        }
-        self.alloc.add_framework(&name, std::slice::from_ref(id.role()));
-        self.alloc.suppress(&name, id.role());
-        self.frameworks.insert(name, id);
+    /// `now_ms` as the Marathon API writes timestamps.
+    pub fn wall(&self, now_ms: u64) -> String {
+        self.core.wall(now_ms)
     }
 
-    fn ensure_framework(&mut self, role: &Role) {
-        self.add_framework(FrameworkId::Tasks(role.clone()));
-        self.queues.entry(role.clone()).or_default();
-    }
-
-    /// Suppresses the task framework of a role with nothing queued; revives one with work.
-    fn sync_demand(&mut self, role: &Role) {
-        let name = FrameworkId::Tasks(role.clone()).name();
-        if self.queues.get(role).is_some_and(|q| !q.is_empty()) {
-            self.alloc.revive(&name, role);
-        } else {
-            self.alloc.suppress(&name, role);
-        }
-    }
-
-    // ---- requests from the CLI ----------------------------------------------------------
-
-    pub fn run_tasks(&mut self, req: wire::RunTasks, now_ms: u64) -> Result<Vec<String>, MasterError> {
-        let role = Role::parse(&req.role).map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        if req.command.is_empty() {
-            return Err(MasterError::BadRequest("command: a task needs a command".into()));
-        }
-        if !(req.cpus.is_finite() && req.cpus > 0.0) {
-            return Err(MasterError::BadRequest(format!("cpus: must be a positive number, not {}", req.cpus)));
-        }
-        if !(req.mem.is_finite() && req.mem >= 1.0) {
-            return Err(MasterError::BadRequest(format!("mem: must be at least 1 (MiB), not {}", req.mem)));
-        }
-        if req.count == 0 || req.count > 10_000 {
-            return Err(MasterError::BadRequest(format!("count: must be 1 to 10000, not {}", req.count)));
-        }
-        let resources = Resources::parse(&format!("cpus:{:.3};mem:{}", req.cpus, req.mem.ceil() as u64))
-            .map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        let name = req.name.clone().unwrap_or_else(|| req.command[0].rsplit('/').next().unwrap_or("task").to_string());
-        let mut ids = Vec::new();
-        let mut records = Vec::new();
-        for _ in 0..req.count {
-            let id = self.ids.id(&name
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .take(20)
-                .collect::<String>());
-            let t = TaskRecord {
-                id: id.clone(),
-                name: name.clone(),
-                role: role.to_string(),
-                agent: None,
-                state: TaskState::Staging,
-                resources: resources.to_string(),
-                cpus: req.cpus,
-                mem_mb: req.mem.ceil() as u64,
-                image: req.image.clone(),
-                command: req.command.clone(),
-                exit_code: None,
-                message: None,
-                seq: self.next_seq,
-                service: None,
-                kill_sent_ms: None,
-                placed_ms: None,
-            };
-            self.next_seq += 1;
-            records.push(t);
-            ids.push(id);
-        }
-        for t in &records {
-            self.store.put(TASKS, &t.id, t);
-        }
-        self.ensure_framework(&role);
-        for t in records {
-            self.queues.get_mut(&role).expect("ensured").push_back(t.id.clone());
-            self.tasks.insert(t.id.clone(), t);
-        }
-        self.sync_demand(&role);
-        self.allocate(now_ms);
-        Ok(ids)
-    }
-
-    pub fn kill_task(&mut self, id: &str) -> Result<(), MasterError> {
-        let t = self.tasks.get(id).ok_or_else(|| MasterError::NotFound(format!("no such task: {id:?}")))?.clone();
-        if t.service.is_some() {
-            return self.kill_service_task(id, true, None);
-        }
-        if t.state.is_terminal() {
-            return Ok(());
-        }
-        if t.agent.is_none() {
-            // Still queued: it never ran.
-            let role = stored_role(&t.role)?;
-            if let Some(q) = self.queues.get_mut(&role) {
-                q.retain(|x| x != id);
-            }
-            self.sync_demand(&role);
-            return self.set_state(id, TaskState::Killed, None, Some("killed before it was placed".into()));
-        }
-        let next = transition(t.state, TaskEvent::KillRequested).map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        self.set_state(id, next, None, None)?;
-        self.send_kill(id);
-        Ok(())
-    }
-
-    /// Asks the task's agent to kill it (now, and again on later ticks until it reports the
-    /// end), if its agent is reachable; an unreachable one is asked when it returns.
-    pub(super) fn send_kill(&mut self, id: &str) {
-        let now = self.last_now_ms;
-        let Some(t) = self.tasks.get_mut(id) else { return };
-        let Some(a) = t.agent.as_ref().and_then(|a| self.agents.get(a)).filter(|a| a.reachable) else { return };
-        t.kill_sent_ms = Some(now);
-        self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id: id.to_string() });
-    }
-
-    /// Kills not yet answered by an end are sent again.
-    fn retry_kills(&mut self, now_ms: u64) {
-        let due: Vec<String> = self
-            .tasks
-            .values()
-            .filter(|t| t.state == TaskState::Killing)
-            .filter(|t| t.kill_sent_ms.is_none_or(|at| now_ms.saturating_sub(at) >= KILL_RETRY_MS))
-            .map(|t| t.id.clone())
-            .collect();
-        for id in due {
-            self.send_kill(&id);
-        }
-    }
-
-    pub fn set_role(&mut self, name: &str, req: wire::SetRole, now_ms: u64) -> Result<(), MasterError> {
-        let role = Role::parse(name).map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        let mut rec = self.roles.get(name).cloned().unwrap_or(RoleRecord { weight: 1.0, quota: None });
-        if let Some(w) = req.weight {
-            rec.weight = w;
-        }
-        if let Some(q) = req.quota {
-            rec.quota = if q.trim().is_empty() { None } else { Some(q) };
-        }
-        let quota = rec
-            .quota
-            .as_deref()
-            .map(Resources::parse)
-            .transpose()
-            .map_err(|e| MasterError::BadRequest(format!("quota: {e}")))?;
-        self.alloc
-            .set_role(&role, RoleConfig { weight: rec.weight, quota })
-            .map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        self.store.put(ROLES, name, &rec);
-        self.roles.insert(name.to_string(), rec);
-        self.allocate(now_ms);
-        Ok(())
-    }
-
-    pub fn tasks(&self) -> Vec<wire::TaskInfo> {
-        let mut v: Vec<&TaskRecord> = self.tasks.values().collect();
-        v.sort_by_key(|t| t.seq);
-        v.into_iter().map(task_info).collect()
-    }
-
-    pub fn task_info(&self, id: &str) -> Option<wire::TaskInfo> {
-        self.tasks.get(id).map(task_info)
-    }
-
-    pub fn task(&self, id: &str) -> Option<&TaskRecord> {
-        self.tasks.get(id)
-    }
-
-    pub fn agent_address(&self, id: &str) -> Option<String> {
-        self.agents.get(id).map(|a| a.record.address.clone())
-    }
-
-    pub fn agents(&self) -> Vec<wire::AgentInfo> {
-        self.agents
-            .values()
-            .map(|a| wire::AgentInfo {
-                id: a.record.id.clone(),
-                hostname: a.record.hostname.clone(),
-                address: a.record.address.clone(),
-                resources: a.record.resources.clone(),
-                available: self.alloc.agent_available(&a.record.id).map(|r| r.to_string()).unwrap_or_default(),
-                attributes: a.attributes.clone(),
-                state: if a.reachable { "active".into() } else { "unreachable".into() },
-                tasks: self
-                    .tasks
-                    .values()
-                    .filter(|t| t.agent.as_deref() == Some(&a.record.id) && !t.state.is_terminal())
-                    .count(),
-            })
-            .collect()
-    }
-
-    pub fn roles(&self) -> Vec<wire::RoleInfo> {
-        self.alloc
-            .roles()
-            .into_iter()
-            .map(|s| wire::RoleInfo {
-                role: s.role.to_string(),
-                weight: s.weight,
-                quota: s.quota.map(|q| q.to_string()),
-                allocated: s.allocated.to_string(),
-                dominant_share: s.dominant_share,
-            })
-            .collect()
-    }
-
-    // ---- agents ---------------------------------------------------------------------------
+    // ---- the core's entry points ------------------------------------------------------------
 
     pub fn register(&mut self, req: wire::Register, now_ms: u64) -> Result<wire::Registered, MasterError> {
-        let total = Resources::parse(&req.resources).map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        let attrs = attributes::parse(&req.attributes).map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        if !(req.address.starts_with("http://") || req.address.starts_with("https://")) {
-            return Err(MasterError::BadRequest(format!("address: {:?} is not an http(s) URL", req.address)));
-        }
-        let id = match &req.agent_id {
-            Some(id) if !id.is_empty() => id.clone(),
-            _ => self.ids.id("agent"),
-        };
-        let record = AgentRecord {
-            id: id.clone(),
-            hostname: req.hostname.clone(),
-            address: req.address.clone(),
-            resources: total.to_string(),
-            attributes: req.attributes.clone(),
-        };
-        self.store.put(AGENTS, &id, &record);
-        if self.agents.get(&id).is_some_and(|a| a.reachable) {
-            // A re-registration of an agent we think is up (it restarted quickly).
-            let _ = self.alloc.remove_agent(&id);
-        }
-        self.alloc.add_agent(&id, total).map_err(|e| MasterError::BadRequest(e.to_string()))?;
-        self.agents.insert(id.clone(), AgentLive { record, attributes: attrs, last_seen_ms: now_ms, reachable: true });
-
-        // Reconcile: tasks the agent runs and we know of stay (and are charged again); tasks
-        // we placed there that it does not report are lost; tasks it runs that we do not want
-        // are killed.
-        let reported: HashMap<&str, TaskState> = req.tasks.iter().map(|t| (t.task_id.as_str(), t.state)).collect();
-        let mut kill = Vec::new();
-        for t in &req.tasks {
-            let known = self
-                .tasks
-                .get(&t.task_id)
-                .is_some_and(|k| k.agent.as_deref() == Some(id.as_str()) && !k.state.is_terminal());
-            if !known && !t.state.is_terminal() {
-                kill.push(t.task_id.clone());
-            }
-        }
-        let ours: Vec<TaskRecord> = self
-            .tasks
-            .values()
-            .filter(|t| t.agent.as_deref() == Some(id.as_str()) && !t.state.is_terminal())
-            .cloned()
-            .collect();
-        for t in ours {
-            let res = Resources::parse(&t.resources).expect("stored resources parse");
-            let role = Role::parse(&t.role).expect("stored roles parse");
-            match reported.get(t.id.as_str()) {
-                Some(s) if !s.is_terminal() => {
-                    let _ = self.alloc.restore_task(&framework_of_task(&t), &role, &id, &res);
-                    if t.state == TaskState::Unreachable {
-                        let next = transition(t.state, TaskEvent::AgentReturned).unwrap_or(TaskState::Running);
-                        self.set_state(&t.id, next, None, None)?;
-                    }
-                }
-                // Ended while we did not hear: its status update is on its way.
-                Some(_) => {
-                    let _ = self.alloc.restore_task(&framework_of_task(&t), &role, &id, &res);
-                }
-                None => {
-                    self.set_state(&t.id, TaskState::Lost, None, Some("the agent came back without it".into()))?;
-                }
-            }
-        }
-        self.allocate(now_ms);
-        Ok(wire::Registered { agent_id: id, heartbeat_interval_ms: self.heartbeat_interval_ms, kill })
+        let reply = self.core.register(req, now_ms)?;
+        self.settle(now_ms)?;
+        Ok(reply)
     }
 
-    /// A heartbeat; false if the agent must register again. With the agent's tasks, it is
-    /// also implicit reconciliation: a task the agent runs that the master does not want is
-    /// killed, and a task the master placed there long enough ago that the agent does not have
-    /// is LOST (and its framework replaces it).
     pub fn heartbeat(
         &mut self,
         id: &str,
         now_ms: u64,
         tasks: Option<Vec<wire::AgentTask>>,
     ) -> Result<bool, MasterError> {
-        match self.agents.get_mut(id) {
-            Some(a) if a.reachable => a.last_seen_ms = now_ms,
-            _ => return Ok(false),
-        }
-        let Some(reported) = tasks else { return Ok(true) };
-        self.last_now_ms = self.last_now_ms.max(now_ms);
-        let reported: HashMap<&str, TaskState> = reported.iter().map(|t| (t.task_id.as_str(), t.state)).collect();
-        let unwanted: Vec<String> = reported
-            .iter()
-            .filter(|(_, s)| !s.is_terminal())
-            .filter(|(t, _)| {
-                !self.tasks.get(**t).is_some_and(|k| k.agent.as_deref() == Some(id) && !k.state.is_terminal())
-            })
-            .map(|(t, _)| t.to_string())
-            .collect();
-        if let Some(a) = self.agents.get(id) {
-            for task_id in unwanted {
-                tracing::warn!(agent = %id, task = %task_id, "the agent runs a task nobody wants: killing it");
-                self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id });
-            }
-        }
-        let missing: Vec<String> = self
-            .tasks
-            .values()
-            .filter(|t| t.agent.as_deref() == Some(id) && !t.state.is_terminal() && t.state != TaskState::Unreachable)
-            .filter(|t| !reported.contains_key(t.id.as_str()))
-            .filter(|t| t.placed_ms.is_none_or(|at| now_ms.saturating_sub(at) >= RECONCILE_GRACE_MS))
-            .map(|t| t.id.clone())
-            .collect();
-        for task_id in missing {
-            tracing::warn!(agent = %id, task = %task_id, "the agent does not have a task it should: lost");
-            self.set_state(&task_id, TaskState::Lost, None, Some("its agent does not have it".into()))?;
-        }
-        self.allocate(now_ms);
-        Ok(true)
+        let known = self.core.heartbeat(id, now_ms, tasks)?;
+        self.settle(now_ms)?;
+        Ok(known)
     }
 
-    /// Applies status updates in order; returns the sequence numbers acknowledged.
     pub fn updates(
         &mut self,
         agent: &str,
         updates: Vec<wire::StatusUpdate>,
         now_ms: u64,
     ) -> Result<Vec<u64>, MasterError> {
-        if !self.agents.get(agent).is_some_and(|a| a.reachable) {
-            return Err(MasterError::NotFound(format!("agent {agent:?} is not registered")));
-        }
-        if let Some(a) = self.agents.get_mut(agent) {
-            a.last_seen_ms = now_ms;
-        }
-        self.last_now_ms = self.last_now_ms.max(now_ms);
-        let mut acked = Vec::new();
-        for u in updates {
-            acked.push(u.seq);
-            let Some(t) = self.tasks.get(&u.task_id).cloned() else { continue };
-            if t.agent.as_deref() != Some(agent) {
-                continue;
-            }
-            if let Some(healthy) = u.healthy {
-                self.service_health(&u.task_id, healthy, now_ms)?;
-                continue;
-            }
-            if u.ready == Some(true) {
-                self.service_ready(&u.task_id, now_ms)?;
-                continue;
-            }
-            // Duplicates and stale updates (already applied, or out of date) are acknowledged
-            // and ignored: delivery is at least once.
-            let Ok(next) = transition(t.state, TaskEvent::Reported(u.state)) else { continue };
-            if next == t.state {
-                continue;
-            }
-            self.set_state(&u.task_id, next, u.exit_code, u.message.clone())?;
-        }
-        self.allocate(now_ms);
+        let acked = self.core.updates(agent, updates, now_ms)?;
+        self.settle(now_ms)?;
         Ok(acked)
     }
 
-    /// Periodic work: offers outstanding too long are rescinded; agents silent past the timeout
-    /// become unreachable.
-    pub fn tick(&mut self, now_ms: u64) -> Result<(), MasterError> {
-        self.last_now_ms = self.last_now_ms.max(now_ms);
-        self.reconcile_services(now_ms)?;
-        for o in self.alloc.expire_offers(now_ms, OFFER_TIMEOUT_MS) {
-            tracing::info!(offer = o.id, framework = %o.framework, agent = %o.agent, "offer rescinded after its timeout");
-        }
-        let silent: Vec<String> = self
-            .agents
-            .values()
-            .filter(|a| a.reachable && now_ms.saturating_sub(a.last_seen_ms) > self.agent_timeout_ms)
-            .map(|a| a.record.id.clone())
-            .collect();
-        for id in silent {
-            tracing::warn!(agent = %id, "agent silent past the timeout: its tasks are unreachable");
-            self.agents.get_mut(&id).expect("listed").reachable = false;
-            let _ = self.alloc.remove_agent(&id);
-            let tasks: Vec<TaskRecord> = self
-                .tasks
-                .values()
-                .filter(|t| t.agent.as_deref() == Some(id.as_str()) && !t.state.is_terminal())
-                .cloned()
-                .collect();
-            for t in tasks {
-                let res = Resources::parse(&t.resources).expect("stored resources parse");
-                self.alloc.recover_task(&framework_of_task(&t), &Role::parse(&t.role).expect("valid"), &id, &res);
-                if let Ok(next) = transition(t.state, TaskEvent::AgentUnreachable) {
-                    self.set_state(&t.id, next, None, Some("its agent stopped answering".into()))?;
-                }
-            }
-        }
-        self.retry_kills(now_ms);
-        self.allocate(now_ms);
-        Ok(())
-    }
-
-    /// A launch could not be delivered to its agent.
     pub fn launch_failed(&mut self, task_id: &str, message: String) -> Result<(), MasterError> {
-        let Some(t) = self.tasks.get(task_id).cloned() else { return Ok(()) };
-        if t.state.is_terminal() {
-            return Ok(());
-        }
-        self.set_state(task_id, TaskState::Error, None, Some(message))
+        self.core.launch_failed(task_id, message)?;
+        let now = self.core.now();
+        self.settle(now)
     }
 
-    pub(super) fn set_state(
+    pub fn set_role(&mut self, name: &str, req: wire::SetRole, now_ms: u64) -> Result<(), MasterError> {
+        self.core.set_role(name, req)?;
+        self.settle(now_ms)
+    }
+
+    /// Periodic work: each framework's, then the core's (offer timeouts, silent agents, kill
+    /// retries).
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), MasterError> {
+        self.core.saw(now_ms);
+        self.services.tick(&mut self.core, now_ms)?;
+        self.one_off.tick(&mut self.core, now_ms)?;
+        self.core.tick(now_ms)?;
+        self.settle(now_ms)
+    }
+
+    /// A user's kill of any task, handed to its framework.
+    pub fn kill_task(&mut self, id: &str) -> Result<(), MasterError> {
+        let t = self.core.task(id).ok_or_else(|| MasterError::NotFound(format!("no such task: {id:?}")))?;
+        let framework = FrameworkId::of_task(t);
+        let now = self.core.now();
+        pick(&mut self.one_off, &mut self.services, &framework).kill(&mut self.core, id, now)?;
+        self.settle(now)
+    }
+
+    // ---- the one-off tasks framework ----------------------------------------------------------
+
+    pub fn run_tasks(&mut self, req: wire::RunTasks, now_ms: u64) -> Result<Vec<String>, MasterError> {
+        self.core.saw(now_ms);
+        let ids = self.one_off.run(&mut self.core, req)?;
+        self.settle(now_ms)?;
+        Ok(ids)
+    }
+
+    // ---- the services framework (the Marathon API's commands) ---------------------------------
+
+    /// Runs a request of the services framework, then settles.
+    fn services_do<T>(
+        &mut self,
+        now_ms: u64,
+        f: impl FnOnce(&mut Services, &mut Core) -> Result<T, MasterError>,
+    ) -> Result<T, MasterError> {
+        self.core.saw(now_ms);
+        let value = f(&mut self.services, &mut self.core)?;
+        self.settle(now_ms)?;
+        Ok(value)
+    }
+
+    pub fn create_app(&mut self, def: AppDefinition, now_ms: u64) -> Result<(AppDefinition, String), MasterError> {
+        self.services_do(now_ms, |s, core| s.create_app(core, def, now_ms))
+    }
+
+    pub fn update_app(
         &mut self,
         id: &str,
-        state: TaskState,
-        exit_code: Option<i32>,
-        message: Option<String>,
-    ) -> Result<(), MasterError> {
-        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
-        let was_running_somewhere = t.agent.is_some() && !t.state.is_terminal() && t.state != TaskState::Unreachable;
-        t.state = state;
-        if exit_code.is_some() {
-            t.exit_code = exit_code;
-        }
-        if message.is_some() {
-            t.message = message;
-        }
-        let t = t.clone();
-        self.store.put(TASKS, id, &t);
-        if state.is_terminal() && was_running_somewhere {
-            if let Some(agent) = &t.agent {
-                let res = Resources::parse(&t.resources).expect("stored resources parse");
-                self.alloc.recover_task(&framework_of_task(&t), &Role::parse(&t.role).expect("valid"), agent, &res);
-            }
-        }
-        if t.service.is_some() {
-            self.service_task_changed(id)?;
-        }
-        Ok(())
+        patch: serde_json::Value,
+        partial: bool,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(bool, String, String), MasterError> {
+        self.services_do(now_ms, |s, core| s.update_app(core, id, patch, partial, force, now_ms))
     }
 
-    // ---- the allocation loop -------------------------------------------------------------
+    pub fn update_apps(
+        &mut self,
+        items: Vec<serde_json::Value>,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(String, String), MasterError> {
+        self.services_do(now_ms, |s, core| s.update_apps(core, items, force, now_ms))
+    }
 
-    /// Runs allocation cycles until no offer is taken. The built-in framework of each role
-    /// launches one task per offer (its oldest that fits) and declines the rest, so each
-    /// placement goes to the role with the lowest dominant share at that moment: DRF by
-    /// progressive filling.
-    pub fn allocate(&mut self, now_ms: u64) {
-        self.last_now_ms = self.last_now_ms.max(now_ms);
-        for _ in 0..100_000 {
-            let offers = self.alloc.allocate(now_ms);
-            if offers.is_empty() {
-                return;
-            }
-            for o in offers {
-                let role = match self.frameworks.get(&o.framework) {
-                    Some(FrameworkId::Services(_)) => {
-                        self.services_offer(o, now_ms);
-                        continue;
-                    }
-                    Some(FrameworkId::Tasks(role)) => role.clone(),
-                    None => {
-                        tracing::error!(framework = %o.framework, "an offer to a framework the master does not know");
-                        let _ = self.alloc.decline(o.id, u64::MAX / 4, now_ms);
-                        continue;
-                    }
-                };
-                let queue = self.queues.get(&role).cloned().unwrap_or_default();
-                // Queued tasks mostly share a few shapes: each is parsed and compared once.
-                let mut fits: HashMap<&str, bool> = HashMap::new();
-                let fitting = queue.iter().find(|id| {
-                    self.tasks.get(*id).is_some_and(|t| {
-                        *fits
-                            .entry(t.resources.as_str())
-                            .or_insert_with(|| Resources::parse(&t.resources).is_ok_and(|r| o.resources.contains(&r)))
-                    })
-                });
-                let Some(task_id) = fitting.cloned() else {
-                    // Nothing of ours fits here: do not offer these again until our queue changes.
-                    let _ = self.alloc.decline(o.id, u64::MAX / 4, now_ms);
-                    continue;
-                };
-                let task = self.tasks.get(&task_id).expect("queued tasks exist").clone();
-                let res = Resources::parse(&task.resources).expect("stored");
-                if self.alloc.accept(o.id, &[Operation::Launch(res)], 0, now_ms).is_err() {
-                    continue;
-                }
-                let queue = self.queues.get_mut(&role).expect("exists");
-                queue.retain(|x| *x != task_id);
-                if queue.is_empty() {
-                    // Only suppress: a revive would drop the framework's filters, and every
-                    // agent's leftovers would be offered (and searched, and declined) again.
-                    self.alloc.suppress(&o.framework, &role);
-                }
-                let Some(agent) = self.agents.get(&o.agent) else { continue };
-                let address = agent.record.address.clone();
-                if let Some(t) = self.tasks.get_mut(&task_id) {
-                    t.agent = Some(o.agent.clone());
-                    t.placed_ms = Some(now_ms);
-                }
-                let t = self.tasks[&task_id].clone();
-                self.store.put(TASKS, &task_id, &t);
-                self.outbox.push(AgentCall::Launch { address, launch: Box::new(launch_of(&t)) });
-            }
-            // Declined offers carry lasting filters, so the next cycle offers them elsewhere,
-            // and the loop ends when nobody is offered anything.
-        }
+    pub fn change_apps(
+        &mut self,
+        items: Vec<serde_json::Value>,
+        partial: bool,
+        removals: Vec<corral_services::app::AppId>,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(String, String), MasterError> {
+        self.services_do(now_ms, |s, core| s.change_apps(core, items, partial, removals, force, now_ms))
+    }
+
+    pub fn delete_app(&mut self, id: &str, force: bool, now_ms: u64) -> Result<(String, String), MasterError> {
+        self.services_do(now_ms, |s, core| s.delete_app(core, id, force, now_ms))
+    }
+
+    pub fn kill_app_tasks(
+        &mut self,
+        ids: &[String],
+        scale: bool,
+        now_ms: u64,
+    ) -> Result<Option<(String, String)>, MasterError> {
+        self.services_do(now_ms, |s, core| s.kill_app_tasks(core, ids, scale, now_ms))
+    }
+
+    pub fn restart_app(&mut self, id: &str, force: bool, now_ms: u64) -> Result<(String, String), MasterError> {
+        self.services_do(now_ms, |s, core| s.restart_app(core, id, force, now_ms))
+    }
+
+    pub fn cancel_deployment(
+        &mut self,
+        id: &str,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<Option<(String, String)>, MasterError> {
+        self.services_do(now_ms, |s, core| s.cancel_deployment(core, id, force, now_ms))
+    }
+
+    /// Why a role gets no offers, when its quota is the reason.
+    pub fn quota_note(&self, role: &str, one_instance: &str) -> Option<String> {
+        self.services.quota_note(&self.core, role, one_instance)
+    }
+}
+
+/// The built-in framework an id names.
+fn pick<'a>(one_off: &'a mut Tasks, services: &'a mut Services, id: &FrameworkId) -> &'a mut dyn Framework {
+    match id {
+        FrameworkId::Tasks(_) => one_off,
+        FrameworkId::Services(_) => services,
     }
 }

@@ -163,7 +163,7 @@ impl Harness {
     }
 
     fn tasks(&self) -> Vec<wire::TaskInfo> {
-        self.view().tasks()
+        self.view().core.tasks()
     }
 
     fn running(&self, role: &str) -> usize {
@@ -201,7 +201,7 @@ fn the_drf_papers_example() {
     h.add_agent("drf", "cpus:9;mem:18432;disk:1000");
     h.play(&running);
     assert_eq!((h.running("a"), h.running("b")), (3, 2));
-    for r in h.view().roles().iter().filter(|r| r.role == "a" || r.role == "b") {
+    for r in h.view().core.roles().iter().filter(|r| r.role == "a" || r.role == "b") {
         assert!((r.dominant_share - 2.0 / 3.0).abs() < 0.01, "{r:?}");
     }
 }
@@ -288,7 +288,7 @@ fn a_restarted_master_recovers_everything_from_the_store() {
     let after: Vec<(String, TaskState)> = h2.tasks().into_iter().map(|t| (t.id, t.state)).collect();
     assert_eq!(after, before, "tasks and their states come back");
     assert_eq!(h2.view().services.apps.len(), 1);
-    assert!(h2.view().agents().iter().all(|a| a.state == "unreachable"), "agents must register again");
+    assert!(h2.view().core.agents().iter().all(|a| a.state == "unreachable"), "agents must register again");
     // The agent returns with all its tasks: nothing is killed, lost or launched again.
     let tasks = before.iter().map(|(id, s)| wire::AgentTask { task_id: id.clone(), state: *s }).collect();
     h2.register("one", "cpus:4;mem:4096;ports:[31000-32000]", Some(agent), tasks);
@@ -296,8 +296,8 @@ fn a_restarted_master_recovers_everything_from_the_store() {
     assert!(h2.take_calls().is_empty());
     let again: Vec<(String, TaskState)> = h2.tasks().into_iter().map(|t| (t.id, t.state)).collect();
     assert_eq!(again, before);
-    let agents = h2.view().agents();
-    assert_eq!(agents[0].available, h.view().agents()[0].available, "the returned tasks are charged again");
+    let agents = h2.view().core.agents();
+    assert_eq!(agents[0].available, h.view().core.agents()[0].available, "the returned tasks are charged again");
 }
 
 #[test]
@@ -362,8 +362,8 @@ fn a_rolling_upgrade_never_drops_below_the_healthy_minimum() {
     assert!(h.view().services.deployments.is_empty(), "the deployment finished");
     let view = h.view();
     let versions: Vec<String> = view
-        .tasks
-        .values()
+        .core
+        .all_tasks()
         .filter(|t| !t.state.is_terminal())
         .map(|t| t.service.as_ref().unwrap().version.clone())
         .collect();
@@ -494,8 +494,8 @@ mod properties {
 
     /// What both sides must agree on: every task's id, state, agent and app.
     fn summary(c: &Controller) -> Vec<(String, TaskState, Option<String>, Option<String>)> {
-        c.tasks
-            .values()
+        c.core
+            .all_tasks()
             .map(|t| (t.id.clone(), t.state, t.agent.clone(), t.service.as_ref().map(|s| s.app.clone())))
             .collect()
     }
@@ -575,7 +575,7 @@ mod properties {
             );
             // No one-off task is lost: every id handed out is still known.
             for id in &seen {
-                assert!(view.tasks.contains_key(id), "task {id} was lost");
+                assert!(view.core.task(id).is_some(), "task {id} was lost");
             }
         }
     }

@@ -177,7 +177,7 @@ pub fn task_json(c: &Controller, t: &TaskRecord) -> Value {
         "version": s.version,
         "ipAddresses": [],
     });
-    if let Some(ip) = t.agent.as_ref().and_then(|a| c.agents.get(a)).and_then(|a| host_of(&a.record.address)) {
+    if let Some(ip) = t.agent.as_ref().and_then(|a| c.core.agent(a)).and_then(|a| host_of(&a.record.address)) {
         v["ipAddresses"] = json!([{"ipAddress": ip, "protocol": "IPv4"}]);
     }
     if let Some(h) = &s.health {
@@ -202,7 +202,7 @@ pub(super) fn host_of(address: &str) -> Option<String> {
 
 fn app_tasks<'a>(c: &'a Controller, id: &str) -> Vec<&'a TaskRecord> {
     let mut v: Vec<&TaskRecord> =
-        c.services.tasks_of.get(id).into_iter().flatten().filter_map(|t| c.tasks.get(t)).collect();
+        c.services.tasks_of.get(id).into_iter().flatten().filter_map(|t| c.core.task(t)).collect();
     v.sort_by_key(|t| t.seq);
     v
 }
@@ -480,7 +480,7 @@ async fn app_get(
         AppPath::Task(id, task) => {
             let id = norm(&id);
             let t =
-                c.tasks.get(&task).filter(|t| t.service.as_ref().is_some_and(|s| s.app == id)).ok_or_else(|| {
+                c.core.task(&task).filter(|t| t.service.as_ref().is_some_and(|s| s.app == id)).ok_or_else(|| {
                     MarathonError::from(MasterError::NotFound(format!("Task '{task}' does not exist")))
                 })?;
             Ok(Json(json!({"task": task_json(&c, t)})).into_response())
@@ -495,10 +495,10 @@ async fn app_get(
         AppPath::Version(id, v) => {
             let id = norm(&id);
             c.services.apps.get(&id).ok_or_else(|| missing(&id))?;
-            let d: AppDefinition =
-                c.store.get(crate::store::APP_VERSIONS, &format!("{id} {v}")).map_err(MasterError::from)?.ok_or_else(
-                    || MarathonError::from(MasterError::NotFound(format!("App '{id}' has no version {v}"))),
-                )?;
+            let d: AppDefinition = c
+                .core
+                .get(crate::store::APP_VERSIONS, &format!("{id} {v}"))?
+                .ok_or_else(|| MarathonError::from(MasterError::NotFound(format!("App '{id}' has no version {v}"))))?;
             Ok(Json(serde_json::to_value(d).expect("definitions serialize")).into_response())
         }
         AppPath::Restart(_) => Err(MarathonError(StatusCode::METHOD_NOT_ALLOWED, json!({"message": "use POST"}))),
@@ -627,7 +627,7 @@ async fn app_delete(
             let id = norm(&id);
             {
                 let c = m.view();
-                c.tasks.get(&task).filter(|t| t.service.as_ref().is_some_and(|s| s.app == id)).ok_or_else(|| {
+                c.core.task(&task).filter(|t| t.service.as_ref().is_some_and(|s| s.app == id)).ok_or_else(|| {
                     MarathonError::from(MasterError::NotFound(format!("Task '{task}' does not exist")))
                 })?;
             }
@@ -642,7 +642,7 @@ async fn app_delete(
 async fn kill_tasks(m: Master, ids: Vec<String>, scale: bool, many: bool) -> Result<Response, MarathonError> {
     let ((views, deployment), _) = m
         .call(move |c, now| {
-            let views: Vec<Value> = ids.iter().filter_map(|id| c.tasks.get(id)).map(|t| task_json(c, t)).collect();
+            let views: Vec<Value> = ids.iter().filter_map(|id| c.core.task(id)).map(|t| task_json(c, t)).collect();
             let deployment = c.kill_app_tasks(&ids, scale, now)?;
             Ok((views, deployment))
         })
@@ -684,8 +684,8 @@ fn list_tasks_view(m: Master, q: Option<String>, headers: HeaderMap) -> Response
         p.all("status").chain(p.all("status[]")).map(|s| format!("TASK_{}", s.to_uppercase())).collect();
     let c = m.view();
     let mut tasks: Vec<&TaskRecord> = c
-        .tasks
-        .values()
+        .core
+        .all_tasks()
         .filter(|t| t.service.is_some())
         .filter(|t| wanted.is_empty() || wanted.iter().any(|w| w == marathon_state(t.state)))
         .collect();
@@ -716,7 +716,7 @@ async fn delete_tasks(
         .collect::<Result<_, _>>()?;
     {
         let c = m.view();
-        if let Some(unknown) = ids.iter().find(|id| c.tasks.get(*id).is_none_or(|t| t.service.is_none())) {
+        if let Some(unknown) = ids.iter().find(|id| c.core.task(id).is_none_or(|t| t.service.is_none())) {
             return Err(bad(format!("Invalid task id '{unknown}'.")));
         }
     }
@@ -764,7 +764,7 @@ fn group_json(c: &Controller, id: &str) -> Option<Value> {
         .collect();
     children.dedup();
     let version =
-        apps.iter().filter_map(|e| e.definition.version.clone()).max().unwrap_or_else(|| c.wall(c.last_now_ms));
+        apps.iter().filter_map(|e| e.definition.version.clone()).max().unwrap_or_else(|| c.wall(c.core.now()));
     Some(json!({
         "id": id,
         "apps": direct,
@@ -1203,7 +1203,7 @@ async fn leader(headers: HeaderMap) -> Json<Value> {
 
 async fn metrics(State(m): State<Master>) -> Json<Value> {
     let c = m.view();
-    let service_tasks = || c.tasks.values().filter(|t| t.service.is_some());
+    let service_tasks = || c.core.all_tasks().filter(|t| t.service.is_some());
     let running = service_tasks().filter(|t| t.state == crate::task::TaskState::Running).count();
     let gauge = |v: usize| json!({ "value": v });
     Json(json!({
@@ -1214,7 +1214,7 @@ async fn metrics(State(m): State<Master>) -> Json<Value> {
             "marathon.deployments.active.gauge": gauge(c.services.deployments.len()),
             "marathon.instances.running.gauge": gauge(running),
             "marathon.instances.launched.gauge": gauge(service_tasks().count()),
-            "corral.agents.gauge": gauge(c.agents.len()),
+            "corral.agents.gauge": gauge(c.core.agent_count()),
             "corral.master.tick.last.ms": json!({"value": m.ticks.last_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0}),
             "corral.master.tick.max.ms": json!({"value": m.ticks.max_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0}),
         },

@@ -10,12 +10,15 @@
 
 mod api;
 pub mod controller;
+pub mod core;
 mod delivery;
 pub mod events;
+pub mod framework;
 #[cfg(test)]
 mod harness;
 mod marathon;
 pub mod services;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -225,7 +228,7 @@ impl Owner {
                 return Err(MasterError::Internal(format!("a command panicked: {message}")));
             }
         };
-        let ops = next.store.take();
+        let ops = next.core.take_writes();
         if !ops.is_empty() {
             self.revision = self.store.commit(self.revision, &ops).inspect_err(|e| {
                 tracing::error!(error = %e, ops = ops.len(), "commit failed; the command changed nothing");

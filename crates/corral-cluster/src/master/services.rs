@@ -14,15 +14,16 @@ use corral_services::plan::{self, Action, Backoff, Phase, Reason, TaskView};
 use corral_services::wire::{AppDefinition, VersionInfo};
 use serde::{Deserialize, Serialize};
 
-use super::controller::{AgentCall, Controller, FrameworkId, Health, MasterError, ServiceTask, TaskRecord};
-use super::events::{Event, Stamped};
-use crate::store::{decode, APPS, APP_VERSIONS, DEPLOYMENTS, TASKS};
+use super::core::{Core, FrameworkId, Health, MasterError, Placement, ServiceTask, TaskRecord};
+use super::events::Event;
+use super::framework::{Framework, Notice, NoticeKind};
+use crate::store::{decode, APPS, APP_VERSIONS, DEPLOYMENTS};
 use crate::task::{transition, TaskEvent, TaskState};
 use crate::wire;
 
 /// The services framework of a role, by its allocator name.
-fn framework_of(role: &str) -> String {
-    FrameworkId::Services(Role::parse(role).expect("app roles are validated")).name()
+fn framework_of(role: &str) -> FrameworkId {
+    FrameworkId::Services(Role::parse(role).expect("app roles are validated"))
 }
 
 /// How many unused offers per app are kept for "why isn't it running".
@@ -198,29 +199,24 @@ fn phase_of(t: &TaskRecord, now: u64, inactive_after_ms: u64) -> Phase {
     }
 }
 
-impl Controller {
-    pub(super) fn wall(&self, now_ms: u64) -> String {
-        timestamp(self.epoch_ms + now_ms)
-    }
-
-    /// Raises an event, stamped now; the owner publishes it once the command has committed.
-    pub(super) fn emit(&mut self, event: Event) {
-        self.events.push(Stamped { at_ms: self.epoch_ms + self.last_now_ms, event });
-    }
-
-    fn api_post_event(&mut self, id: &str, definition: Option<&AppDefinition>) {
-        self.emit(Event::AppRequested { app: id.to_string(), definition: definition.cloned().map(Box::new) });
+impl Services {
+    fn api_post_event(&mut self, core: &mut Core, id: &str, definition: Option<&AppDefinition>) {
+        core.emit(Event::AppRequested { app: id.to_string(), definition: definition.cloned().map(Box::new) });
     }
 
     /// Loads apps and deployments; tasks were loaded by the caller.
-    pub(super) fn recover_services(&mut self, snapshot: &corral_store::Snapshot) -> Result<(), MasterError> {
+    pub(super) fn recover_services(
+        &mut self,
+        core: &mut Core,
+        snapshot: &corral_store::Snapshot,
+    ) -> Result<(), MasterError> {
         for (id, stored) in snapshot.table(APPS) {
             let stored: StoredApp = decode(APPS, id, stored)?;
             let id = id.to_string();
             let app = App::from_definition(&stored.definition)
                 .map_err(|e| MasterError::BadRequest(format!("stored app {id} no longer validates: {e}")))?;
-            self.ensure_service_framework(&app.role);
-            self.services.apps.insert(
+            self.ensure_service_framework(core, &app.role);
+            self.apps.insert(
                 id,
                 AppEntry {
                     definition: stored.definition,
@@ -236,44 +232,48 @@ impl Controller {
         let mut deployments: Vec<Deployment> =
             snapshot.table(DEPLOYMENTS).map(|(k, v)| decode(DEPLOYMENTS, k, v)).collect::<Result<_, _>>()?;
         deployments.sort_by(|a, b| a.version.cmp(&b.version));
-        self.services.deployments = deployments;
-        let live: Vec<(String, String, String)> = self
-            .tasks
-            .values()
+        self.deployments = deployments;
+        let live: Vec<(String, String, String)> = core
+            .all_tasks()
             .filter(|t| !t.state.is_terminal())
             .filter_map(|t| t.service.as_ref().map(|s| (s.app.clone(), t.id.clone(), t.role.clone())))
             .collect();
         for (app, id, role) in live {
-            self.ensure_service_framework(&role);
-            self.services.tasks_of.entry(app).or_default().insert(id);
+            self.ensure_service_framework(core, &role);
+            self.tasks_of.entry(app).or_default().insert(id);
         }
         // Every app gets a look on the first tick.
-        self.services.dirty = self.services.apps.keys().cloned().collect();
+        self.dirty = self.apps.keys().cloned().collect();
         Ok(())
     }
 
-    fn ensure_service_framework(&mut self, role: &str) {
-        self.add_framework(FrameworkId::Services(Role::parse(role).expect("validated roles")));
+    fn ensure_service_framework(&mut self, core: &mut Core, role: &str) {
+        core.add_framework(FrameworkId::Services(Role::parse(role).expect("validated roles")));
     }
 
     // ---- changes: every one is a deployment ------------------------------------------------
 
     /// `POST /v2/apps`.
-    pub fn create_app(&mut self, def: AppDefinition, now_ms: u64) -> Result<(AppDefinition, String), MasterError> {
+    pub fn create_app(
+        &mut self,
+        core: &mut Core,
+        def: AppDefinition,
+        now_ms: u64,
+    ) -> Result<(AppDefinition, String), MasterError> {
         let mut d = def.normalized();
-        if self.services.apps.contains_key(&d.id) {
+        if self.apps.contains_key(&d.id) {
             return Err(MasterError::Conflict {
                 message: format!("An app with id [{}] already exists.", d.id),
                 deployments: Vec::new(),
             });
         }
-        let wall = self.wall(now_ms);
+        let wall = core.wall(now_ms);
         d.version = Some(wall.clone());
         d.version_info = Some(VersionInfo { last_scaling_at: wall.clone(), last_config_change_at: wall.clone() });
         self.assign_service_ports(&mut d, None);
         let id = d.id.clone();
-        let (deployment, _) = self.deploy(vec![(id.clone(), Some(d.clone()))], false, now_ms)?;
-        self.api_post_event(&id, Some(&d));
+        let (deployment, _) = self.deploy(core, vec![(id.clone(), Some(d.clone()))], false, now_ms)?;
+        self.api_post_event(core, &id, Some(&d));
         Ok((d, deployment))
     }
 
@@ -282,15 +282,16 @@ impl Controller {
     /// `version` restores that version. Returns (created, deployment id, version).
     pub fn update_app(
         &mut self,
+        core: &mut Core,
         id: &str,
         patch: serde_json::Value,
         partial: bool,
         force: bool,
         now_ms: u64,
     ) -> Result<(bool, String, String), MasterError> {
-        let (id, created, d) = self.updated_definition(id, patch, partial, now_ms)?;
-        let (deployment, version) = self.deploy(vec![(id.clone(), Some(d.clone()))], force, now_ms)?;
-        self.api_post_event(&id, Some(&d));
+        let (id, created, d) = self.updated_definition(core, id, patch, partial, now_ms)?;
+        let (deployment, version) = self.deploy(core, vec![(id.clone(), Some(d.clone()))], force, now_ms)?;
+        self.api_post_event(core, &id, Some(&d));
         Ok((created, deployment, version))
     }
 
@@ -298,17 +299,19 @@ impl Controller {
     /// among them order its steps.
     pub fn update_apps(
         &mut self,
+        core: &mut Core,
         items: Vec<serde_json::Value>,
         force: bool,
         now_ms: u64,
     ) -> Result<(String, String), MasterError> {
-        self.change_apps(items, true, Vec::new(), force, now_ms)
+        self.change_apps(core, items, true, Vec::new(), force, now_ms)
     }
 
     /// Changes (`items`, merged into the current definitions when `partial`) and removals in
     /// one deployment: `PUT /v2/apps` and the group endpoints.
     pub fn change_apps(
         &mut self,
+        core: &mut Core,
         items: Vec<serde_json::Value>,
         partial: bool,
         removals: Vec<AppId>,
@@ -321,18 +324,18 @@ impl Controller {
             if id.is_empty() {
                 return Err(invalid(&format!("/({i})/id"), "an app needs an id"));
             }
-            let (id, _, d) = self.updated_definition(&id, item, partial, now_ms)?;
+            let (id, _, d) = self.updated_definition(core, &id, item, partial, now_ms)?;
             changes.push((id, Some(d)));
         }
-        changes.extend(removals.into_iter().filter(|id| self.services.apps.contains_key(id)).map(|id| (id, None)));
+        changes.extend(removals.into_iter().filter(|id| self.apps.contains_key(id)).map(|id| (id, None)));
         if changes.is_empty() {
             return Err(MasterError::BadRequest("no apps given".into()));
         }
         let defs: Vec<(AppId, AppDefinition)> =
             changes.iter().filter_map(|(id, d)| d.clone().map(|d| (id.clone(), d))).collect();
-        let result = self.deploy(changes, force, now_ms)?;
+        let result = self.deploy(core, changes, force, now_ms)?;
         for (id, d) in defs {
-            self.api_post_event(&id, Some(&d));
+            self.api_post_event(core, &id, Some(&d));
         }
         Ok(result)
     }
@@ -341,14 +344,15 @@ impl Controller {
     /// version (a body of only `version`), normalized and versioned. Returns (id, created, it).
     fn updated_definition(
         &mut self,
+        core: &mut Core,
         id: &str,
         patch: serde_json::Value,
         partial: bool,
         now_ms: u64,
     ) -> Result<(AppId, bool, AppDefinition), MasterError> {
         let id = corral_services::app::absolute_id(id);
-        let wall = self.wall(now_ms);
-        let current = self.services.apps.get(&id).map(|e| e.definition.clone());
+        let wall = core.wall(now_ms);
+        let current = self.apps.get(&id).map(|e| e.definition.clone());
         let body_keys: Vec<&str> = patch
             .as_object()
             .map(|o| o.keys().map(String::as_str).filter(|k| *k != "id").collect())
@@ -356,8 +360,7 @@ impl Controller {
         let mut d = if body_keys == ["version"] {
             let v = patch["version"].as_str().unwrap_or_default().to_string();
             let current = current.as_ref().ok_or_else(|| not_found(&id))?;
-            let mut old: AppDefinition = self
-                .store
+            let mut old: AppDefinition = core
                 .get(APP_VERSIONS, &format!("{id} {v}"))?
                 .ok_or_else(|| MasterError::NotFound(format!("App '{id}' has no version {v}")))?;
             // Restoring is a change of configuration, made now.
@@ -393,13 +396,19 @@ impl Controller {
     }
 
     /// `DELETE /v2/apps/{id}`.
-    pub fn delete_app(&mut self, id: &str, force: bool, now_ms: u64) -> Result<(String, String), MasterError> {
+    pub fn delete_app(
+        &mut self,
+        core: &mut Core,
+        id: &str,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(String, String), MasterError> {
         let id = corral_services::app::absolute_id(id);
-        if !self.services.apps.contains_key(&id) {
+        if !self.apps.contains_key(&id) {
             return Err(not_found(&id));
         }
-        let result = self.deploy(vec![(id.clone(), None)], force, now_ms)?;
-        self.api_post_event(&id, None);
+        let result = self.deploy(core, vec![(id.clone(), None)], force, now_ms)?;
+        self.api_post_event(core, &id, None);
         Ok(result)
     }
 
@@ -408,6 +417,7 @@ impl Controller {
     /// (the last one's id and version are returned).
     pub fn kill_app_tasks(
         &mut self,
+        core: &mut Core,
         ids: &[String],
         scale: bool,
         now_ms: u64,
@@ -415,46 +425,58 @@ impl Controller {
         let mut per_app: BTreeMap<String, i64> = BTreeMap::new();
         if scale {
             for id in ids {
-                if let Some(s) = self.tasks.get(id).and_then(|t| t.service.as_ref()) {
+                if let Some(s) = core.task(id).and_then(|t| t.service.as_ref()) {
                     *per_app.entry(s.app.clone()).or_default() += 1;
                 }
             }
         }
         for id in ids {
-            self.kill_task(id)?;
+            self.kill(core, id, now_ms)?;
         }
         let mut last = None;
         for (app, n) in per_app {
-            let current = self.services.apps.get(&app).and_then(|e| e.definition.instances).unwrap_or(0);
-            let (_, d, v) =
-                self.update_app(&app, serde_json::json!({"instances": (current - n).max(0)}), true, true, now_ms)?;
+            let current = self.apps.get(&app).and_then(|e| e.definition.instances).unwrap_or(0);
+            let (_, d, v) = self.update_app(
+                core,
+                &app,
+                serde_json::json!({"instances": (current - n).max(0)}),
+                true,
+                true,
+                now_ms,
+            )?;
             last = Some((d, v));
         }
         Ok(last)
     }
 
     /// `POST /v2/apps/{id}/restart`: a new version with the same configuration, rolled out.
-    pub fn restart_app(&mut self, id: &str, force: bool, now_ms: u64) -> Result<(String, String), MasterError> {
+    pub fn restart_app(
+        &mut self,
+        core: &mut Core,
+        id: &str,
+        force: bool,
+        now_ms: u64,
+    ) -> Result<(String, String), MasterError> {
         let id = corral_services::app::absolute_id(id);
-        let mut d = self.services.apps.get(&id).ok_or_else(|| not_found(&id))?.definition.clone();
-        let wall = self.wall(now_ms);
+        let mut d = self.apps.get(&id).ok_or_else(|| not_found(&id))?.definition.clone();
+        let wall = core.wall(now_ms);
         d.version = Some(wall.clone());
         d.version_info = Some(VersionInfo { last_scaling_at: wall.clone(), last_config_change_at: wall });
-        let result = self.deploy(vec![(id.clone(), Some(d.clone()))], force, now_ms)?;
-        self.api_post_event(&id, Some(&d));
+        let result = self.deploy(core, vec![(id.clone(), Some(d.clone()))], force, now_ms)?;
+        self.api_post_event(core, &id, Some(&d));
         Ok(result)
     }
 
     /// Applies changes (a new definition, or `None` to remove) as one deployment.
     fn deploy(
         &mut self,
+        core: &mut Core,
         changes: Vec<(AppId, Option<AppDefinition>)>,
         force: bool,
         now_ms: u64,
     ) -> Result<(String, String), MasterError> {
         let ids: Vec<&AppId> = changes.iter().map(|(id, _)| id).collect();
         let locking: Vec<String> = self
-            .services
             .deployments
             .iter()
             .filter(|d| d.affected_apps.iter().any(|a| ids.contains(&a)))
@@ -481,27 +503,27 @@ impl Controller {
         for (_, a) in &apps {
             let Some((_, app)) = a else { continue };
             for (j, dep) in app.dependencies.iter().enumerate() {
-                let known = self.services.apps.contains_key(dep) || apps.iter().any(|(id, a)| id == dep && a.is_some());
+                let known = self.apps.contains_key(dep) || apps.iter().any(|(id, a)| id == dep && a.is_some());
                 if !known {
                     return Err(invalid(&format!("/dependencies({j})"), format!("dependency {dep} does not exist")));
                 }
             }
         }
         for id in &locking {
-            if let Some(d) = self.services.deployments.iter().find(|d| &d.id == id) {
+            if let Some(d) = self.deployments.iter().find(|d| &d.id == id) {
                 let deployment = Arc::new(d.clone());
-                self.emit(Event::DeploymentFailed { deployment, reason: "superseded by a forced change" });
+                core.emit(Event::DeploymentFailed { deployment, reason: "superseded by a forced change" });
             }
-            self.services.deployments.retain(|d| &d.id != id);
-            self.store.delete(DEPLOYMENTS, id);
+            self.deployments.retain(|d| &d.id != id);
+            core.delete(DEPLOYMENTS, id);
         }
-        let wall = self.wall(now_ms);
+        let wall = core.wall(now_ms);
         let version = apps
             .iter()
             .find_map(|(_, a)| a.as_ref().and_then(|(d, _)| d.version.clone()))
             .unwrap_or_else(|| wall.clone());
         let olds: BTreeMap<AppId, Option<App>> =
-            apps.iter().map(|(id, _)| (id.clone(), self.services.apps.get(id).map(|e| e.app.clone()))).collect();
+            apps.iter().map(|(id, _)| (id.clone(), self.apps.get(id).map(|e| e.app.clone()))).collect();
         let plan_changes: Vec<plan::Change> = apps
             .iter()
             .map(|(id, a)| plan::Change { id: id.clone(), from: olds[id].as_ref(), to: a.as_ref().map(|(_, app)| app) })
@@ -509,33 +531,33 @@ impl Controller {
             .collect();
         let steps = plan::steps(&plan_changes);
         let deployment = Deployment {
-            id: self.ids.uuid(),
+            id: core.ids().uuid(),
             version: version.clone(),
             affected_apps: plan_changes.iter().map(|c| c.id.clone()).collect(),
             steps,
             current_step: 0,
             original: apps
                 .iter()
-                .map(|(id, _)| (id.clone(), self.services.apps.get(id).map(|e| e.definition.clone())))
+                .map(|(id, _)| (id.clone(), self.apps.get(id).map(|e| e.definition.clone())))
                 .collect(),
         };
         for (id, a) in apps {
             match a {
                 Some((d, app)) => {
                     let v = d.version.clone().unwrap_or_default();
-                    self.store.put(APP_VERSIONS, &format!("{id} {v}"), &d);
-                    let (mut versions, config_changed, old_backoff) = match self.services.apps.get(&id) {
+                    core.put(APP_VERSIONS, &format!("{id} {v}"), &d);
+                    let (mut versions, config_changed, old_backoff) = match self.apps.get(&id) {
                         Some(e) => (e.versions.clone(), e.app.config_version != app.config_version, e.backoff),
                         None => (Vec::new(), true, Backoff::default()),
                     };
                     versions.push(v);
                     if versions.len() > VERSIONS_KEPT {
                         let gone = versions.remove(0);
-                        self.store.delete(APP_VERSIONS, &format!("{id} {gone}"));
+                        core.delete(APP_VERSIONS, &format!("{id} {gone}"));
                     }
-                    self.store.put(APPS, &id, &StoredApp { definition: d.clone(), versions: versions.clone() });
-                    self.ensure_service_framework(&app.role);
-                    let entry = self.services.apps.entry(id.clone()).or_insert_with(|| AppEntry {
+                    core.put(APPS, &id, &StoredApp { definition: d.clone(), versions: versions.clone() });
+                    self.ensure_service_framework(core, &app.role);
+                    let entry = self.apps.entry(id.clone()).or_insert_with(|| AppEntry {
                         definition: d.clone(),
                         app: app.clone(),
                         versions: Vec::new(),
@@ -551,25 +573,24 @@ impl Controller {
                     entry.backoff = if config_changed { Backoff::default() } else { old_backoff };
                 }
                 None => {
-                    if let Some(e) = self.services.apps.remove(&id) {
+                    if let Some(e) = self.apps.remove(&id) {
                         for v in e.versions {
-                            self.store.delete(APP_VERSIONS, &format!("{id} {v}"));
+                            core.delete(APP_VERSIONS, &format!("{id} {v}"));
                         }
                     }
-                    self.store.delete(APPS, &id);
-                    self.emit(Event::AppTerminated { app: id.clone() });
+                    core.delete(APPS, &id);
+                    core.emit(Event::AppTerminated { app: id.clone() });
                 }
             }
         }
         let id = deployment.id.clone();
-        self.store.put(DEPLOYMENTS, &id, &deployment);
-        self.emit(Event::DeploymentStarted { deployment: Arc::new(deployment.clone()) });
+        core.put(DEPLOYMENTS, &id, &deployment);
+        core.emit(Event::DeploymentStarted { deployment: Arc::new(deployment.clone()) });
         tracing::info!(deployment = %id, apps = ?deployment.affected_apps, steps = deployment.steps.len(), "deployment started");
         let affected: Vec<AppId> =
-            deployment.affected_apps.iter().filter(|a| self.services.apps.contains_key(*a)).cloned().collect();
-        self.services.deployments.push(deployment);
-        self.reconcile_apps(affected, now_ms)?;
-        self.allocate(now_ms);
+            deployment.affected_apps.iter().filter(|a| self.apps.contains_key(*a)).cloned().collect();
+        self.deployments.push(deployment);
+        self.reconcile_apps(core, affected, now_ms)?;
         Ok((id, version))
     }
 
@@ -577,24 +598,24 @@ impl Controller {
     /// apps back to where they were (a new deployment, whose id and version are returned).
     pub fn cancel_deployment(
         &mut self,
+        core: &mut Core,
         id: &str,
         force: bool,
         now_ms: u64,
     ) -> Result<Option<(String, String)>, MasterError> {
         let d = self
-            .services
             .deployments
             .iter()
             .find(|d| d.id == id)
             .cloned()
             .ok_or_else(|| MasterError::NotFound(format!("DeploymentPlan {id} does not exist")))?;
         if force {
-            self.emit(Event::DeploymentFailed { deployment: Arc::new(d.clone()), reason: "cancelled" });
-            self.services.deployments.retain(|x| x.id != id);
-            self.store.delete(DEPLOYMENTS, id);
+            core.emit(Event::DeploymentFailed { deployment: Arc::new(d.clone()), reason: "cancelled" });
+            self.deployments.retain(|x| x.id != id);
+            core.delete(DEPLOYMENTS, id);
             return Ok(None);
         }
-        let wall = self.wall(now_ms);
+        let wall = core.wall(now_ms);
         let changes: Vec<(AppId, Option<AppDefinition>)> = d
             .original
             .iter()
@@ -606,18 +627,13 @@ impl Controller {
                 (app.clone(), def)
             })
             .collect();
-        self.deploy(changes, true, now_ms).map(Some)
+        self.deploy(core, changes, true, now_ms).map(Some)
     }
 
     /// Picks service ports for ports given as 0: the old definition's, else free ones.
     fn assign_service_ports(&self, d: &mut AppDefinition, old: Option<&AppDefinition>) {
-        let mut used: BTreeSet<i64> = self
-            .services
-            .apps
-            .values()
-            .filter(|e| e.definition.id != d.id)
-            .flat_map(|e| service_ports(&e.definition))
-            .collect();
+        let mut used: BTreeSet<i64> =
+            self.apps.values().filter(|e| e.definition.id != d.id).flat_map(|e| service_ports(&e.definition)).collect();
         let previous = old.map(service_ports).unwrap_or_default();
         let next = |i: usize, used: &mut BTreeSet<i64>| -> i64 {
             if let Some(p) = previous.get(i).filter(|p| **p != 0 && !used.contains(p)) {
@@ -657,7 +673,7 @@ impl Controller {
     /// The apps that wait for an earlier step of their deployment.
     fn held_apps(&self) -> BTreeSet<&str> {
         let mut held = BTreeSet::new();
-        for d in &self.services.deployments {
+        for d in &self.deployments {
             let mut seen: BTreeSet<&str> = BTreeSet::new();
             for (i, step) in d.steps.iter().enumerate() {
                 for (_, app) in step {
@@ -670,12 +686,12 @@ impl Controller {
         held
     }
 
-    fn task_views(&self, app: &str) -> Vec<TaskView> {
-        let Some(ids) = self.services.tasks_of.get(app) else { return Vec::new() };
-        let now = self.epoch_ms + self.last_now_ms;
-        let inactive_after = self.services.apps.get(app).map_or(0, |e| e.app.unreachable_inactive_ms);
+    fn task_views(&self, core: &Core, app: &str) -> Vec<TaskView> {
+        let Some(ids) = self.tasks_of.get(app) else { return Vec::new() };
+        let now = core.wall_ms(core.now());
+        let inactive_after = self.apps.get(app).map_or(0, |e| e.app.unreachable_inactive_ms);
         ids.iter()
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| core.task(id))
             .filter_map(|t| {
                 let s = t.service.as_ref()?;
                 Some(TaskView {
@@ -692,24 +708,24 @@ impl Controller {
 
     /// The periodic pass: brings the apps that may need work toward their definitions (queues
     /// launches, kills extra or outdated tasks) and moves deployments on.
-    pub(super) fn reconcile_services(&mut self, now_ms: u64) -> Result<(), MasterError> {
-        let mut ids: BTreeSet<AppId> = self.services.dirty.iter().cloned().collect();
-        ids.extend(self.services.deployments.iter().flat_map(|d| d.affected_apps.iter().cloned()));
-        self.reconcile_apps(ids.into_iter().collect(), now_ms)
+    pub(super) fn reconcile_services(&mut self, core: &mut Core, now_ms: u64) -> Result<(), MasterError> {
+        let mut ids: BTreeSet<AppId> = self.dirty.iter().cloned().collect();
+        ids.extend(self.deployments.iter().flat_map(|d| d.affected_apps.iter().cloned()));
+        self.reconcile_apps(core, ids.into_iter().collect(), now_ms)
     }
 
     /// Reconciles some apps (a change touches only its own), then moves deployments on.
-    fn reconcile_apps(&mut self, ids: Vec<AppId>, now_ms: u64) -> Result<(), MasterError> {
+    fn reconcile_apps(&mut self, core: &mut Core, ids: Vec<AppId>, now_ms: u64) -> Result<(), MasterError> {
         let held_apps: BTreeSet<String> = self.held_apps().into_iter().map(str::to_string).collect();
         let mut converged: BTreeSet<AppId> = BTreeSet::new();
         for id in ids {
-            if !self.services.apps.contains_key(&id) {
-                self.services.dirty.remove(&id);
+            if !self.apps.contains_key(&id) {
+                self.dirty.remove(&id);
                 continue;
             }
-            let views = self.task_views(&id);
+            let views = self.task_views(core, &id);
             let held = held_apps.contains(&id);
-            let entry = &self.services.apps[&id];
+            let entry = &self.apps[&id];
             let p = plan::reconcile(&entry.app, &views, held);
             // Held apps are asked again unheld, to know whether their step is done.
             let done = if held { plan::reconcile(&entry.app, &views, false).converged } else { p.converged };
@@ -718,116 +734,113 @@ impl Controller {
             }
             let settled = done && p.kill.is_empty() && p.launch == 0 && views.iter().all(|v| v.phase == Phase::Running);
             if settled {
-                self.services.dirty.remove(&id);
+                self.dirty.remove(&id);
             } else {
-                self.services.dirty.insert(id.clone());
+                self.dirty.insert(id.clone());
             }
             for k in &p.kill {
                 tracing::info!(app = %id, task = %k.task, reason = k.reason, "killing a task");
-                self.kill_service_task(&k.task, true, Some(k.reason))?;
+                self.kill_service_task(core, &k.task, true, Some(k.reason))?;
             }
             let waiting = views.iter().any(|v| v.phase == Phase::Queued) || p.launch > 0;
-            let wall = self.wall(now_ms);
-            let entry = self.services.apps.get_mut(&id).expect("listed");
+            let wall = core.wall(now_ms);
+            let entry = self.apps.get_mut(&id).expect("listed");
             if !waiting {
                 entry.waiting_since = None;
             } else if entry.waiting_since.is_none() {
                 entry.waiting_since = Some(wall);
             }
             if p.launch > 0 && !entry.backoff.blocks(now_ms) {
-                self.queue_instances(&id, p.launch, now_ms)?;
+                self.queue_instances(core, &id, p.launch, now_ms)?;
             }
         }
         // Tasks of removed apps.
         let orphans: Vec<String> = self
-            .services
             .tasks_of
             .iter()
-            .filter(|(app, _)| !self.services.apps.contains_key(*app))
+            .filter(|(app, _)| !self.apps.contains_key(*app))
             .flat_map(|(_, ids)| ids.iter().cloned())
             .collect();
         for t in orphans {
-            if self.tasks.get(&t).is_some_and(|t| t.state != TaskState::Killing) {
-                self.kill_service_task(&t, true, Some("its app was removed"))?;
+            if core.task(&t).is_some_and(|t| t.state != TaskState::Killing) {
+                self.kill_service_task(core, &t, true, Some("its app was removed"))?;
             }
         }
-        self.advance_deployments(&converged)?;
-        self.sync_service_demand();
+        self.advance_deployments(core, &converged)?;
+        self.sync_service_demand(core);
         Ok(())
     }
 
     /// Revives the services framework of each role with queued instances, suppresses the rest.
-    fn sync_service_demand(&mut self) {
+    fn sync_service_demand(&mut self, core: &mut Core) {
         // An app with queued instances is never settled, so only unsettled apps are looked at.
         let wanting: BTreeSet<String> = self
-            .services
             .dirty
             .iter()
-            .filter(|id| self.has_queued(id))
-            .filter_map(|id| self.services.apps.get(id))
+            .filter(|id| self.has_queued(core, id))
+            .filter_map(|id| self.apps.get(id))
             .map(|e| e.app.role.clone())
             .collect();
-        for role in wanting.difference(&self.services.wanting) {
-            self.alloc.revive(&framework_of(role), &Role::parse(role).expect("validated"));
+        for role in wanting.difference(&self.wanting) {
+            core.revive(&framework_of(role));
         }
-        for role in self.services.wanting.difference(&wanting) {
-            self.alloc.suppress(&framework_of(role), &Role::parse(role).expect("validated"));
+        for role in self.wanting.difference(&wanting) {
+            core.suppress(&framework_of(role));
         }
-        self.services.wanting = wanting;
+        self.wanting = wanting;
     }
 
-    fn advance_deployments(&mut self, converged: &BTreeSet<AppId>) -> Result<(), MasterError> {
+    fn advance_deployments(&mut self, core: &mut Core, converged: &BTreeSet<AppId>) -> Result<(), MasterError> {
         let mut done = Vec::new();
-        for i in 0..self.services.deployments.len() {
+        for i in 0..self.deployments.len() {
             let mut changed = false;
             loop {
-                let d = &self.services.deployments[i];
+                let d = &self.deployments[i];
                 let Some(step) = d.steps.get(d.current_step) else { break };
                 let finished = step.iter().all(|(action, app)| match action {
                     Action::StopApplication => {
-                        !self.services.apps.contains_key(app)
-                            && self.services.tasks_of.get(app).is_none_or(|t| t.is_empty())
+                        !self.apps.contains_key(app) && self.tasks_of.get(app).is_none_or(|t| t.is_empty())
                     }
-                    _ => converged.contains(app) || !self.services.apps.contains_key(app),
+                    _ => converged.contains(app) || !self.apps.contains_key(app),
                 });
                 if !finished {
                     break;
                 }
                 let (deployment, step) = (Arc::new(d.clone()), d.current_step);
-                self.emit(Event::DeploymentStepDone { deployment, step });
-                self.services.deployments[i].current_step += 1;
+                core.emit(Event::DeploymentStepDone { deployment, step });
+                self.deployments[i].current_step += 1;
                 changed = true;
             }
-            let d = &self.services.deployments[i];
+            let d = &self.deployments[i];
             if d.current_step >= d.steps.len() {
                 done.push(d.id.clone());
             } else if changed {
-                self.store.put(DEPLOYMENTS, &d.id, d);
+                core.put(DEPLOYMENTS, &d.id, d);
             }
         }
         for id in done {
             tracing::info!(deployment = %id, "deployment finished");
-            if let Some(d) = self.services.deployments.iter().find(|d| d.id == id) {
+            if let Some(d) = self.deployments.iter().find(|d| d.id == id) {
                 let deployment = Arc::new(d.clone());
-                self.emit(Event::DeploymentSucceeded { deployment });
+                core.emit(Event::DeploymentSucceeded { deployment });
             }
-            self.services.deployments.retain(|d| d.id != id);
-            self.store.delete(DEPLOYMENTS, &id);
+            self.deployments.retain(|d| d.id != id);
+            core.delete(DEPLOYMENTS, &id);
         }
         Ok(())
     }
 
     /// Adds `count` tasks of the app to the launch queue.
-    fn queue_instances(&mut self, app_id: &str, count: u32, now_ms: u64) -> Result<(), MasterError> {
-        let entry = &self.services.apps[app_id];
+    fn queue_instances(&mut self, core: &mut Core, app_id: &str, count: u32, now_ms: u64) -> Result<(), MasterError> {
+        let entry = &self.apps[app_id];
         let app = entry.app.clone();
         let service_ports: Vec<u64> = service_ports(&entry.definition).into_iter().map(|p| p as u64).collect();
         let prefix = app_id.trim_start_matches('/').replace('/', "_");
-        let wall = self.wall(now_ms);
+        let wall = core.wall(now_ms);
         let mut records = Vec::new();
         for _ in 0..count {
             let t = TaskRecord {
-                id: format!("{prefix}.{}", self.ids.uuid()),
+                id: format!("{prefix}.{}", core.ids().uuid()),
                 name: prefix.clone(),
                 role: app.role.clone(),
                 agent: None,
@@ -839,7 +852,7 @@ impl Controller {
                 command: app.argv(),
                 exit_code: None,
                 message: None,
-                seq: self.next_seq,
+                seq: 0,
                 service: Some(ServiceTask {
                     app: app_id.to_string(),
                     version: app.version.clone(),
@@ -851,54 +864,55 @@ impl Controller {
                 kill_sent_ms: None,
                 placed_ms: None,
             };
-            self.next_seq += 1;
             records.push(t);
         }
         for t in records {
-            self.store.put(TASKS, &t.id, &t);
-            self.services.tasks_of.entry(app_id.to_string()).or_default().insert(t.id.clone());
-            self.tasks.insert(t.id.clone(), t);
+            self.tasks_of.entry(app_id.to_string()).or_default().insert(t.id.clone());
+            core.add_task(t);
         }
-        let role = Role::parse(&app.role).expect("validated");
-        self.alloc.revive(&framework_of(&app.role), &role);
+        core.revive(&framework_of(&app.role));
         Ok(())
     }
 
     /// Kills a service task; `intended` kills (scale-down, upgrade, user) are not failures.
     pub(super) fn kill_service_task(
         &mut self,
+        core: &mut Core,
         id: &str,
         intended: bool,
         reason: Option<&str>,
     ) -> Result<(), MasterError> {
-        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
+        let Some(t) = core.task(id) else { return Ok(()) };
         if t.state.is_terminal() {
             return Ok(());
         }
-        if let Some(s) = &mut t.service {
-            s.kill_intended = intended;
-            s.kill_reason = reason.map(str::to_string);
-        }
-        if t.agent.is_none() {
+        let (state, placed) = (t.state, t.agent.is_some());
+        core.update_task(id, |t| {
+            if let Some(s) = &mut t.service {
+                s.kill_intended = intended;
+                s.kill_reason = reason.map(str::to_string);
+            }
+        });
+        if !placed {
             let message = reason.map_or("killed before it was placed".to_string(), |r| format!("{r}; never placed"));
-            return self.set_state(id, TaskState::Killed, None, Some(message));
+            core.set_state(id, TaskState::Killed, None, Some(message))?;
+            return self.service_task_changed(core, id);
         }
-        let state = t.state;
         let next = transition(state, TaskEvent::KillRequested).unwrap_or(TaskState::Killing);
-        self.set_state(id, next, None, reason.map(str::to_string))?;
-        self.send_kill(id);
+        core.set_state(id, next, None, reason.map(str::to_string))?;
+        self.service_task_changed(core, id)?;
+        core.kill(id);
         Ok(())
     }
 
     /// After a service task's state changed: its start time, failures, and its end.
-    pub(super) fn service_task_changed(&mut self, id: &str) -> Result<(), MasterError> {
-        let Some(t) = self.tasks.get(id).cloned() else { return Ok(()) };
+    pub(super) fn service_task_changed(&mut self, core: &mut Core, id: &str) -> Result<(), MasterError> {
+        let Some(t) = core.task(id).cloned() else { return Ok(()) };
         let Some(s) = t.service.clone() else { return Ok(()) };
-        self.services.dirty.insert(s.app.clone());
-        let now_ms = self.now_hint();
-        let ip =
-            t.agent.as_ref().and_then(|a| self.agents.get(a)).and_then(|a| super::marathon::host_of(&a.record.address));
-        self.emit(Event::TaskStatus {
+        self.dirty.insert(s.app.clone());
+        let now_ms = core.now();
+        let ip = t.agent.as_ref().and_then(|a| core.agent(a)).and_then(|a| super::marathon::host_of(&a.record.address));
+        core.emit(Event::TaskStatus {
             task: t.id.clone(),
             app: s.app.clone(),
             agent: t.agent.clone(),
@@ -910,34 +924,34 @@ impl Controller {
             version: s.version.clone(),
         });
         if t.state == TaskState::Running && s.started_at.is_none() {
-            let wall = self.wall(now_ms);
-            if let Some(svc) = self.tasks.get_mut(id).and_then(|t| t.service.as_mut()) {
-                svc.started_at = Some(wall);
-            }
-            let t = self.tasks[id].clone();
-            self.store.put(TASKS, id, &t);
+            let wall = core.wall(now_ms);
+            core.update_task(id, |t| {
+                if let Some(svc) = t.service.as_mut() {
+                    svc.started_at = Some(wall);
+                }
+            });
         }
         // Unreachable: note since when. Back: if it was replaced meanwhile, it is one too many
         // (Marathon expunges it); the replacement stays.
-        let now = self.epoch_ms + now_ms;
-        let inactive_after = self.services.apps.get(&s.app).map_or(0, |e| e.app.unreachable_inactive_ms);
+        let now = core.wall_ms(now_ms);
+        let inactive_after = self.apps.get(&s.app).map_or(0, |e| e.app.unreachable_inactive_ms);
         match (t.state, s.unreachable_since) {
             (TaskState::Unreachable, None) => {
-                if let Some(svc) = self.tasks.get_mut(id).and_then(|t| t.service.as_mut()) {
-                    svc.unreachable_since = Some(now);
-                }
-                let t = self.tasks[id].clone();
-                self.store.put(TASKS, id, &t);
+                core.update_task(id, |t| {
+                    if let Some(svc) = t.service.as_mut() {
+                        svc.unreachable_since = Some(now);
+                    }
+                });
             }
             (TaskState::Running, Some(since)) => {
-                if let Some(svc) = self.tasks.get_mut(id).and_then(|t| t.service.as_mut()) {
-                    svc.unreachable_since = None;
-                }
-                let t = self.tasks[id].clone();
-                self.store.put(TASKS, id, &t);
+                core.update_task(id, |t| {
+                    if let Some(svc) = t.service.as_mut() {
+                        svc.unreachable_since = None;
+                    }
+                });
                 if now.saturating_sub(since) >= inactive_after {
                     tracing::info!(task = %id, app = %s.app, "a replaced task came back: killing it");
-                    self.kill_service_task(id, true, Some("came back after it was replaced"))?;
+                    self.kill_service_task(core, id, true, Some("came back after it was replaced"))?;
                 }
             }
             _ => {}
@@ -945,10 +959,10 @@ impl Controller {
         if !t.state.is_terminal() {
             return Ok(());
         }
-        if let Some(set) = self.services.tasks_of.get_mut(&s.app) {
+        if let Some(set) = self.tasks_of.get_mut(&s.app) {
             set.remove(id);
             if set.is_empty() {
-                self.services.tasks_of.remove(&s.app);
+                self.tasks_of.remove(&s.app);
             }
         }
         let failed = !s.kill_intended && t.agent.is_some();
@@ -956,7 +970,7 @@ impl Controller {
         // started because the agent restarted) says nothing about the app: it is replaced at
         // once, and the loss is still the app's lastTaskFailure.
         let app_failed = failed && !matches!(t.state, TaskState::Lost | TaskState::Gone);
-        if let Some(entry) = self.services.apps.get_mut(&s.app) {
+        if let Some(entry) = self.apps.get_mut(&s.app) {
             if app_failed {
                 entry.backoff.failed(&entry.app, now_ms);
             }
@@ -967,39 +981,39 @@ impl Controller {
                     agent: t.agent.clone().unwrap_or_default(),
                     state: t.state,
                     message: s.kill_reason.clone().or_else(|| t.message.clone()).unwrap_or_default(),
-                    at: timestamp(self.epoch_ms + now_ms),
+                    at: core.wall(now_ms),
                     version: s.version.clone(),
                 });
                 tracing::info!(app = %s.app, task = %t.id, state = t.state.as_str(), delay_ms = entry.backoff.delay_ms, "a task of the app ended unasked");
             }
         }
         // Ended tasks of services are not kept: the app's lastTaskFailure remembers failures.
-        self.tasks.remove(id);
-        self.store.delete(TASKS, id);
+        core.remove_task(id);
         Ok(())
     }
 
-    /// The controller's latest clock reading (set by every entry point that takes `now_ms`).
-    fn now_hint(&self) -> u64 {
-        self.last_now_ms
-    }
-
     /// The agent says a task passed its readiness checks.
-    pub(super) fn service_ready(&mut self, id: &str, now_ms: u64) -> Result<(), MasterError> {
-        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
-        let Some(s) = &mut t.service else { return Ok(()) };
-        s.ready = true;
-        let app = s.app.clone();
-        let t = t.clone();
-        self.store.put(TASKS, id, &t);
-        self.services.dirty.insert(app);
-        self.reconcile_services(now_ms)
+    pub(super) fn service_ready(&mut self, core: &mut Core, id: &str, now_ms: u64) -> Result<(), MasterError> {
+        let Some(app) = core.task(id).and_then(|t| t.service.as_ref()).map(|s| s.app.clone()) else { return Ok(()) };
+        core.update_task(id, |t| {
+            if let Some(s) = t.service.as_mut() {
+                s.ready = true;
+            }
+        });
+        self.dirty.insert(app);
+        self.reconcile_services(core, now_ms)
     }
 
     /// A health check result from the agent.
-    pub(super) fn service_health(&mut self, id: &str, healthy: bool, now_ms: u64) -> Result<(), MasterError> {
-        let wall = self.wall(now_ms);
-        let Some(t) = self.tasks.get_mut(id) else { return Ok(()) };
+    pub(super) fn service_health(
+        &mut self,
+        core: &mut Core,
+        id: &str,
+        healthy: bool,
+        now_ms: u64,
+    ) -> Result<(), MasterError> {
+        let wall = core.wall(now_ms);
+        let Some(mut t) = core.task(id).cloned() else { return Ok(()) };
         let Some(s) = &mut t.service else { return Ok(()) };
         let h = s.health.get_or_insert_with(Health::default);
         let flipped = h.alive != healthy || h.first_success.is_none() && h.last_failure.is_none();
@@ -1016,10 +1030,10 @@ impl Controller {
         let failures = h.consecutive_failures;
         let app = s.app.clone();
         let version = s.version.clone();
-        let t = t.clone();
-        self.store.put(TASKS, id, &t);
+        let service = t.service.clone();
+        core.update_task(id, |x| x.service = service);
         if flipped {
-            self.emit(Event::HealthChanged {
+            core.emit(Event::HealthChanged {
                 app: app.clone(),
                 task: id.to_string(),
                 version: version.clone(),
@@ -1027,72 +1041,70 @@ impl Controller {
             });
         }
         if !healthy {
-            self.emit(Event::HealthCheckFailed { app: app.clone(), task: id.to_string() });
+            core.emit(Event::HealthCheckFailed { app: app.clone(), task: id.to_string() });
         }
-        let max =
-            self.services.apps.get(&app).and_then(|e| e.app.health_checks.first()).map(|h| h.max_consecutive_failures);
+        let max = self.apps.get(&app).and_then(|e| e.app.health_checks.first()).map(|h| h.max_consecutive_failures);
         if let Some(max) = max.filter(|m| *m > 0 && failures >= *m) {
             tracing::warn!(app = %app, task = %id, failures, max, "task is unhealthy: killing it");
             let host = t.service.as_ref().and_then(|s| s.host.clone()).unwrap_or_default();
-            self.emit(Event::UnhealthyKilled {
+            core.emit(Event::UnhealthyKilled {
                 app: app.clone(),
                 task: id.to_string(),
                 version: version.clone(),
                 host,
                 agent: t.agent.clone(),
             });
-            self.kill_service_task(id, false, Some("unhealthy: failed its health check"))?;
+            self.kill_service_task(core, id, false, Some("unhealthy: failed its health check"))?;
         }
-        self.services.dirty.insert(app);
-        self.reconcile_services(now_ms)
+        self.dirty.insert(app);
+        self.reconcile_services(core, now_ms)
     }
 
     // ---- offers ---------------------------------------------------------------------------
 
     /// Uses an offer for as many queued instances as fit; records why the rest did not.
-    pub(super) fn services_offer(&mut self, o: Offer, now_ms: u64) {
-        let Some(agent) = self.agents.get(&o.agent) else {
-            let _ = self.alloc.decline(o.id, DECLINE_MS, now_ms);
+    fn use_offer(&mut self, core: &mut Core, o: Offer, now_ms: u64) {
+        let Some(agent) = core.agent(&o.agent) else {
+            core.decline(o.id, DECLINE_MS, now_ms);
             return;
         };
         let hostname = agent.record.hostname.clone();
         let attributes = agent.attributes.clone();
-        let address = agent.record.address.clone();
         let role = o.role.to_string();
-        let wall = self.wall(now_ms);
+        let wall = core.wall(now_ms);
         let mut remaining = o.resources.clone();
         let mut ops = Vec::new();
-        let mut launched: Vec<(String, plan::Fit)> = Vec::new();
+        let mut placements = Vec::new();
         let waiting: Vec<AppId> = self
-            .services
             .apps
             .iter()
             .filter(|(_, e)| e.app.role == role || (role == "*" && e.app.role == "*"))
             .map(|(id, _)| id.clone())
-            .filter(|id| self.has_queued(id))
+            .filter(|id| self.has_queued(core, id))
             .collect();
         for app_id in waiting {
-            let queued: Vec<String> = self.queued_of(&app_id).collect();
+            let queued: Vec<String> = self.queued_of(core, &app_id).collect();
+            // Instances placed with this offer, so the next one's constraints see them.
+            let mut placed_here = 0;
             for task_id in queued {
-                let entry = &self.services.apps[&app_id];
-                let placed_attrs: Vec<(String, Attributes)> = self
-                    .services
+                let entry = &self.apps[&app_id];
+                let mut placed_attrs: Vec<(String, Attributes)> = self
                     .tasks_of
                     .get(&app_id)
                     .into_iter()
                     .flatten()
-                    .filter_map(|id| self.tasks.get(id))
+                    .filter_map(|id| core.task(id))
                     .filter_map(|t| t.agent.as_ref())
-                    .filter_map(|a| self.agents.get(a))
+                    .filter_map(|a| core.agent(a))
                     .map(|a| (a.record.hostname.clone(), a.attributes.clone()))
                     .collect();
+                placed_attrs.extend(std::iter::repeat_n((hostname.clone(), attributes.clone()), placed_here));
                 let placed: Vec<AgentView> =
                     placed_attrs.iter().map(|(h, a)| AgentView { hostname: h, attributes: a }).collect();
                 let candidate = AgentView { hostname: &hostname, attributes: &attributes };
-                let agents = &self.agents;
                 let known = |field: &str| -> Vec<String> {
-                    let mut v: Vec<String> = agents
-                        .values()
+                    let mut v: Vec<String> = core
+                        .all_agents()
                         .filter(|a| a.reachable)
                         .filter_map(|a| {
                             if field == "hostname" {
@@ -1107,19 +1119,21 @@ impl Controller {
                     v
                 };
                 let result = plan::fit(&entry.app, &remaining, &candidate, &placed, &known);
-                let entry = self.services.apps.get_mut(&app_id).expect("listed");
+                let entry = self.apps.get_mut(&app_id).expect("listed");
                 entry.offers.processed += 1;
                 match result {
                     Ok(fit) => {
                         entry.offers.last_used_at = Some(wall.clone());
                         remaining = remaining.minus(&fit.resources).expect("fit takes from the offer");
                         ops.push(Operation::Launch(fit.resources.clone()));
-                        // Placed now, so the next instance's constraints see it.
-                        if let Some(t) = self.tasks.get_mut(&task_id) {
-                            t.agent = Some(o.agent.clone());
-                            t.placed_ms = Some(now_ms);
-                        }
-                        launched.push((task_id, fit));
+                        placed_here += 1;
+                        let Some(mut task) = core.task(&task_id).cloned() else { continue };
+                        task.resources = fit.resources.to_string();
+                        let s = task.service.as_mut().expect("service tasks");
+                        s.host = Some(hostname.clone());
+                        s.ports = fit.ports.clone();
+                        let launch = launch_of(&entry.app, &task, &hostname);
+                        placements.push(Placement { task, launch });
                     }
                     Err(reasons) => {
                         record_unused(entry, &o.agent, &hostname, &o.resources, &reasons, &wall);
@@ -1129,36 +1143,18 @@ impl Controller {
             }
         }
         if ops.is_empty() {
-            let _ = self.alloc.decline(o.id, DECLINE_MS, now_ms);
+            core.decline(o.id, DECLINE_MS, now_ms);
             return;
         }
-        if let Err(e) = self.alloc.accept(o.id, &ops, DECLINE_MS, now_ms) {
+        if let Err(e) = core.accept(&o, &ops, placements, DECLINE_MS, now_ms) {
             tracing::error!(error = %e, "accepting an offer failed");
-            for (task_id, _) in launched {
-                if let Some(t) = self.tasks.get_mut(&task_id) {
-                    t.agent = None;
-                }
-            }
-            return;
-        }
-        for (task_id, fit) in launched {
-            let Some(t) = self.tasks.get_mut(&task_id) else { continue };
-            t.resources = fit.resources.to_string();
-            let s = t.service.as_mut().expect("service tasks");
-            s.host = Some(hostname.clone());
-            s.ports = fit.ports.clone();
-            let t = t.clone();
-            self.store.put(TASKS, &task_id, &t);
-            let app = &self.services.apps[&t.service.as_ref().expect("service").app].app;
-            let launch = launch_of(app, &t, &hostname);
-            self.outbox.push(AgentCall::Launch { address: address.clone(), launch: Box::new(launch) });
         }
     }
 
     /// Why a role gets no offers, when its quota is the reason.
-    pub(super) fn quota_note(&self, role: &str, one_instance: &str) -> Option<String> {
+    pub(super) fn quota_note(&self, core: &Core, role: &str, one_instance: &str) -> Option<String> {
         let need = Resources::parse(one_instance).ok()?;
-        let summary = self.alloc.roles().into_iter().find(|s| s.role.as_str() == role)?;
+        let summary = core.role_summary(role)?;
         let quota = summary.quota?;
         let after = summary.allocated.unreserved_view().plus(&need);
         (!quota.unreserved_view().contains(&after)).then(|| {
@@ -1170,25 +1166,46 @@ impl Controller {
     }
 
     /// The app's instances waiting for an offer, in no order.
-    fn queued_tasks<'a>(&'a self, app: &str) -> impl Iterator<Item = &'a TaskRecord> + 'a {
-        self.services
-            .tasks_of
+    fn queued_tasks<'a>(&'a self, core: &'a Core, app: &str) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+        self.tasks_of
             .get(app)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| core.task(id))
             .filter(|t| t.agent.is_none() && t.state == TaskState::Staging)
     }
 
-    fn has_queued(&self, app: &str) -> bool {
-        self.queued_tasks(app).next().is_some()
+    fn has_queued(&self, core: &Core, app: &str) -> bool {
+        self.queued_tasks(core, app).next().is_some()
     }
 
     /// The app's instances waiting for an offer, oldest first.
-    fn queued_of<'a>(&'a self, app: &str) -> impl Iterator<Item = String> + 'a {
-        let mut ids: Vec<&TaskRecord> = self.queued_tasks(app).collect();
+    fn queued_of<'a>(&'a self, core: &'a Core, app: &str) -> impl Iterator<Item = String> + 'a {
+        let mut ids: Vec<&TaskRecord> = self.queued_tasks(core, app).collect();
         ids.sort_by_key(|t| t.seq);
         ids.into_iter().map(|t| t.id.clone())
+    }
+}
+
+impl Framework for Services {
+    fn offer(&mut self, core: &mut Core, offer: Offer, now_ms: u64) {
+        self.use_offer(core, offer, now_ms);
+    }
+
+    fn notice(&mut self, core: &mut Core, notice: Notice, now_ms: u64) -> Result<(), MasterError> {
+        match notice.kind {
+            NoticeKind::State => self.service_task_changed(core, &notice.task),
+            NoticeKind::Health(healthy) => self.service_health(core, &notice.task, healthy, now_ms),
+            NoticeKind::Ready => self.service_ready(core, &notice.task, now_ms),
+        }
+    }
+
+    fn tick(&mut self, core: &mut Core, now_ms: u64) -> Result<(), MasterError> {
+        self.reconcile_services(core, now_ms)
+    }
+
+    fn kill(&mut self, core: &mut Core, task: &str, _now_ms: u64) -> Result<(), MasterError> {
+        self.kill_service_task(core, task, true, None)
     }
 }
 
@@ -1324,7 +1341,7 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
         health_checks,
         readiness_checks,
         port_forwards,
-        ..super::controller::launch_of(t)
+        ..super::core::launch_of(t)
     }
 }
 
