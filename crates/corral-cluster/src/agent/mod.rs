@@ -4,8 +4,10 @@
 //! until the master acknowledges them, retried across disconnects, in order.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,13 +19,16 @@ use axum::{Json, Router};
 mod forward;
 mod health;
 mod journal;
+pub mod runtime;
+mod state;
 
-use corral_runtime::create::{self, CreateRequest};
-use corral_runtime::state::{Containers, EtcFiles, State as CState};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{Mutex, Notify};
 
-use crate::task::TaskState;
+pub use runtime::{FakeRuntime, Runtime, ShimRuntime};
+pub use state::Observed;
+use state::{AgentState, Checking, Effect, TaskEntry};
+
 use crate::wire;
 
 #[derive(Debug, Clone)]
@@ -66,32 +71,12 @@ pub enum AgentError {
     },
 }
 
-/// A task this agent runs, as it records it on disk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TaskEntry {
-    task_id: String,
-    container_id: String,
-    kill_requested: bool,
-    /// The last state reported (queued) for it.
-    state: TaskState,
-    /// Run by the agent while the task runs.
-    #[serde(default)]
-    health_checks: Vec<wire::HealthCheck>,
-    /// Run until they pass once.
-    #[serde(default)]
-    readiness_checks: Vec<wire::HealthCheck>,
-    /// Host ports forwarded into the task's network (BRIDGE).
-    #[serde(default)]
-    port_forwards: Vec<wire::PortForward>,
-}
-
 struct Inner {
     config: AgentConfig,
     agent_id: Option<String>,
-    tasks: BTreeMap<String, TaskEntry>,
-    /// Status updates not yet acknowledged, in order.
-    pending: journal::Pending,
-    /// Their log on disk: appended to, never rewritten per update.
+    /// The decisions: tasks and the updates not yet acknowledged.
+    state: AgentState,
+    /// The updates' log on disk: appended to, never rewritten per update.
     journal: journal::Journal,
 }
 
@@ -100,6 +85,7 @@ struct Agent {
     inner: Arc<Mutex<Inner>>,
     wake: Arc<Notify>,
     resources: String,
+    runtime: Arc<dyn Runtime>,
     /// Port forwarders of running tasks, by task id (dropped when the task ends).
     forwards: Arc<std::sync::Mutex<BTreeMap<String, forward::Forwarder>>>,
     /// Permits for container starts in flight.
@@ -112,7 +98,20 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> A
 }
 
 impl Inner {
-    /// Persists the task records and the agent's id (when they change: not per update).
+    /// Writes down what the last decision changed: new updates are appended to the journal;
+    /// the task records are saved only when they changed in a way a restart must see.
+    fn flush(&mut self) -> bool {
+        let fresh = self.state.take_fresh();
+        for u in &fresh {
+            self.journal.queued(u);
+        }
+        if self.state.take_dirty() {
+            self.save();
+        }
+        !fresh.is_empty()
+    }
+
+    /// Persists the task records and the agent's id.
     fn save(&self) {
         let w = &self.config.work_dir;
         let write = |name: &str, bytes: Vec<u8>| {
@@ -121,74 +120,10 @@ impl Inner {
                 tracing::error!(file = name, "could not persist agent state");
             }
         };
-        write("tasks.json", serde_json::to_vec(&self.tasks).expect("serializes"));
+        write("tasks.json", serde_json::to_vec(&self.state.tasks).expect("serializes"));
         if let Some(id) = &self.agent_id {
             write("agent_id", id.clone().into_bytes());
         }
-    }
-
-    /// The tasks the master may still care about, for implicit reconciliation: those not
-    /// ended, and those whose end the master has not acknowledged yet.
-    fn reconcile_list(&self) -> Vec<wire::AgentTask> {
-        let unacked: std::collections::HashSet<&str> =
-            self.pending.updates.iter().map(|u| u.task_id.as_str()).collect();
-        self.tasks
-            .values()
-            .filter(|t| !t.state.is_terminal() || unacked.contains(t.task_id.as_str()))
-            .map(|t| wire::AgentTask { task_id: t.task_id.clone(), state: t.state })
-            .collect()
-    }
-
-    /// Queues a health check result of a running task.
-    fn report_health(&mut self, task_id: &str, healthy: bool, message: Option<String>) {
-        self.report_check(task_id, Some(healthy), None, message);
-    }
-
-    /// Queues a check result (health or readiness) of a running task.
-    fn report_check(&mut self, task_id: &str, healthy: Option<bool>, ready: Option<bool>, message: Option<String>) {
-        let seq = self.pending.next_seq;
-        self.enqueue(wire::StatusUpdate {
-            healthy,
-            ready,
-            task_id: task_id.to_string(),
-            state: TaskState::Running,
-            seq,
-            exit_code: None,
-            message,
-        });
-    }
-
-    fn enqueue(&mut self, update: wire::StatusUpdate) {
-        self.pending.next_seq = update.seq + 1;
-        self.journal.queued(&update);
-        self.pending.updates.push_back(update);
-    }
-
-    /// Queues a status update for a task (once per state).
-    fn report(&mut self, task_id: &str, state: TaskState, exit_code: Option<i32>, message: Option<String>) {
-        if let Some(t) = self.tasks.get_mut(task_id) {
-            if t.state == state {
-                return;
-            }
-            t.state = state;
-            self.save();
-        }
-        self.queue_update(task_id, state, exit_code, message);
-    }
-
-    /// Queues a status update even if the state was reported before (the master asks about a
-    /// task it has not heard the end of).
-    fn queue_update(&mut self, task_id: &str, state: TaskState, exit_code: Option<i32>, message: Option<String>) {
-        let seq = self.pending.next_seq;
-        self.enqueue(wire::StatusUpdate {
-            healthy: None,
-            ready: None,
-            task_id: task_id.to_string(),
-            state,
-            seq,
-            exit_code,
-            message,
-        });
     }
 }
 
@@ -234,6 +169,16 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Result<(), AgentError> {
+    let runtime = ShimRuntime { root: config.state_root.clone(), exe: config.corral_exe.clone() };
+    serve_with(listener, config, Arc::new(runtime)).await
+}
+
+/// Serves with any runtime (the shim, or a fake in tests).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    config: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+) -> Result<(), AgentError> {
     std::fs::create_dir_all(&config.work_dir).map_err(io_err("creating", &config.work_dir))?;
     corral_alloc::attributes::parse(&config.attributes).map_err(|e| AgentError::Attributes(e.to_string()))?;
     let resources = machine_resources(config.resources.as_deref(), &config.state_root)?;
@@ -247,10 +192,12 @@ pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Re
     if config.advertise.is_none() {
         config.advertise = Some(format!("http://{local}"));
     }
+    let state = AgentState::new(tasks, pending);
     let agent = Agent {
-        inner: Arc::new(Mutex::new(Inner { config, agent_id, tasks, pending, journal })),
+        inner: Arc::new(Mutex::new(Inner { config, agent_id, state, journal })),
         wake: Arc::new(Notify::new()),
         resources,
+        runtime,
         forwards: Default::default(),
         starts: Arc::new(tokio::sync::Semaphore::new(MAX_STARTS)),
     };
@@ -277,130 +224,151 @@ fn http() -> ureq::Agent {
 }
 
 impl Agent {
-    /// After a restart: tasks whose containers still run are watched again; those that ended
-    /// meanwhile are reported with their real exit status.
-    async fn recover(&self) {
-        let (root, entries) = {
-            let i = self.inner.lock().await;
-            (i.config.state_root.clone(), i.tasks.values().cloned().collect::<Vec<_>>())
-        };
-        let containers = Containers::new(&root);
-        for mut t in entries.into_iter().filter(|t| !t.state.is_terminal()) {
-            if t.container_id.is_empty() {
-                // The agent stopped between recording the launch and the container's id: the
-                // container, if it was created, carries the task's id as its name.
-                let found =
-                    containers.find(&t.task_id).ok().filter(|d| d.read_record().is_ok_and(|r| r.name == t.task_id));
-                match found {
-                    Some(dir) => {
-                        tracing::info!(task = %t.task_id, container = %dir.id(), "found the container of a task whose start was cut short");
-                        t.container_id = dir.id();
-                        let mut i = self.inner.lock().await;
-                        if let Some(e) = i.tasks.get_mut(&t.task_id) {
-                            e.container_id = t.container_id.clone();
+    /// Runs one decision on the state, writes down what it changed, and wakes the update
+    /// sender if it queued any.
+    async fn decide<T>(&self, f: impl FnOnce(&mut AgentState) -> T) -> T {
+        let mut i = self.inner.lock().await;
+        let value = f(&mut i.state);
+        let queued = i.flush();
+        drop(i);
+        if queued {
+            self.wake.notify_one();
+        }
+        value
+    }
+
+    /// Runs a blocking runtime call off the async workers.
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&dyn Runtime) -> T + Send + 'static) -> Option<T> {
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || f(&*runtime)).await.ok()
+    }
+
+    /// Carries out what a decision asked for. (Boxed: a start's effects may start more work
+    /// that carries out effects.)
+    fn carry_out(&self, effects: Vec<Effect>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            for effect in effects {
+                match effect {
+                    Effect::Start(launch) => {
+                        tokio::spawn(start_task(self.clone(), *launch));
+                    }
+                    Effect::Stop { task, container } => {
+                        tracing::info!(task = %task, container = %container, "stopping a task");
+                        if let Some(Err(e)) = self.blocking(move |r| r.stop(&container)).await {
+                            tracing::warn!(task = %task, error = %e, "could not stop the task's container");
                         }
-                        i.save();
                     }
-                    None => {
-                        let mut i = self.inner.lock().await;
-                        i.report(
-                            &t.task_id,
-                            TaskState::Lost,
-                            None,
-                            Some("the agent restarted before the task started".into()),
-                        );
-                        continue;
+                    Effect::Forward { task, container } => {
+                        let mappings = self.mappings(&task).await;
+                        let runtime = self.runtime.clone();
+                        let netns = runtime.netns(&container);
+                        let result = match netns {
+                            Some(netns) => self.start_forwarding(&task, &netns, &mappings),
+                            None => Err(std::io::Error::other("the task has no network namespace of its own")),
+                        };
+                        if let Err(e) = result {
+                            let message = format!("forwarding host ports {mappings:?}: {e}");
+                            tracing::warn!(task = %task, %message, "stopping the task");
+                            let stop = self.decide(|s| s.forward_failed(&task, &container, message)).await;
+                            self.carry_out(stop).await;
+                        }
+                    }
+                    Effect::Unforward { task } => {
+                        self.forwards.lock().expect("not poisoned").remove(&task);
+                    }
+                    Effect::HealthChecks { task } => {
+                        let checks = self.inner.lock().await.state.tasks.get(&task).map(|t| t.health_checks.clone());
+                        tokio::spawn(self.clone().health_loop(task, checks.unwrap_or_default()));
+                    }
+                    Effect::ReadinessChecks { task } => {
+                        let checks = self.inner.lock().await.state.tasks.get(&task).map(|t| t.readiness_checks.clone());
+                        tokio::spawn(self.clone().readiness_loop(task, checks.unwrap_or_default()));
                     }
                 }
             }
-            let dir = containers.dir_of(&t.container_id);
-            if t.kill_requested && matches!(dir.state(), Ok(CState::Running { .. } | CState::Created)) {
-                // Killed, but the agent stopped before the container was: finish the kill.
-                tracing::info!(task = %t.task_id, "stopping a task that was being killed");
-                let stop_dir = dir.clone();
-                let _ = tokio::task::spawn_blocking(move || corral_runtime::control::send(&stop_dir, "stop")).await;
-                continue;
+        })
+    }
+
+    async fn mappings(&self, task: &str) -> Vec<wire::PortForward> {
+        self.inner.lock().await.state.tasks.get(task).map(|t| t.port_forwards.clone()).unwrap_or_default()
+    }
+
+    /// After a restart: tasks whose containers still run are watched again; those that ended
+    /// meanwhile are reported with their real exit status (by the watcher).
+    async fn recover(&self) {
+        let entries: Vec<(String, String)> = {
+            let i = self.inner.lock().await;
+            i.state
+                .tasks
+                .values()
+                .filter(|t| !t.state.is_terminal())
+                .map(|t| (t.task_id.clone(), t.container_id.clone()))
+                .collect()
+        };
+        for (task, container) in entries {
+            let looked = self
+                .blocking(move |r| {
+                    let found = if container.is_empty() { r.find(&task) } else { None };
+                    let container = found.clone().unwrap_or(container);
+                    let observed = (!container.is_empty()).then(|| r.observe(&container));
+                    (task, found, observed)
+                })
+                .await;
+            let Some((task, found, observed)) = looked else { continue };
+            if let Some(c) = &found {
+                tracing::info!(task = %task, container = %c, "found the container of a task whose start was cut short");
             }
-            match dir.state() {
-                // The watcher loop reports these when they end (or, for those that ended while
-                // the agent was away, on its first pass).
-                Ok(CState::Running { .. } | CState::Created) => {
-                    tracing::info!(task = %t.task_id, "reattached to a running task");
-                    if t.state != TaskState::Running {
-                        // It started while the agent was away (or before it could say so).
-                        self.inner.lock().await.report(&t.task_id, TaskState::Running, None, None);
-                    }
-                    if let Err(e) = self.start_forwarding(&t.task_id, &dir.netns(), &t.port_forwards) {
-                        tracing::warn!(task = %t.task_id, error = %e, "could not forward the task's ports again");
-                    }
-                    if !t.health_checks.is_empty() {
-                        tokio::spawn(self.clone().health_loop(t.task_id.clone(), t.health_checks.clone()));
-                    }
-                }
-                Ok(CState::Exited(_)) => {}
-                _ => {
-                    let mut i = self.inner.lock().await;
-                    i.report(&t.task_id, TaskState::Lost, None, Some("its container is gone".into()));
-                }
+            if observed == Some(Observed::Running) {
+                tracing::info!(task = %task, "reattached to a running task");
             }
+            let effects = self.decide(|s| s.recovered(&task, found, observed)).await;
+            self.carry_out(effects).await;
         }
         self.wake.notify_one();
     }
 
-    /// Watches every task's container, in one loop: a task whose shim recorded an exit is
-    /// reported with how it ended; one whose shim vanished without a word is lost. (One loop,
-    /// not a waiter per task: inotify instances are limited per user, and an agent may run
-    /// thousands of tasks.)
+    /// Watches every task's container, in one loop: a task whose container ended is reported
+    /// with how it ended; one whose monitor vanished without a word is lost. (One loop, not a
+    /// waiter per task: inotify instances are limited per user, and an agent may run thousands
+    /// of tasks.)
     async fn watch_all(self) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tick.tick().await;
-            let (root, live) = {
+            let live: Vec<(String, String)> = {
                 let i = self.inner.lock().await;
-                let live: Vec<(String, String, bool)> = i
+                i.state
                     .tasks
                     .values()
                     .filter(|t| !t.state.is_terminal() && !t.container_id.is_empty())
-                    .map(|t| (t.task_id.clone(), t.container_id.clone(), t.kill_requested))
-                    .collect();
-                (i.config.state_root.clone(), live)
+                    .map(|t| (t.task_id.clone(), t.container_id.clone()))
+                    .collect()
             };
             if live.is_empty() {
                 continue;
             }
-            let ended = tokio::task::spawn_blocking(move || {
-                let containers = Containers::new(&root);
-                live.into_iter()
-                    .filter_map(|(task, container, killed)| match containers.dir_of(&container).state() {
-                        Ok(CState::Exited(s)) => {
-                            let state = crate::task::ended_state(killed, s.error.is_some(), s.shell_code());
-                            Some((task, state, Some(s.shell_code()), Some(s.describe())))
-                        }
-                        Ok(CState::Lost) => Some((task, TaskState::Lost, None, Some("its shim is gone".to_string()))),
-                        Ok(_) => None,
-                        Err(e) => Some((task, TaskState::Lost, None, Some(e.to_string()))),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
+            let ended = self
+                .blocking(move |r| {
+                    live.into_iter()
+                        .map(|(task, container)| (task, r.observe(&container)))
+                        .filter(|(_, o)| *o != Observed::Running)
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
             if ended.is_empty() {
                 continue;
             }
-            let mut i = self.inner.lock().await;
-            for (task, state, code, message) in ended {
-                self.forwards.lock().expect("not poisoned").remove(&task);
-                i.report(&task, state, code, message);
-            }
-            drop(i);
-            self.wake.notify_one();
+            let effects =
+                self.decide(|s| ended.into_iter().flat_map(|(task, o)| s.observed(&task, o)).collect::<Vec<_>>()).await;
+            self.carry_out(effects).await;
         }
     }
 
     async fn register(&self) -> Option<(String, u64, Vec<String>)> {
-        let req = {
+        let (req, url) = {
             let i = self.inner.lock().await;
-            wire::Register {
+            let req = wire::Register {
                 agent_id: i.agent_id.clone(),
                 hostname: i.config.hostname.clone().unwrap_or_else(|| {
                     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
@@ -408,14 +376,10 @@ impl Agent {
                 address: i.config.advertise.clone().unwrap_or_default(),
                 resources: self.resources.clone(),
                 attributes: i.config.attributes.clone(),
-                tasks: i
-                    .tasks
-                    .values()
-                    .map(|t| wire::AgentTask { task_id: t.task_id.clone(), state: t.state })
-                    .collect(),
-            }
+                tasks: i.state.all_tasks(),
+            };
+            (req, format!("{}/api/v1/agents", i.config.master))
         };
-        let url = format!("{}/api/v1/agents", self.inner.lock().await.config.master);
         let reply = tokio::task::spawn_blocking(move || -> Result<wire::Registered, String> {
             let mut r = http().post(&url).send_json(&req).map_err(|e| e.to_string())?;
             if !r.status().is_success() {
@@ -450,7 +414,7 @@ impl Agent {
                 None => {
                     if let Some((id, interval, kill)) = self.register().await {
                         for t in kill {
-                            let _ = self.kill_task(&t).await;
+                            self.kill_task(&t).await;
                         }
                         beat = tokio::time::interval(Duration::from_millis(interval));
                         beat.tick().await;
@@ -465,7 +429,7 @@ impl Agent {
                     let (url, beat) = {
                         let i = self.inner.lock().await;
                         let url = format!("{}/api/v1/agents/{id}/heartbeat", i.config.master);
-                        (url, wire::Heartbeat { tasks: Some(i.reconcile_list()) })
+                        (url, wire::Heartbeat { tasks: Some(i.state.reconcile_list()) })
                     };
                     let status = tokio::task::spawn_blocking(move || {
                         http().post(&url).send_json(&beat).map(|r| r.status().as_u16())
@@ -487,9 +451,9 @@ impl Agent {
             let batch = {
                 let i = self.inner.lock().await;
                 match &i.agent_id {
-                    Some(id) if !i.pending.updates.is_empty() => Some((
+                    Some(id) if !i.state.pending.updates.is_empty() => Some((
                         format!("{}/api/v1/agents/{id}/updates", i.config.master),
-                        i.pending.updates.iter().cloned().collect::<Vec<_>>(),
+                        i.state.pending.updates.iter().cloned().collect::<Vec<_>>(),
                     )),
                     _ => None,
                 }
@@ -511,9 +475,9 @@ impl Agent {
                 Ok(Ok(acked)) => {
                     tracing::debug!(acked = ?acked.acked, "status updates acknowledged");
                     let mut i = self.inner.lock().await;
-                    let Inner { pending, journal, .. } = &mut *i;
-                    pending.updates.retain(|u| !acked.acked.contains(&u.seq));
-                    journal.acked(&acked.acked, pending);
+                    i.state.acked(&acked.acked);
+                    let Inner { state, journal, .. } = &mut *i;
+                    journal.acked(&acked.acked, &state.pending);
                 }
                 _ => {
                     let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
@@ -533,23 +497,22 @@ impl Agent {
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
             every.tick().await;
-            let (root, container) = {
+            let container = {
                 let i = self.inner.lock().await;
-                match i.tasks.get(&task_id) {
-                    Some(t) if t.state == TaskState::Running && !t.kill_requested => {
-                        (i.config.state_root.clone(), t.container_id.clone())
-                    }
-                    Some(t) if !t.state.is_terminal() && !t.kill_requested => continue,
-                    _ => return,
+                match i.state.checking(&task_id) {
+                    Checking::Yes => i.state.tasks[&task_id].container_id.clone(),
+                    Checking::NotYet => continue,
+                    Checking::Done => return,
                 }
             };
             let probes = checks.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let pid = health::read_pid(&Containers::new(&root).dir_of(&container).init_pid());
-                probes.iter().try_for_each(|c| health::probe(c, pid))
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+            let result = self
+                .blocking(move |r| {
+                    let pid = r.init_pid(&container);
+                    probes.iter().try_for_each(|c| health::probe(c, pid))
+                })
+                .await
+                .unwrap_or_else(|| Err("the check did not finish".into()));
             if result.is_err() && !ever_passed && started.elapsed() < grace {
                 continue;
             }
@@ -559,16 +522,10 @@ impl Agent {
                 continue;
             }
             last_passed = result.is_ok();
-            let mut i = self.inner.lock().await;
-            if !i.tasks.get(&task_id).is_some_and(|t| t.state == TaskState::Running && !t.kill_requested) {
-                return;
-            }
             if let Err(why) = &result {
                 tracing::info!(task = %task_id, reason = %why, "health check failed");
             }
-            i.report_health(&task_id, result.is_ok(), result.err());
-            drop(i);
-            self.wake.notify_one();
+            self.decide(|s| s.health(&task_id, result.is_ok(), result.err())).await;
         }
     }
 
@@ -588,73 +545,26 @@ impl Agent {
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         loop {
             every.tick().await;
-            {
-                let i = self.inner.lock().await;
-                match i.tasks.get(&task_id) {
-                    Some(t) if t.state == TaskState::Running && !t.kill_requested => {}
-                    Some(t) if !t.state.is_terminal() && !t.kill_requested => continue,
-                    _ => return,
-                }
+            match self.inner.lock().await.state.checking(&task_id) {
+                Checking::Yes => {}
+                Checking::NotYet => continue,
+                Checking::Done => return,
             }
             let probes = checks.clone();
             let ready = tokio::task::spawn_blocking(move || probes.iter().try_for_each(|c| health::probe(c, None)))
                 .await
                 .is_ok_and(|r| r.is_ok());
             if ready {
-                self.inner.lock().await.report_check(&task_id, None, Some(true), None);
-                self.wake.notify_one();
+                self.decide(|s| s.ready(&task_id)).await;
                 return;
             }
         }
     }
 
-    /// Kills a task. A task this agent has not heard of is recorded as killed (its launch may
-    /// still be on its way: it will not start); one that already ended is reported again, so
-    /// a master that missed the end hears it.
-    async fn kill_task(&self, task_id: &str) -> Result<(), String> {
-        let (root, container) = {
-            let mut i = self.inner.lock().await;
-            let root = i.config.state_root.clone();
-            let Some(t) = i.tasks.get_mut(task_id) else {
-                i.tasks.insert(
-                    task_id.to_string(),
-                    TaskEntry {
-                        task_id: task_id.to_string(),
-                        container_id: String::new(),
-                        kill_requested: true,
-                        state: TaskState::Staging,
-                        health_checks: Vec::new(),
-                        readiness_checks: Vec::new(),
-                        port_forwards: Vec::new(),
-                    },
-                );
-                i.report(task_id, TaskState::Killed, None, Some("killed before it was launched".into()));
-                drop(i);
-                self.wake.notify_one();
-                return Ok(());
-            };
-            if t.state.is_terminal() {
-                let state = t.state;
-                i.queue_update(task_id, state, None, Some("it had already ended".into()));
-                drop(i);
-                self.wake.notify_one();
-                return Ok(());
-            }
-            t.kill_requested = true;
-            let c = t.container_id.clone();
-            i.save();
-            if c.is_empty() {
-                // Still starting: `start_task` sees the kill before or after the start.
-                return Ok(());
-            }
-            (root, c)
-        };
-        tokio::task::spawn_blocking(move || {
-            let dir = Containers::new(&root).dir_of(&container);
-            corral_runtime::control::send(&dir, "stop").map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
+    /// Kills a task (see [`AgentState::kill`]).
+    async fn kill_task(&self, task_id: &str) {
+        let effects = self.decide(|s| s.kill(task_id)).await;
+        self.carry_out(effects).await;
     }
 }
 
@@ -663,28 +573,13 @@ impl Agent {
 /// master that disconnects (or dies) cannot cancel a launch half done. How it went comes back
 /// as status updates.
 async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> (StatusCode, String) {
-    {
-        let mut i = agent.inner.lock().await;
-        if i.tasks.contains_key(&req.task_id) {
-            return (StatusCode::OK, "already launched".to_string());
+    match agent.decide(|s| s.launch(req)).await {
+        Some(start) => {
+            agent.carry_out(vec![start]).await;
+            (StatusCode::ACCEPTED, "launching".to_string())
         }
-        i.tasks.insert(
-            req.task_id.clone(),
-            TaskEntry {
-                task_id: req.task_id.clone(),
-                container_id: String::new(),
-                kill_requested: false,
-                state: TaskState::Staging,
-                health_checks: req.health_checks.clone(),
-                readiness_checks: req.readiness_checks.clone(),
-                port_forwards: req.port_forwards.clone(),
-            },
-        );
-        i.report(&req.task_id, TaskState::Starting, None, None);
+        None => (StatusCode::OK, "already launched".to_string()),
     }
-    agent.wake.notify_one();
-    tokio::spawn(start_task(agent, req));
-    (StatusCode::ACCEPTED, "launching".to_string())
 }
 
 /// Container starts at once per agent: more only thrash a small machine.
@@ -692,118 +587,28 @@ const MAX_STARTS: usize = 4;
 
 async fn start_task(agent: Agent, req: wire::Launch) {
     let Ok(_permit) = agent.starts.clone().acquire_owned().await else { return };
-    if agent.inner.lock().await.tasks.get(&req.task_id).is_some_and(|t| t.kill_requested) {
-        let mut i = agent.inner.lock().await;
-        i.report(&req.task_id, TaskState::Killed, None, Some("killed before it started".into()));
-        drop(i);
-        agent.wake.notify_one();
+    let task_id = req.task_id.clone();
+    if !agent.decide(|s| s.may_start(&task_id)).await {
         return;
     }
-    let (root, exe) = {
-        let i = agent.inner.lock().await;
-        (i.config.state_root.clone(), i.config.corral_exe.clone())
-    };
-    let task_id = req.task_id.clone();
-    let started = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let store = corral_image::Store::open(&root).map_err(|e| e.to_string())?;
-        let image = req
-            .image
-            .as_deref()
-            .map(|i| i.parse::<corral_image::Reference>().map_err(|e| e.to_string()))
-            .transpose()?;
-        let mut volumes = Vec::new();
-        for v in &req.volumes {
-            if !std::path::Path::new(&v.host).exists() {
-                return Err(format!("volume host path {} does not exist on this agent", v.host));
-            }
-            volumes.push(corral_runtime::parse::Volume {
-                host: v.host.clone().into(),
-                container: v.container.clone().into(),
-                readonly: v.read_only,
-            });
-        }
-        let request = CreateRequest {
-            name: Some(req.task_id.clone()),
-            image,
-            command: req.command.clone(),
-            cpus: Some(req.cpus),
-            mem_bytes: Some(req.mem_mb.max(6) << 20),
-            env: req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            user: req.user,
-            user_name: req.user_name.clone(),
-            volumes,
-            host_network: req.host_network,
-            stop_grace_secs: req.kill_grace_secs.unwrap_or(10),
-            log_max_bytes: 10 << 20,
-            log_max_files: 3,
-            etc: EtcFiles::All,
-            ..CreateRequest::default()
-        };
-        let dir = create::launch(&exe, &root, &store, request, &corral_runtime::now()).map_err(|e| e.to_string())?;
-        Ok(dir.id())
-    })
-    .await;
-    let started = started.unwrap_or_else(|e| Err(e.to_string()));
-    let mut i = agent.inner.lock().await;
-    match started {
+    let started = agent.blocking(move |r| r.start(&req)).await.unwrap_or_else(|| Err("the start panicked".into()));
+    let effects = match started {
         Ok(container) => {
             tracing::info!(task = %task_id, container = %container, "task started");
-            let forwards = i.tasks.get(&task_id).map(|t| t.port_forwards.clone()).unwrap_or_default();
-            let netns = Containers::new(&i.config.state_root).dir_of(&container).netns();
-            if let Err(e) = agent.start_forwarding(&task_id, &netns, &forwards) {
-                let message = format!("forwarding host ports {forwards:?}: {e}");
-                tracing::warn!(task = %task_id, %message, "stopping the task");
-                if let Some(t) = i.tasks.get_mut(&task_id) {
-                    t.container_id = container.clone();
-                    t.kill_requested = true;
-                }
-                i.report(&task_id, TaskState::Error, None, Some(message.clone()));
-                let root = i.config.state_root.clone();
-                drop(i);
-                let _ = corral_runtime::control::send(&Containers::new(&root).dir_of(&container), "stop");
-                agent.wake.notify_one();
-                return;
-            }
-            let mut killed_meanwhile = false;
-            if let Some(t) = i.tasks.get_mut(&task_id) {
-                t.container_id = container.clone();
-                killed_meanwhile = t.kill_requested;
-            }
-            i.report(&task_id, TaskState::Running, None, None);
-            if killed_meanwhile {
-                // The kill came while the container was starting and had nothing to signal.
-                let root = i.config.state_root.clone();
-                drop(i);
-                let _ = corral_runtime::control::send(&Containers::new(&root).dir_of(&container), "stop");
-                agent.wake.notify_one();
-                return;
-            }
-            let (checks, readiness) = i
-                .tasks
-                .get(&task_id)
-                .map(|t| (t.health_checks.clone(), t.readiness_checks.clone()))
-                .unwrap_or_default();
-            drop(i);
-            if !checks.is_empty() {
-                tokio::spawn(agent.clone().health_loop(task_id.clone(), checks));
-            }
-            if !readiness.is_empty() {
-                tokio::spawn(agent.clone().readiness_loop(task_id.clone(), readiness));
-            }
+            agent.decide(|s| s.started(&task_id, &container)).await
         }
         Err(message) => {
-            i.report(&task_id, TaskState::Error, None, Some(message));
-            drop(i);
+            tracing::info!(task = %task_id, %message, "task did not start");
+            agent.decide(|s| s.start_failed(&task_id, message)).await;
+            Vec::new()
         }
-    }
-    agent.wake.notify_one();
+    };
+    agent.carry_out(effects).await;
 }
 
 async fn kill(State(agent): State<Agent>, UrlPath(id): UrlPath<String>) -> impl IntoResponse {
-    match agent.kill_task(&id).await {
-        Ok(()) => (StatusCode::ACCEPTED, String::new()),
-        Err(e) => (StatusCode::NOT_FOUND, e),
-    }
+    agent.kill_task(&id).await;
+    (StatusCode::ACCEPTED, String::new())
 }
 
 #[derive(Deserialize)]
@@ -818,21 +623,20 @@ async fn logs(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<LogsQuery>,
 ) -> axum::response::Response {
-    let (root, container) = {
+    let container = {
         let i = agent.inner.lock().await;
-        match i.tasks.get(&id) {
-            Some(t) if !t.container_id.is_empty() => (i.config.state_root.clone(), t.container_id.clone()),
+        match i.state.tasks.get(&id) {
+            Some(t) if !t.container_id.is_empty() => t.container_id.clone(),
             _ => return (StatusCode::NOT_FOUND, format!("no such task on this agent: {id:?}")).into_response(),
         }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+    let runtime = agent.runtime.clone();
     tokio::task::spawn_blocking(move || {
-        let dir = Containers::new(&root).dir_of(&container);
-        let done = || !matches!(dir.state(), Ok(CState::Running { .. } | CState::Created));
-        let mut sink = |e: &corral_runtime::logs::Entry| -> std::io::Result<()> {
-            tx.blocking_send(Ok(e.content.clone())).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        let mut sink = |bytes: &[u8]| -> std::io::Result<()> {
+            tx.blocking_send(Ok(bytes.to_vec())).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
         };
-        let _ = corral_runtime::logs::read(&dir.logs(), q.follow, done, &dir.dir, &mut sink);
+        let _ = runtime.logs(&container, q.follow, &mut sink);
     });
     axum::response::Response::new(axum::body::Body::from_stream(crate::chunks::ChunkStream(rx)))
 }

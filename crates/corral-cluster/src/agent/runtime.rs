@@ -1,0 +1,257 @@
+//! What the agent does to containers, behind one trait: [`ShimRuntime`] is the real one (each
+//! task a corral container with its own shim, created and started by `create::launch`, the same
+//! path as `corral run`), [`FakeRuntime`] plays containers in memory for tests that need no
+//! root (exit after N ms with code C, or fail to start). Every method blocks: the agent calls them
+//! off its async workers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral_runtime::create::{self, CreateRequest};
+use corral_runtime::state::{Containers, EtcFiles, State as CState};
+
+use super::state::Observed;
+use crate::wire;
+
+pub trait Runtime: Send + Sync + 'static {
+    /// Creates and starts a task's container, named by the task's id; returns its id.
+    fn start(&self, launch: &wire::Launch) -> Result<String, String>;
+
+    /// Asks a container to stop (its grace period, then SIGKILL).
+    fn stop(&self, container: &str) -> Result<(), String>;
+
+    /// How a container is doing.
+    fn observe(&self, container: &str) -> Observed;
+
+    /// The container created for a task, by the task's id, if there is one (the agent may
+    /// have stopped between creating it and recording its id).
+    fn find(&self, task_id: &str) -> Option<String>;
+
+    /// The container's network namespace, for port forwarding (`None`: it has none).
+    fn netns(&self, container: &str) -> Option<PathBuf>;
+
+    /// The pid of its first process, for checks that run in its namespaces.
+    fn init_pid(&self, container: &str) -> Option<i32>;
+
+    /// Its output, entry by entry, following it while it runs when `follow`.
+    fn logs(
+        &self,
+        container: &str,
+        follow: bool,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()>;
+}
+
+/// Tasks as corral containers under a state root, each with its own shim.
+pub struct ShimRuntime {
+    pub root: PathBuf,
+    pub exe: PathBuf,
+}
+
+impl Runtime for ShimRuntime {
+    fn start(&self, req: &wire::Launch) -> Result<String, String> {
+        let store = corral_image::Store::open(&self.root).map_err(|e| e.to_string())?;
+        let image = req
+            .image
+            .as_deref()
+            .map(|i| i.parse::<corral_image::Reference>().map_err(|e| e.to_string()))
+            .transpose()?;
+        let mut volumes = Vec::new();
+        for v in &req.volumes {
+            if !std::path::Path::new(&v.host).exists() {
+                return Err(format!("volume host path {} does not exist on this agent", v.host));
+            }
+            volumes.push(corral_runtime::parse::Volume {
+                host: v.host.clone().into(),
+                container: v.container.clone().into(),
+                readonly: v.read_only,
+            });
+        }
+        let request = CreateRequest {
+            name: Some(req.task_id.clone()),
+            image,
+            command: req.command.clone(),
+            cpus: Some(req.cpus),
+            mem_bytes: Some(req.mem_mb.max(6) << 20),
+            env: req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            user: req.user,
+            user_name: req.user_name.clone(),
+            volumes,
+            host_network: req.host_network,
+            stop_grace_secs: req.kill_grace_secs.unwrap_or(10),
+            log_max_bytes: 10 << 20,
+            log_max_files: 3,
+            etc: EtcFiles::All,
+            ..CreateRequest::default()
+        };
+        let dir = create::launch(&self.exe, &self.root, &store, request, &corral_runtime::now())
+            .map_err(|e| e.to_string())?;
+        Ok(dir.id())
+    }
+
+    fn stop(&self, container: &str) -> Result<(), String> {
+        corral_runtime::control::send(&Containers::new(&self.root).dir_of(container), "stop").map_err(|e| e.to_string())
+    }
+
+    fn observe(&self, container: &str) -> Observed {
+        match Containers::new(&self.root).dir_of(container).state() {
+            Ok(CState::Running { .. } | CState::Created) => Observed::Running,
+            Ok(CState::Exited(s)) => {
+                Observed::Exited { start_failed: s.error.is_some(), code: s.shell_code(), message: s.describe() }
+            }
+            Ok(CState::Lost) => Observed::Lost("its shim is gone".into()),
+            Err(e) => Observed::Lost(e.to_string()),
+        }
+    }
+
+    fn find(&self, task_id: &str) -> Option<String> {
+        Containers::new(&self.root)
+            .find(task_id)
+            .ok()
+            .filter(|d| d.read_record().is_ok_and(|r| r.name == task_id))
+            .map(|d| d.id())
+    }
+
+    fn netns(&self, container: &str) -> Option<PathBuf> {
+        Some(Containers::new(&self.root).dir_of(container).netns())
+    }
+
+    fn init_pid(&self, container: &str) -> Option<i32> {
+        super::health::read_pid(&Containers::new(&self.root).dir_of(container).init_pid())
+    }
+
+    fn logs(
+        &self,
+        container: &str,
+        follow: bool,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let dir = Containers::new(&self.root).dir_of(container);
+        let done = || !matches!(dir.state(), Ok(CState::Running { .. } | CState::Created));
+        let mut each = |e: &corral_runtime::logs::Entry| sink(&e.content);
+        corral_runtime::logs::read(&dir.logs(), follow, done, &dir.dir, &mut each).map(|_| ())
+    }
+}
+
+/// How a fake container behaves (Nomad's mock driver has the same knobs).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FakeRun {
+    /// It exits this long after it started (`None`: it runs until stopped).
+    pub run_for: Option<Duration>,
+    pub exit_code: i32,
+    /// It fails to start with this message.
+    pub start_error: Option<String>,
+}
+
+impl FakeRun {
+    /// Reads the behaviour from a task's command, so a test says it where a user would:
+    /// `fake exit C after MS`, `fake fail MESSAGE` (as words, or as one `/bin/sh -c` script);
+    /// anything else runs until stopped.
+    pub fn from_command(command: &[String]) -> FakeRun {
+        let mut words: Vec<&str> = command.iter().map(String::as_str).collect();
+        if let ["/bin/sh", "-c", script] = words[..] {
+            words = script.split_whitespace().collect();
+        }
+        match words[..] {
+            ["fake", "exit", code, "after", ms] => FakeRun {
+                run_for: Some(Duration::from_millis(ms.parse().unwrap_or(0))),
+                exit_code: code.parse().unwrap_or(1),
+                start_error: None,
+            },
+            ["fake", "fail", ref rest @ ..] => FakeRun { start_error: Some(rest.join(" ")), ..FakeRun::default() },
+            _ => FakeRun::default(),
+        }
+    }
+}
+
+struct FakeContainer {
+    name: String,
+    run: FakeRun,
+    started: Instant,
+    /// When it was asked to stop: it ends as if by SIGTERM.
+    stopped: Option<Instant>,
+}
+
+/// Containers in memory, for tests that need no root. Clones share the containers (an agent
+/// restarted in a test finds them again, as a real agent finds its shims).
+#[derive(Clone, Default)]
+pub struct FakeRuntime {
+    containers: Arc<Mutex<HashMap<String, FakeContainer>>>,
+    next: Arc<Mutex<u64>>,
+}
+
+impl FakeRuntime {
+    pub fn new() -> FakeRuntime {
+        FakeRuntime::default()
+    }
+
+    /// How many fake containers run now.
+    pub fn running(&self) -> usize {
+        let ids: Vec<String> = self.containers.lock().expect("not poisoned").keys().cloned().collect();
+        ids.iter().filter(|id| self.observe(id) == Observed::Running).count()
+    }
+}
+
+impl Runtime for FakeRuntime {
+    fn start(&self, req: &wire::Launch) -> Result<String, String> {
+        let run = FakeRun::from_command(&req.command);
+        if let Some(e) = run.start_error {
+            return Err(e);
+        }
+        let id = {
+            let mut next = self.next.lock().expect("not poisoned");
+            *next += 1;
+            format!("fake-{next}")
+        };
+        let c = FakeContainer { name: req.task_id.clone(), run, started: Instant::now(), stopped: None };
+        self.containers.lock().expect("not poisoned").insert(id.clone(), c);
+        Ok(id)
+    }
+
+    fn stop(&self, container: &str) -> Result<(), String> {
+        let mut all = self.containers.lock().expect("not poisoned");
+        let c = all.get_mut(container).ok_or_else(|| format!("no such container: {container}"))?;
+        c.stopped.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    fn observe(&self, container: &str) -> Observed {
+        let all = self.containers.lock().expect("not poisoned");
+        let Some(c) = all.get(container) else { return Observed::Lost("its container is gone".into()) };
+        if c.stopped.is_some() {
+            return Observed::Exited { start_failed: false, code: 143, message: "killed by signal 15".into() };
+        }
+        match c.run.run_for {
+            Some(d) if c.started.elapsed() >= d => Observed::Exited {
+                start_failed: false,
+                code: c.run.exit_code,
+                message: format!("exited with code {}", c.run.exit_code),
+            },
+            _ => Observed::Running,
+        }
+    }
+
+    fn find(&self, task_id: &str) -> Option<String> {
+        let all = self.containers.lock().expect("not poisoned");
+        all.iter().find(|(_, c)| c.name == task_id).map(|(id, _)| id.clone())
+    }
+
+    fn netns(&self, _container: &str) -> Option<PathBuf> {
+        None
+    }
+
+    fn init_pid(&self, _container: &str) -> Option<i32> {
+        None
+    }
+
+    fn logs(
+        &self,
+        container: &str,
+        _follow: bool,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        sink(format!("fake container {container}\n").as_bytes())
+    }
+}

@@ -1,0 +1,188 @@
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_cluster::agent::{self, AgentConfig, FakeRuntime};
+use corral_cluster::master;
+use serde_json::{json, Value};
+
+/// A daemon on a runtime of its own: dropping it stops every task it spawned, as a killed
+/// process would.
+struct Daemon {
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: SocketAddr,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn start_master(dir: &Path) -> Daemon {
+    let rt = runtime();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = corral_store::RedbStore::open(&dir.join("master.redb")).unwrap();
+    rt.spawn(master::serve_store(listener, Arc::new(store), Duration::from_secs(3)));
+    Daemon { runtime: Some(rt), addr }
+}
+
+fn start_agent(master: SocketAddr, dir: &Path, name: &str, fake: &FakeRuntime) -> Daemon {
+    let rt = runtime();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = AgentConfig {
+        master: format!("http://{master}"),
+        listen: addr,
+        advertise: None,
+        resources: Some("cpus:4;mem:4096;disk:1000;ports:[31000-31100]".into()),
+        attributes: String::new(),
+        hostname: Some(name.into()),
+        state_root: dir.join(name).join("state"),
+        work_dir: dir.join(name).join("work"),
+        corral_exe: "/nonexistent".into(),
+    };
+    std::fs::create_dir_all(&config.state_root).unwrap();
+    rt.spawn(agent::serve_with(listener, config, Arc::new(fake.clone())));
+    Daemon { runtime: Some(rt), addr }
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+fn get(addr: SocketAddr, path: &str) -> Value {
+    let mut r = http().get(&format!("http://{addr}{path}")).call().unwrap();
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    r.body_mut().read_json().unwrap()
+}
+
+fn send(addr: SocketAddr, method: &str, path: &str, body: Value) -> Value {
+    let url = format!("http://{addr}{path}");
+    let mut r = match method {
+        "POST" => http().post(&url).send_json(&body),
+        "PUT" => http().put(&url).send_json(&body),
+        "DELETE" => http().delete(&url).call(),
+        other => panic!("method {other}"),
+    }
+    .unwrap();
+    let status = r.status();
+    let text = r.body_mut().read_to_string().unwrap();
+    assert!(status.is_success(), "{method} {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Polls until `f` holds, or fails after the deadline naming what it waited for.
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn task(addr: SocketAddr, id: &str) -> Value {
+    get(addr, &format!("/api/v1/tasks/{id}"))
+}
+
+fn run(addr: SocketAddr, command: &str, count: u32) -> Vec<String> {
+    let command: Vec<&str> = command.split_whitespace().collect();
+    let reply =
+        send(addr, "POST", "/api/v1/tasks", json!({"cpus": 0.5, "mem": 64, "count": count, "command": command}));
+    reply["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+}
+
+fn state_of(addr: SocketAddr, id: &str) -> String {
+    task(addr, id)["state"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn tasks_end_as_their_fake_containers_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeRuntime::new();
+    let m = start_master(dir.path());
+    let _a = start_agent(m.addr, dir.path(), "a1", &fake);
+
+    let finished = run(m.addr, "fake exit 0 after 100", 2);
+    let failed = run(m.addr, "fake exit 3 after 50", 1);
+    let error = run(m.addr, "fake fail no such image", 1);
+    let long = run(m.addr, "sleep forever", 1);
+    for id in &finished {
+        wait_for("a finished task", || state_of(m.addr, id) == "FINISHED");
+        assert_eq!(task(m.addr, id)["exit_code"], 0);
+    }
+    wait_for("a failed task", || state_of(m.addr, &failed[0]) == "FAILED");
+    assert_eq!(task(m.addr, &failed[0])["exit_code"], 3);
+    wait_for("a task that could not start", || state_of(m.addr, &error[0]) == "ERROR");
+    assert!(task(m.addr, &error[0])["message"].as_str().unwrap().contains("no such image"));
+
+    wait_for("the long task to run", || state_of(m.addr, &long[0]) == "RUNNING");
+    assert_eq!(fake.running(), 1);
+    send(m.addr, "POST", &format!("/api/v1/tasks/{}/kill", long[0]), Value::Null);
+    wait_for("the kill", || state_of(m.addr, &long[0]) == "KILLED");
+    assert_eq!(fake.running(), 0, "no container runs that nobody wants");
+}
+
+#[test]
+fn an_agent_restarted_keeps_its_tasks_and_a_service_scales_on_fakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeRuntime::new();
+    let m = start_master(dir.path());
+    let a = start_agent(m.addr, dir.path(), "a1", &fake);
+    let _b = start_agent(m.addr, dir.path(), "a2", &fake);
+    wait_for("two agents", || get(m.addr, "/api/v1/agents").as_array().unwrap().len() == 2);
+
+    // A service through the Marathon API.
+    send(
+        m.addr,
+        "POST",
+        "/v2/apps",
+        json!({"id": "/web", "cmd": "fake serve", "cpus": 0.25, "mem": 32, "instances": 4}),
+    );
+    let running = |m: SocketAddr| get(m, "/v2/apps/web")["app"]["tasksRunning"].as_u64().unwrap_or(0);
+    wait_for("4 instances", || running(m.addr) == 4 && fake.running() == 4);
+
+    // The agent is killed and comes back with the same work directory: its tasks keep
+    // running (the fake containers outlive it, as shims do), and nothing is started twice.
+    let task_ids = |m: SocketAddr| {
+        let mut ids: Vec<String> = get(m, "/v2/apps/web/tasks")["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = task_ids(m.addr);
+    drop(a);
+    let a = start_agent(m.addr, dir.path(), "a1", &fake);
+    let address = format!("http://{}", a.addr);
+    wait_for("the agent to register again", || {
+        get(m.addr, "/api/v1/agents").as_array().unwrap().iter().any(|x| x["address"] == address.as_str())
+    });
+    assert_eq!(task_ids(m.addr), before, "the restarted agent kept every task");
+    assert_eq!(running(m.addr), 4);
+    assert_eq!(fake.running(), 4, "no container was started twice or lost");
+
+    // Scale down, then remove: every container stops, those of the restarted agent too.
+    let settled = |m: SocketAddr| get(m, "/v2/deployments").as_array().unwrap().is_empty();
+    wait_for("the deployment to finish", || settled(m.addr));
+    send(m.addr, "PUT", "/v2/apps/web", json!({"instances": 1}));
+    wait_for("1 instance", || running(m.addr) == 1 && fake.running() == 1);
+    wait_for("the scale-down to finish", || settled(m.addr));
+    send(m.addr, "DELETE", "/v2/apps/web", Value::Null);
+    wait_for("no instance", || fake.running() == 0);
+}
