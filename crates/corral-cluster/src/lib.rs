@@ -1,7 +1,7 @@
 //! The cluster: the master (control plane, allocator, built-in task framework, durable state)
 //! and the agent (runs tasks as corral containers and reports their states), talking HTTP/JSON.
 //!
-//! `task` is the task lifecycle (pure); `wire` the JSON of every API; `store` the master's
+//! `task` is the task lifecycle (pure); `wire` the JSON of every API (from `corral_client`); `store` the master's
 //! embedded database; `master` and `agent` the two processes' logic, I/O at their edges;
 //! `chunks` a channel-fed response body (logs, server-sent events).
 
@@ -10,4 +10,6 @@ mod chunks;
 pub mod master;
 pub mod store;
 pub mod task;
-pub mod wire;
+
+/// The JSON of every API, shared with the client crate.
+pub use corral_client::wire;

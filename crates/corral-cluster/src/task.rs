@@ -1,62 +1,6 @@
 //! Task states, as in Mesos, and the one function that moves a task between them.
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TaskState {
-    /// Accepted by the master, waiting for an offer, or sent to an agent.
-    Staging,
-    /// The agent is preparing it (image, rootfs, shim).
-    Starting,
-    Running,
-    /// A kill was asked for; the task has not ended yet.
-    Killing,
-    /// Exited with code 0.
-    Finished,
-    /// Exited with another code, or was killed by a signal it was not asked to take.
-    Failed,
-    /// Ended because it was killed.
-    Killed,
-    /// Could not be launched at all.
-    Error,
-    /// Its agent lost it (the agent came back without it, or was removed).
-    Lost,
-    /// Its agent stopped answering; it may still run.
-    Unreachable,
-    /// Its agent is gone for good.
-    Gone,
-}
-
-impl TaskState {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Finished
-                | TaskState::Failed
-                | TaskState::Killed
-                | TaskState::Error
-                | TaskState::Lost
-                | TaskState::Gone
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Staging => "STAGING",
-            TaskState::Starting => "STARTING",
-            TaskState::Running => "RUNNING",
-            TaskState::Killing => "KILLING",
-            TaskState::Finished => "FINISHED",
-            TaskState::Failed => "FAILED",
-            TaskState::Killed => "KILLED",
-            TaskState::Error => "ERROR",
-            TaskState::Lost => "LOST",
-            TaskState::Unreachable => "UNREACHABLE",
-            TaskState::Gone => "GONE",
-        }
-    }
-}
+pub use corral_client::wire::TaskState;
 
 /// What happens to a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

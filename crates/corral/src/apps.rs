@@ -2,54 +2,16 @@
 //! tables for people and `--json` for scripts.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::cli::{AppCommand, JsonArgs};
 
-fn master_url() -> String {
-    std::env::var("CORRAL_MASTER").unwrap_or_else(|_| "http://127.0.0.1:5050".into()).trim_end_matches('/').to_string()
-}
-
-/// Calls the master; a Marathon error body becomes a one-line error with its details.
-fn call(method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(5)))
-        .build()
-        .new_agent();
-    let url = format!("{}{path}", master_url());
-    let reach = || format!("reaching the master at {}", master_url());
-    let resp = match (method, body) {
-        ("GET", _) => agent.get(&url).call(),
-        ("DELETE", _) => agent.delete(&url).call(),
-        ("POST", Some(b)) => agent.post(&url).send_json(b),
-        ("POST", None) => agent.post(&url).send_empty(),
-        ("PUT", Some(b)) => agent.put(&url).send_json(b),
-        _ => bail!("unsupported request {method} {path}"),
-    };
-    let mut resp = resp.with_context(reach)?;
-    let status = resp.status();
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-    if !status.is_success() {
-        let mut message = value.get("message").and_then(Value::as_str).unwrap_or(&text).to_string();
-        if let Some(details) = value.get("details").and_then(Value::as_array) {
-            let parts: Vec<String> = details
-                .iter()
-                .map(|d| {
-                    let errors: Vec<&str> =
-                        d["errors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                    format!("{}: {}", d["path"].as_str().unwrap_or("/"), errors.join("; "))
-                })
-                .collect();
-            message = format!("{message}: {}", parts.join(", "));
-        }
-        bail!("{method} {path}: {message} (HTTP {})", status.as_u16());
-    }
-    Ok(value)
+/// Calls the master's Marathon API; a Marathon error body becomes a one-line error with its
+/// details.
+fn call(method: &'static str, path: &str, body: Option<&Value>) -> Result<Value> {
+    Ok(corral_client::Client::from_env().marathon(method, path, body)?)
 }
 
 fn app_path(id: &str) -> String {

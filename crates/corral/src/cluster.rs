@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use corral_client::Client;
 use corral_cluster::agent::AgentConfig;
 use corral_cluster::master::MasterConfig;
 use corral_cluster::wire;
@@ -100,35 +101,12 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
 
 // ---- the client ---------------------------------------------------------------------------
 
-fn master_url() -> String {
-    std::env::var("CORRAL_MASTER").unwrap_or_else(|_| "http://127.0.0.1:5050".into()).trim_end_matches('/').to_string()
-}
-
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(5)))
-        .build()
-        .new_agent()
-}
-
-fn check(mut resp: ureq::http::Response<ureq::Body>, what: &str) -> Result<ureq::http::Response<ureq::Body>> {
-    if resp.status().is_success() {
-        return Ok(resp);
-    }
-    let text = resp.body_mut().read_to_string().unwrap_or_default();
-    let message = serde_json::from_str::<wire::ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
-    bail!("{what}: {message}")
-}
-
-fn get<T: serde::de::DeserializeOwned>(path: &str) -> Result<T> {
-    let url = format!("{}{path}", master_url());
-    let resp = http().get(&url).call().with_context(|| format!("reaching the master at {}", master_url()))?;
-    check(resp, &format!("GET {path}"))?.body_mut().read_json().with_context(|| format!("decoding {url}"))
+fn client() -> Client {
+    Client::from_env()
 }
 
 pub fn agents(args: JsonArgs) -> Result<()> {
-    let agents: Vec<wire::AgentInfo> = get("/api/v1/agents")?;
+    let agents = client().agents()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&agents)?);
         return Ok(());
@@ -144,7 +122,7 @@ pub fn agents(args: JsonArgs) -> Result<()> {
 }
 
 pub fn tasks(args: JsonArgs) -> Result<()> {
-    let tasks: Vec<wire::TaskInfo> = get("/api/v1/tasks")?;
+    let tasks = client().tasks()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tasks)?);
         return Ok(());
@@ -164,7 +142,7 @@ pub fn tasks(args: JsonArgs) -> Result<()> {
 }
 
 pub fn roles(args: JsonArgs) -> Result<()> {
-    let roles: Vec<wire::RoleInfo> = get("/api/v1/roles")?;
+    let roles = client().roles()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&roles)?);
         return Ok(());
@@ -185,12 +163,7 @@ pub fn roles(args: JsonArgs) -> Result<()> {
 
 pub fn role(cmd: RoleCommand) -> Result<()> {
     let RoleCommand::Set { role, weight, quota } = cmd;
-    let url = format!("{}/api/v1/roles/{role}", master_url());
-    let resp = http()
-        .put(&url)
-        .send_json(&wire::SetRole { weight, quota })
-        .with_context(|| format!("reaching the master at {}", master_url()))?;
-    check(resp, &format!("setting role {role}"))?;
+    client().set_role(&role, &wire::SetRole { weight, quota }).with_context(|| format!("setting role {role}"))?;
     Ok(())
 }
 
@@ -198,29 +171,18 @@ pub fn task(cmd: TaskCommand) -> Result<u8> {
     match cmd {
         TaskCommand::Run { role, name, count, cpus, mem, image, command } => {
             let req = wire::RunTasks { role, name, count, cpus, mem, image, command };
-            let url = format!("{}/api/v1/tasks", master_url());
-            let resp = http()
-                .post(&url)
-                .send_json(&req)
-                .with_context(|| format!("reaching the master at {}", master_url()))?;
-            let ids: wire::TaskIds = check(resp, "submitting tasks")?.body_mut().read_json()?;
-            for id in ids.tasks {
+            for id in client().run_tasks(&req).context("submitting tasks")? {
                 println!("{id}");
             }
         }
         TaskCommand::Logs { follow, task } => {
-            let url = format!("{}/api/v1/tasks/{task}/logs?follow={follow}", master_url());
-            let resp = http().get(&url).call().with_context(|| format!("reaching the master at {}", master_url()))?;
-            let mut resp = check(resp, &format!("logs of task {task}"))?;
+            let mut logs = client().task_logs(&task, follow).with_context(|| format!("logs of task {task}"))?;
             let mut out = std::io::stdout().lock();
-            std::io::copy(&mut resp.body_mut().as_reader(), &mut out)?;
+            std::io::copy(&mut logs, &mut out)?;
             out.flush()?;
         }
         TaskCommand::Kill { task } => {
-            let url = format!("{}/api/v1/tasks/{task}/kill", master_url());
-            let resp =
-                http().post(&url).send_empty().with_context(|| format!("reaching the master at {}", master_url()))?;
-            check(resp, &format!("killing task {task}"))?;
+            client().kill_task(&task).with_context(|| format!("killing task {task}"))?;
         }
     }
     Ok(0)

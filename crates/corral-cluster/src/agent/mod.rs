@@ -215,12 +215,9 @@ pub async fn serve_with(
     axum::serve(listener, app).await.map_err(|source| AgentError::Listen { addr: local, source })
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent()
+/// The agent's client of its master: calls that take longer than this are retried.
+fn master_client(master: &str) -> corral_client::Client {
+    corral_client::Client::new(master).timeout(Some(Duration::from_secs(10)))
 }
 
 impl Agent {
@@ -378,17 +375,9 @@ impl Agent {
                 attributes: i.config.attributes.clone(),
                 tasks: i.state.all_tasks(),
             };
-            (req, format!("{}/api/v1/agents", i.config.master))
+            (req, i.config.master.clone())
         };
-        let reply = tokio::task::spawn_blocking(move || -> Result<wire::Registered, String> {
-            let mut r = http().post(&url).send_json(&req).map_err(|e| e.to_string())?;
-            if !r.status().is_success() {
-                return Err(r.body_mut().read_to_string().unwrap_or_default());
-            }
-            r.body_mut().read_json().map_err(|e| e.to_string())
-        })
-        .await
-        .ok()?;
+        let reply = tokio::task::spawn_blocking(move || master_client(&url).register(&req)).await.ok()?;
         match reply {
             Ok(r) => {
                 let mut i = self.inner.lock().await;
@@ -426,18 +415,15 @@ impl Agent {
                 }
                 Some((id, _)) => {
                     beat.tick().await;
-                    let (url, beat) = {
+                    let (master, beat) = {
                         let i = self.inner.lock().await;
-                        let url = format!("{}/api/v1/agents/{id}/heartbeat", i.config.master);
-                        (url, wire::Heartbeat { tasks: Some(i.state.reconcile_list()) })
+                        (i.config.master.clone(), wire::Heartbeat { tasks: Some(i.state.reconcile_list()) })
                     };
-                    let status = tokio::task::spawn_blocking(move || {
-                        http().post(&url).send_json(&beat).map(|r| r.status().as_u16())
-                    })
-                    .await;
-                    match status {
-                        Ok(Ok(200)) => {}
-                        Ok(Ok(404)) => registered = None,
+                    let id = id.clone();
+                    let known = tokio::task::spawn_blocking(move || master_client(&master).heartbeat(&id, &beat)).await;
+                    match known {
+                        Ok(Ok(true)) => {}
+                        Ok(Ok(false)) => registered = None,
                         _ => tracing::debug!("heartbeat failed; the master may be away"),
                     }
                 }
@@ -452,25 +438,18 @@ impl Agent {
                 let i = self.inner.lock().await;
                 match &i.agent_id {
                     Some(id) if !i.state.pending.updates.is_empty() => Some((
-                        format!("{}/api/v1/agents/{id}/updates", i.config.master),
+                        (i.config.master.clone(), id.clone()),
                         i.state.pending.updates.iter().cloned().collect::<Vec<_>>(),
                     )),
                     _ => None,
                 }
             };
-            let Some((url, updates)) = batch else {
+            let Some(((master, id), updates)) = batch else {
                 let _ = tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
                 continue;
             };
             let body = wire::Updates { updates };
-            let result = tokio::task::spawn_blocking(move || -> Result<wire::Acked, String> {
-                let mut r = http().post(&url).send_json(&body).map_err(|e| e.to_string())?;
-                if !r.status().is_success() {
-                    return Err(format!("status {}", r.status()));
-                }
-                r.body_mut().read_json().map_err(|e| e.to_string())
-            })
-            .await;
+            let result = tokio::task::spawn_blocking(move || master_client(&master).updates(&id, &body)).await;
             match result {
                 Ok(Ok(acked)) => {
                     tracing::debug!(acked = ?acked.acked, "status updates acknowledged");

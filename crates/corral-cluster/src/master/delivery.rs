@@ -33,9 +33,7 @@ impl AgentLink for Delivery {
                 return;
             }
         }
-        let address = match &call {
-            AgentCall::Launch { address, .. } | AgentCall::Kill { address, .. } => address.clone(),
-        };
+        let address = address_of(&call);
         let call = match self.queues.get(&address) {
             Some(q) => match q.send(call) {
                 Ok(()) => return,
@@ -48,38 +46,38 @@ impl AgentLink for Delivery {
         let master = self.master.clone();
         let queued_kills = self.queued_kills.clone();
         let started = std::thread::Builder::new().name("corral-deliver".into()).spawn(move || {
-            let http = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(10)))
-                .build()
-                .new_agent();
-            while let Ok(call) = rx.recv() {
+            let agent = corral_client::Client::new(&address_of(&call)).timeout(Some(Duration::from_secs(10)));
+            let mut call = Some(call);
+            while let Some(call) = call.take().or_else(|| rx.recv().ok()) {
                 if let AgentCall::Kill { task_id, .. } = &call {
                     queued_kills.lock().unwrap_or_else(|p| p.into_inner()).remove(task_id);
                 }
-                deliver(&http, &master, call);
+                deliver(&agent, &master, call);
             }
         });
         if let Err(e) = started {
             tracing::error!(error = %e, agent = %address, "could not start a delivery thread; the call is retried later");
             return;
         }
-        let _ = tx.send(call);
         self.queues.insert(address, tx);
     }
 }
 
-fn deliver(http: &ureq::Agent, master: &Master, call: AgentCall) {
+fn address_of(call: &AgentCall) -> String {
+    match call {
+        AgentCall::Launch { address, .. } | AgentCall::Kill { address, .. } => address.clone(),
+    }
+}
+
+fn deliver(agent: &corral_client::Client, master: &Master, call: AgentCall) {
     match call {
         AgentCall::Launch { address, launch } => {
             let task_id = launch.task_id.clone();
-            let result = http.post(&format!("{address}/api/v1/tasks")).send_json(&launch);
-            let failure = match result {
-                Ok(r) if r.status().is_success() => None,
-                Ok(mut r) => Some(format!(
-                    "agent {address} refused the launch: {}",
-                    r.body_mut().read_to_string().unwrap_or_default()
-                )),
+            let failure = match agent.launch(&launch) {
+                Ok(()) => None,
+                Err(e @ corral_client::ClientError::Refused { .. }) => {
+                    Some(format!("agent {address} refused the launch: {e}"))
+                }
                 Err(e) => Some(format!("agent {address} could not be reached: {e}")),
             };
             if let Some(message) = failure {
@@ -88,12 +86,8 @@ fn deliver(http: &ureq::Agent, master: &Master, call: AgentCall) {
             }
         }
         AgentCall::Kill { address, task_id } => {
-            match http.post(&format!("{address}/api/v1/tasks/{task_id}/kill")).send_empty() {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => {
-                    tracing::warn!(task = %task_id, status = r.status().as_u16(), "agent refused a kill; it is sent again")
-                }
-                Err(e) => tracing::warn!(task = %task_id, error = %e, "kill could not be delivered; it is sent again"),
+            if let Err(e) = agent.kill_on_agent(&task_id) {
+                tracing::warn!(task = %task_id, agent = %address, error = %e, "kill not delivered; it is sent again");
             }
         }
     }

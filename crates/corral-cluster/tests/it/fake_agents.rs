@@ -1,10 +1,15 @@
+//! The master and agents on fake containers: what each scenario leaves running, and how tasks
+//! end, checked through the same client the CLI uses.
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use corral_client::Client;
 use corral_cluster::agent::{self, AgentConfig, FakeRuntime};
 use corral_cluster::master;
+use corral_cluster::wire;
 use serde_json::{json, Value};
 
 /// A daemon on a runtime of its own: dropping it stops every task it spawned, as a killed
@@ -55,33 +60,17 @@ fn start_agent(master: SocketAddr, dir: &Path, name: &str, fake: &FakeRuntime) -
     Daemon { runtime: Some(rt), addr }
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .new_agent()
+fn client(addr: SocketAddr) -> Client {
+    Client::new(&addr.to_string()).timeout(Some(Duration::from_secs(10)))
 }
 
 fn get(addr: SocketAddr, path: &str) -> Value {
-    let mut r = http().get(&format!("http://{addr}{path}")).call().unwrap();
-    assert!(r.status().is_success(), "GET {path}: {}", r.status());
-    r.body_mut().read_json().unwrap()
+    client(addr).get(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn send(addr: SocketAddr, method: &str, path: &str, body: Value) -> Value {
-    let url = format!("http://{addr}{path}");
-    let mut r = match method {
-        "POST" => http().post(&url).send_json(&body),
-        "PUT" => http().put(&url).send_json(&body),
-        "DELETE" => http().delete(&url).call(),
-        other => panic!("method {other}"),
-    }
-    .unwrap();
-    let status = r.status();
-    let text = r.body_mut().read_to_string().unwrap();
-    assert!(status.is_success(), "{method} {path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
+fn send(addr: SocketAddr, method: &'static str, path: &str, body: Value) -> Value {
+    let body = (!body.is_null()).then_some(&body);
+    client(addr).marathon(method, path, body).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Polls until `f` holds, or fails after the deadline naming what it waited for.
@@ -89,23 +78,30 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        // Poll gently between looks.
+        std::thread::park_timeout(Duration::from_millis(20));
     }
 }
 
-fn task(addr: SocketAddr, id: &str) -> Value {
-    get(addr, &format!("/api/v1/tasks/{id}"))
+fn task(addr: SocketAddr, id: &str) -> wire::TaskInfo {
+    client(addr).task(id).unwrap()
 }
 
 fn run(addr: SocketAddr, command: &str, count: u32) -> Vec<String> {
-    let command: Vec<&str> = command.split_whitespace().collect();
-    let reply =
-        send(addr, "POST", "/api/v1/tasks", json!({"cpus": 0.5, "mem": 64, "count": count, "command": command}));
-    reply["tasks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+    let req = wire::RunTasks {
+        role: "*".into(),
+        name: None,
+        count,
+        cpus: 0.5,
+        mem: 64.0,
+        image: None,
+        command: command.split_whitespace().map(str::to_string).collect(),
+    };
+    client(addr).run_tasks(&req).unwrap()
 }
 
 fn state_of(addr: SocketAddr, id: &str) -> String {
-    task(addr, id)["state"].as_str().unwrap_or_default().to_string()
+    task(addr, id).state.as_str().to_string()
 }
 
 #[test]
@@ -121,16 +117,16 @@ fn tasks_end_as_their_fake_containers_do() {
     let long = run(m.addr, "sleep forever", 1);
     for id in &finished {
         wait_for("a finished task", || state_of(m.addr, id) == "FINISHED");
-        assert_eq!(task(m.addr, id)["exit_code"], 0);
+        assert_eq!(task(m.addr, id).exit_code, Some(0));
     }
     wait_for("a failed task", || state_of(m.addr, &failed[0]) == "FAILED");
-    assert_eq!(task(m.addr, &failed[0])["exit_code"], 3);
+    assert_eq!(task(m.addr, &failed[0]).exit_code, Some(3));
     wait_for("a task that could not start", || state_of(m.addr, &error[0]) == "ERROR");
-    assert!(task(m.addr, &error[0])["message"].as_str().unwrap().contains("no such image"));
+    assert!(task(m.addr, &error[0]).message.unwrap_or_default().contains("no such image"));
 
     wait_for("the long task to run", || state_of(m.addr, &long[0]) == "RUNNING");
     assert_eq!(fake.running(), 1);
-    send(m.addr, "POST", &format!("/api/v1/tasks/{}/kill", long[0]), Value::Null);
+    client(m.addr).kill_task(&long[0]).unwrap();
     wait_for("the kill", || state_of(m.addr, &long[0]) == "KILLED");
     assert_eq!(fake.running(), 0, "no container runs that nobody wants");
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use corral_client::Client;
 
 use super::services::percentile;
 
@@ -35,28 +36,19 @@ impl Drop for MasterProcess {
     }
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .new_agent()
-}
-
 /// p50 and p99 of `n` GETs of `path`.
-fn time_gets(http: &ureq::Agent, base: &str, path: &str, n: usize) -> Result<(f64, f64)> {
+fn time_gets(master: &Client, path: &str, n: usize) -> Result<(f64, f64)> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let mut r = http.get(&format!("{base}{path}")).call()?;
-        r.body_mut().read_to_vec()?;
+        master.get_bytes(path)?;
         samples.push(t.elapsed());
     }
     Ok((percentile(&mut samples, 0.5), percentile(&mut samples, 0.99)))
 }
 
 /// p50 and p99 of `n` POSTs of new one-instance apps named `{prefix}-{i}`.
-fn time_posts(http: &ureq::Agent, base: &str, prefix: &str, n: usize) -> Result<(f64, f64)> {
+fn time_posts(master: &Client, prefix: &str, n: usize) -> Result<(f64, f64)> {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let def = serde_json::json!({
@@ -64,17 +56,14 @@ fn time_posts(http: &ureq::Agent, base: &str, prefix: &str, n: usize) -> Result<
             "cpus": 0.01, "mem": 16, "instances": 1, "portDefinitions": [],
         });
         let t = Instant::now();
-        let r = http.post(&format!("{base}/v2/apps")).send_json(&def)?;
+        master.marathon("POST", "/v2/apps", Some(&def))?;
         samples.push(t.elapsed());
-        if r.status() != 201 {
-            bail!("POST /v2/apps: HTTP {}", r.status());
-        }
     }
     Ok((percentile(&mut samples, 0.5), percentile(&mut samples, 0.99)))
 }
 
-fn gauge(http: &ureq::Agent, base: &str, name: &str) -> Result<Option<f64>> {
-    let m: serde_json::Value = http.get(&format!("{base}/metrics")).call()?.body_mut().read_json()?;
+fn gauge(master: &Client, name: &str) -> Result<Option<f64>> {
+    let m = master.marathon("GET", "/metrics", None)?;
     Ok(m["gauges"][name]["value"].as_f64())
 }
 
@@ -100,26 +89,22 @@ pub fn run(config: &Config) -> Result<()> {
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?,
     );
-    let base = format!("http://127.0.0.1:{port}");
-    let http = http();
+    let master = Client::new(&format!("127.0.0.1:{port}")).timeout(Some(Duration::from_secs(120)));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let resources = format!("cpus:{};mem:{}", apps * instances * 4, apps * instances * 128);
-    super::fake_agent::start(&rt, &http, &base, &resources)?;
+    super::fake_agent::start(&rt, &master, &resources)?;
 
     for i in 0..apps {
         let def = serde_json::json!({
             "id": format!("/bench/app-{i:05}"), "cmd": "sleep 100000",
             "cpus": 0.01, "mem": 16, "instances": instances, "portDefinitions": [],
         });
-        let r = http.post(&format!("{base}/v2/apps")).send_json(&def).context("creating an app")?;
-        if r.status() != 201 {
-            bail!("creating app {i}: HTTP {}", r.status());
-        }
+        master.marathon("POST", "/v2/apps", Some(&def)).with_context(|| format!("creating app {i}"))?;
     }
     let want = (apps * instances) as f64;
     let started = Instant::now();
-    while gauge(&http, &base, "marathon.instances.running.gauge")?.unwrap_or(0.0) < want
-        || gauge(&http, &base, "marathon.deployments.active.gauge")?.unwrap_or(1.0) > 0.0
+    while gauge(&master, "marathon.instances.running.gauge")?.unwrap_or(0.0) < want
+        || gauge(&master, "marathon.deployments.active.gauge")?.unwrap_or(1.0) > 0.0
     {
         if started.elapsed() > Duration::from_secs(1800) {
             bail!("the {want} instances did not all run within 30 minutes");
@@ -128,12 +113,12 @@ pub fn run(config: &Config) -> Result<()> {
     }
 
     // Reads alone, then beside a writer.
-    let reads_alone = time_gets(&http, &base, "/v2/apps", requests)?;
+    let reads_alone = time_gets(&master, "/v2/apps", requests)?;
     let stop = Arc::new(AtomicBool::new(false));
     // Open loop: each update goes at its time on a thread of its own, however long the ones
     // before it take, so a slow master cannot lower the rate it is offered.
     let writer = {
-        let (stop, base, http) = (stop.clone(), base.clone(), http.clone());
+        let (stop, master) = (stop.clone(), master.clone());
         std::thread::spawn(move || -> (usize, usize) {
             let every = Duration::from_secs(1) / writes_per_sec;
             let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -143,11 +128,10 @@ pub fn run(config: &Config) -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 let app = sent % apps;
                 let body = serde_json::json!({"labels": {"rev": sent.to_string()}});
-                let url = format!("{base}/v2/apps/bench/app-{app:05}?force=true");
-                let (http, failed) = (http.clone(), failed.clone());
-                inflight.push(std::thread::spawn(move || match http.patch(&url).send_json(&body) {
-                    Ok(r) if r.status().is_success() => {}
-                    _ => {
+                let path = format!("/v2/apps/bench/app-{app:05}?force=true");
+                let (master, failed) = (master.clone(), failed.clone());
+                inflight.push(std::thread::spawn(move || {
+                    if master.marathon("PATCH", &path, Some(&body)).is_err() {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }));
@@ -164,37 +148,35 @@ pub fn run(config: &Config) -> Result<()> {
         })
     };
     let writes_started = Instant::now();
-    let reads_with_writes = time_gets(&http, &base, "/v2/apps", requests)?;
+    let reads_with_writes = time_gets(&master, "/v2/apps", requests)?;
     stop.store(true, Ordering::Relaxed);
     let (sent, failed) = writer.join().expect("the writer ends");
     let write_rate = sent as f64 / writes_started.elapsed().as_secs_f64();
-    while gauge(&http, &base, "marathon.deployments.active.gauge")?.unwrap_or(1.0) > 0.0 {
+    while gauge(&master, "marathon.deployments.active.gauge")?.unwrap_or(1.0) > 0.0 {
         std::thread::park_timeout(Duration::from_millis(100));
     }
 
     // Writes alone, then beside two readers.
-    let writes_alone = time_posts(&http, &base, "alone", requests)?;
+    let writes_alone = time_posts(&master, "alone", requests)?;
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (stop, base, http) = (stop.clone(), base.clone(), http.clone());
+            let (stop, master) = (stop.clone(), master.clone());
             std::thread::spawn(move || {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(mut r) = http.get(&format!("{base}/v2/apps")).call() {
-                        let _ = r.body_mut().read_to_vec();
-                    }
+                    let _ = master.get_bytes("/v2/apps");
                     n += 1;
                 }
                 n
             })
         })
         .collect();
-    let writes_with_reads = time_posts(&http, &base, "beside", requests)?;
+    let writes_with_reads = time_posts(&master, "beside", requests)?;
     stop.store(true, Ordering::Relaxed);
     let reads_done: usize = readers.into_iter().map(|r| r.join().expect("a reader ends")).sum();
-    let tick = gauge(&http, &base, "corral.master.tick.max.ms")?;
-    let tick_last = gauge(&http, &base, "corral.master.tick.last.ms")?;
+    let tick = gauge(&master, "corral.master.tick.max.ms")?;
+    let tick_last = gauge(&master, "corral.master.tick.last.ms")?;
     let _ = std::fs::remove_dir_all(&work);
 
     let tasks = apps * instances;

@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
+use corral_client::Client;
 use corral_cluster::task::TaskState;
 use corral_cluster::wire;
 
@@ -30,7 +31,7 @@ async fn kill(State(p): State<Arc<Pending>>, Path(id): Path<String>) -> &'static
 
 /// Serves the agent API on `rt`, registers with the master at `base`, and answers from a
 /// thread of its own until the process ends.
-pub fn start(rt: &tokio::runtime::Runtime, http: &ureq::Agent, base: &str, resources: &str) -> Result<()> {
+pub fn start(rt: &tokio::runtime::Runtime, master: &Client, resources: &str) -> Result<()> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let pending = Arc::new(Pending::default());
     let router = Router::new()
@@ -51,14 +52,14 @@ pub fn start(rt: &tokio::runtime::Runtime, http: &ureq::Agent, base: &str, resou
             attributes: String::new(),
             tasks: Vec::new(),
         };
-        match http.post(&format!("{base}/api/v1/agents")).send_json(&reg) {
-            Ok(mut r) if r.status().is_success() => break r.body_mut().read_json()?,
-            _ if Instant::now() > deadline => bail!("the master did not start"),
-            _ => std::thread::yield_now(),
+        match master.register(&reg) {
+            Ok(r) => break r,
+            Err(e) if Instant::now() > deadline => bail!("the master did not start: {e}"),
+            Err(_) => std::thread::yield_now(),
         }
     };
     let agent_id = registered.agent_id;
-    let (base, http) = (base.to_string(), http.clone());
+    let master = master.clone();
     std::thread::spawn(move || {
         let mut seq = 0u64;
         let mut last_beat = Instant::now();
@@ -69,7 +70,7 @@ pub fn start(rt: &tokio::runtime::Runtime, http: &ureq::Agent, base: &str, resou
                 l.drain(..n).collect()
             };
             if last_beat.elapsed() > Duration::from_secs(2) {
-                let _ = http.post(&format!("{base}/api/v1/agents/{agent_id}/heartbeat")).send_empty();
+                let _ = master.heartbeat(&agent_id, &wire::Heartbeat { tasks: None });
                 last_beat = Instant::now();
             }
             if batch.is_empty() {
@@ -91,8 +92,7 @@ pub fn start(rt: &tokio::runtime::Runtime, http: &ureq::Agent, base: &str, resou
                     }
                 })
                 .collect();
-            let _ =
-                http.post(&format!("{base}/api/v1/agents/{agent_id}/updates")).send_json(&wire::Updates { updates });
+            let _ = master.updates(&agent_id, &wire::Updates { updates });
         }
     });
     Ok(())

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use corral_client::Client;
 use corral_cluster::wire;
 
 use super::stats_row;
@@ -37,9 +38,8 @@ pub fn run(runs: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.spawn(corral_cluster::master::run(master));
     rt.spawn(corral_cluster::agent::run(agent));
-    let base = format!("http://127.0.0.1:{master_port}");
-    let http = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-    wait_for_agent(&http, &base)?;
+    let master = Client::new(&format!("127.0.0.1:{master_port}"));
+    wait_for_agent(&master)?;
     let mut samples = Vec::with_capacity(runs);
     let mut ids = Vec::new();
     for _ in 0..runs {
@@ -53,10 +53,9 @@ pub fn run(runs: usize) -> Result<()> {
             command: vec!["sleep".into(), "1000".into()],
         };
         let start = Instant::now();
-        let mut resp = http.post(&format!("{base}/api/v1/tasks")).send_json(&req).context("submitting a task")?;
-        let id = resp.body_mut().read_json::<wire::TaskIds>()?.tasks.remove(0);
+        let id = master.run_tasks(&req).context("submitting a task")?.remove(0);
         loop {
-            let t: wire::TaskInfo = http.get(&format!("{base}/api/v1/tasks/{id}")).call()?.body_mut().read_json()?;
+            let t = master.task(&id)?;
             match t.state {
                 corral_cluster::task::TaskState::Running => break,
                 s if s.is_terminal() => bail!("task {id} ended as {s:?}: {:?}", t.message),
@@ -67,7 +66,7 @@ pub fn run(runs: usize) -> Result<()> {
         ids.push(id);
     }
     for id in &ids {
-        let _ = http.post(&format!("{base}/api/v1/tasks/{id}/kill")).send_empty();
+        let _ = master.kill_task(id);
     }
     cleanup(&work);
     drop(rt);
@@ -86,15 +85,10 @@ pub fn run(runs: usize) -> Result<()> {
 }
 
 /// Waits (20 s at most) until an agent has registered with the master at `base`.
-pub(super) fn wait_for_agent(http: &ureq::Agent, base: &str) -> Result<()> {
+pub(super) fn wait_for_agent(master: &Client) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let agents: Vec<wire::AgentInfo> = http
-            .get(&format!("{base}/api/v1/agents"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_json().ok())
-            .unwrap_or_default();
+        let agents = master.agents().unwrap_or_default();
         if agents.iter().any(|a| a.state == "active") {
             return Ok(());
         }

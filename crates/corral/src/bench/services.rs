@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use corral_client::Client;
 
 pub(super) fn percentile(samples: &mut [Duration], q: f64) -> f64 {
     samples.sort();
@@ -44,15 +45,11 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
             corral_exe: std::env::current_exe()?,
         }));
     }
-    let http = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .new_agent();
+    let master = Client::new(&base).timeout(Some(Duration::from_secs(120)));
     if real {
-        super::launch::wait_for_agent(&http, &base)?;
+        super::launch::wait_for_agent(&master)?;
     } else {
-        super::fake_agent::start(&rt, &http, &base, &resources)?;
+        super::fake_agent::start(&rt, &master, &resources)?;
     }
 
     let started = Instant::now();
@@ -65,16 +62,13 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
             "portDefinitions": [],
         });
         let t = Instant::now();
-        let r = http.post(&format!("{base}/v2/apps")).send_json(&def).context("creating an app")?;
-        if r.status() != 201 {
-            bail!("creating app {i}: HTTP {}", r.status());
-        }
+        master.marathon("POST", "/v2/apps", Some(&def)).with_context(|| format!("creating app {i}"))?;
         posts.push(t.elapsed());
     }
     let deployed = started.elapsed();
     let want = apps * instances;
     let metric = |name: &str| -> Result<usize> {
-        let m: serde_json::Value = http.get(&format!("{base}/metrics")).call()?.body_mut().read_json()?;
+        let m = master.marathon("GET", "/metrics", None)?;
         Ok(m["gauges"][name]["value"].as_u64().unwrap_or(0) as usize)
     };
     loop {
@@ -100,7 +94,7 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
         let mut bytes = 0;
         for _ in 0..n {
             let t = Instant::now();
-            let body = http.get(&format!("{base}{path}")).call()?.body_mut().read_to_vec()?;
+            let body = master.get_bytes(path)?;
             samples.push(t.elapsed());
             bytes = body.len();
         }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use corral_client::Client;
 use serde_json::{json, Value};
 
 use crate::cluster::Cluster;
@@ -21,6 +22,7 @@ struct Reply {
     location: Option<String>,
 }
 
+/// A plain HTTP client, for the services the tests run (not the master).
 fn http() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -29,24 +31,19 @@ fn http() -> ureq::Agent {
         .new_agent()
 }
 
-/// One call to the master's Marathon API.
-fn api(c: &Cluster, method: &str, path: &str, body: Option<&str>) -> Reply {
-    let url = format!("http://{}:{}{path}", c.master_host(), c.master_port);
-    let a = http();
-    let resp = match method {
-        "GET" => a.get(&url).call(),
-        "DELETE" => a.delete(&url).call(),
-        "POST" => a.post(&url).header("Content-Type", "application/json").send(body.unwrap_or("")),
-        "PUT" => a.put(&url).header("Content-Type", "application/json").send(body.unwrap_or("")),
-        "PATCH" => a.patch(&url).header("Content-Type", "application/json").send(body.unwrap_or("")),
-        _ => unreachable!(),
+/// The client of the master's APIs (`corral_client`), as every tool uses it.
+fn master(c: &Cluster) -> Client {
+    Client::new(&format!("{}:{}", c.master_host(), c.master_port)).timeout(Some(Duration::from_secs(20)))
+}
+
+/// One call to the master's Marathon API, as it went.
+fn api(c: &Cluster, method: &'static str, path: &str, body: Option<&str>) -> Reply {
+    let body = match method {
+        "POST" | "PUT" | "PATCH" => Some(body.unwrap_or("")),
+        _ => body,
     };
-    let mut resp = resp.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let status = resp.status().as_u16();
-    let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_string());
-    let text = resp.body_mut().read_to_string().unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply { status, body, location }
+    let a = master(c).exchange(method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    Reply { status: a.status, body: a.json(), location: a.location }
 }
 
 fn app(c: &Cluster, id: &str) -> Value {
@@ -194,15 +191,15 @@ fn a_rolling_upgrade_under_load_loses_no_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
-    let base = format!("http://{}:{}", c.master_host(), c.master_port);
     let client = {
         let (stop, ok, failed, seen) = (stop.clone(), ok.clone(), failed.clone(), seen.clone());
+        let m = master(&c);
         std::thread::spawn(move || {
             let a = http();
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let tasks: Value = match a.get(&format!("{base}/v2/apps/web/tasks")).call() {
-                    Ok(mut r) => r.body_mut().read_json().unwrap_or(Value::Null),
+                let tasks: Value = match m.exchange("GET", "/v2/apps/web/tasks", None) {
+                    Ok(answer) => answer.json(),
                     Err(e) => panic!("the master did not answer: {e}"),
                 };
                 if !tasks["tasks"].is_array() {

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::task::TaskState;
-
 fn default_role() -> String {
     "*".into()
 }
@@ -234,4 +232,62 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// A task's state, as in Mesos (the lifecycle's one transition function is
+/// `corral_cluster::task::transition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskState {
+    /// Accepted by the master, waiting for an offer, or sent to an agent.
+    Staging,
+    /// The agent is preparing it (image, rootfs, shim).
+    Starting,
+    Running,
+    /// A kill was asked for; the task has not ended yet.
+    Killing,
+    /// Exited with code 0.
+    Finished,
+    /// Exited with another code, or was killed by a signal it was not asked to take.
+    Failed,
+    /// Ended because it was killed.
+    Killed,
+    /// Could not be launched at all.
+    Error,
+    /// Its agent lost it (the agent came back without it, or was removed).
+    Lost,
+    /// Its agent stopped answering; it may still run.
+    Unreachable,
+    /// Its agent is gone for good.
+    Gone,
+}
+
+impl TaskState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Error
+                | TaskState::Lost
+                | TaskState::Gone
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Staging => "STAGING",
+            TaskState::Starting => "STARTING",
+            TaskState::Running => "RUNNING",
+            TaskState::Killing => "KILLING",
+            TaskState::Finished => "FINISHED",
+            TaskState::Failed => "FAILED",
+            TaskState::Killed => "KILLED",
+            TaskState::Error => "ERROR",
+            TaskState::Lost => "LOST",
+            TaskState::Unreachable => "UNREACHABLE",
+            TaskState::Gone => "GONE",
+        }
+    }
 }
