@@ -211,7 +211,7 @@ impl Client {
 
     // ---- the master's native API ---------------------------------------------------------------
 
-    pub fn run_tasks(&self, req: &wire::RunTasks) -> Result<Vec<String>> {
+    pub fn run_tasks(&self, req: &wire::RunTasks) -> Result<Vec<wire::TaskId>> {
         Ok(self.send::<wire::TaskIds>("POST", "/api/v1/tasks", Some(req))?.tasks)
     }
 

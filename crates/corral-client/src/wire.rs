@@ -33,15 +33,15 @@ pub struct RunTasks {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskIds {
-    pub tasks: Vec<String>,
+    pub tasks: Vec<TaskId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskInfo {
-    pub id: String,
+    pub id: TaskId,
     pub name: String,
     pub role: String,
-    pub agent: Option<String>,
+    pub agent: Option<AgentId>,
     pub state: TaskState,
     pub resources: String,
     pub image: Option<String>,
@@ -52,7 +52,7 @@ pub struct TaskInfo {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentInfo {
-    pub id: String,
+    pub id: AgentId,
     pub hostname: String,
     pub address: String,
     pub resources: String,
@@ -88,7 +88,7 @@ pub struct SetRole {
 #[serde(deny_unknown_fields)]
 pub struct Register {
     #[serde(default)]
-    pub agent_id: Option<String>,
+    pub agent_id: Option<AgentId>,
     pub hostname: String,
     /// Where the master reaches the agent: `http://10.0.0.2:5051`.
     pub address: String,
@@ -102,7 +102,7 @@ pub struct Register {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentTask {
-    pub task_id: String,
+    pub task_id: TaskId,
     pub state: TaskState,
 }
 
@@ -118,18 +118,18 @@ pub struct Heartbeat {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registered {
-    pub agent_id: String,
+    pub agent_id: AgentId,
     pub heartbeat_interval_ms: u64,
     /// Tasks the agent reported that the master does not want: kill them.
     #[serde(default)]
-    pub kill: Vec<String>,
+    pub kill: Vec<TaskId>,
 }
 
 /// `POST /api/v1/agents/{id}/updates`: status updates, in order per task, retried until acked.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StatusUpdate {
-    pub task_id: String,
+    pub task_id: TaskId,
     pub state: TaskState,
     /// Per agent, increasing: the master acknowledges by it.
     pub seq: u64,
@@ -160,7 +160,7 @@ pub struct Acked {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Launch {
-    pub task_id: String,
+    pub task_id: TaskId,
     pub name: String,
     pub role: String,
     pub cpus: f64,
@@ -291,3 +291,95 @@ impl TaskState {
         }
     }
 }
+
+/// A typed id: a string on the wire, its own type in the code, so a task's id is never passed
+/// where an agent's is meant. Never parsed: what it says is opaque.
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(id: impl Into<String>) -> $name {
+                $name(id.into())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        // Hashes and orders as its string does, so maps keyed by it are searched by either.
+        impl std::borrow::Borrow<String> for $name {
+            fn borrow(&self) -> &String {
+                &self.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(id: String) -> $name {
+                $name(id)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(id: &str) -> $name {
+                $name(id.to_string())
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+id!(
+    /// A task's id, unique in the cluster.
+    TaskId
+);
+id!(
+    /// An agent's id, given by the master when the agent first registers.
+    AgentId
+);

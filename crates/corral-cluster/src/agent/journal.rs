@@ -136,7 +136,7 @@ mod tests {
 
     fn update(seq: u64) -> StatusUpdate {
         StatusUpdate {
-            task_id: format!("t{seq}"),
+            task_id: format!("t{seq}").into(),
             state: TaskState::Running,
             seq,
             exit_code: None,

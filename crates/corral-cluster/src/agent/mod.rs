@@ -73,7 +73,7 @@ pub enum AgentError {
 
 struct Inner {
     config: AgentConfig,
-    agent_id: Option<String>,
+    agent_id: Option<wire::AgentId>,
     /// The decisions: tasks and the updates not yet acknowledged.
     state: AgentState,
     /// The updates' log on disk: appended to, never rewritten per update.
@@ -122,7 +122,7 @@ impl Inner {
         };
         write("tasks.json", serde_json::to_vec(&self.state.tasks).expect("serializes"));
         if let Some(id) = &self.agent_id {
-            write("agent_id", id.clone().into_bytes());
+            write("agent_id", id.to_string().into_bytes());
         }
     }
 }
@@ -183,8 +183,8 @@ pub async fn serve_with(
     corral_alloc::attributes::parse(&config.attributes).map_err(|e| AgentError::Attributes(e.to_string()))?;
     let resources = machine_resources(config.resources.as_deref(), &config.state_root)?;
     let read = |name: &str| std::fs::read(config.work_dir.join(name)).ok();
-    let agent_id = read("agent_id").and_then(|b| String::from_utf8(b).ok());
-    let tasks: BTreeMap<String, TaskEntry> =
+    let agent_id = read("agent_id").and_then(|b| String::from_utf8(b).ok()).map(wire::AgentId::from);
+    let tasks: BTreeMap<wire::TaskId, TaskEntry> =
         read("tasks.json").and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let (journal, pending) = journal::Journal::open(&config.work_dir);
     let local = listener.local_addr().map_err(|source| AgentError::Listen { addr: config.listen, source })?;
@@ -293,7 +293,7 @@ impl Agent {
     /// After a restart: tasks whose containers still run are watched again; those that ended
     /// meanwhile are reported with their real exit status (by the watcher).
     async fn recover(&self) {
-        let entries: Vec<(String, String)> = {
+        let entries: Vec<(wire::TaskId, String)> = {
             let i = self.inner.lock().await;
             i.state
                 .tasks
@@ -332,7 +332,7 @@ impl Agent {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tick.tick().await;
-            let live: Vec<(String, String)> = {
+            let live: Vec<(wire::TaskId, String)> = {
                 let i = self.inner.lock().await;
                 i.state
                     .tasks
@@ -362,7 +362,7 @@ impl Agent {
         }
     }
 
-    async fn register(&self) -> Option<(String, u64, Vec<String>)> {
+    async fn register(&self) -> Option<(wire::AgentId, u64, Vec<wire::TaskId>)> {
         let (req, url) = {
             let i = self.inner.lock().await;
             let req = wire::Register {
@@ -395,7 +395,7 @@ impl Agent {
 
     /// Registers, then heartbeats; registers again whenever the master does not know us.
     async fn heartbeats(self) {
-        let mut registered: Option<(String, u64)> = None;
+        let mut registered: Option<(wire::AgentId, u64)> = None;
         let mut retry = tokio::time::interval(Duration::from_millis(500));
         let mut beat = tokio::time::interval(Duration::from_millis(1000));
         loop {

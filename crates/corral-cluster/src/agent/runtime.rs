@@ -70,7 +70,7 @@ impl Runtime for ShimRuntime {
             });
         }
         let request = CreateRequest {
-            name: Some(req.task_id.clone()),
+            name: Some(req.task_id.to_string()),
             image,
             command: req.command.clone(),
             cpus: Some(req.cpus),
@@ -205,7 +205,7 @@ impl Runtime for FakeRuntime {
             *next += 1;
             format!("fake-{next}")
         };
-        let c = FakeContainer { name: req.task_id.clone(), run, started: Instant::now(), stopped: None };
+        let c = FakeContainer { name: req.task_id.to_string(), run, started: Instant::now(), stopped: None };
         self.containers.lock().expect("not poisoned").insert(id.clone(), c);
         Ok(id)
     }

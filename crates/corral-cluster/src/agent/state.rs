@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::Pending;
 use crate::task::{ended_state, TaskState};
-use crate::wire;
+use crate::wire::{self, TaskId};
 
 /// A task this agent runs, as it records it on disk.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(super) struct TaskEntry {
-    pub(super) task_id: String,
+    pub(super) task_id: TaskId,
     pub(super) container_id: String,
     pub(super) kill_requested: bool,
     /// The last state reported (queued) for it.
@@ -34,7 +34,7 @@ pub(super) struct TaskEntry {
 impl TaskEntry {
     fn new(task_id: &str) -> TaskEntry {
         TaskEntry {
-            task_id: task_id.to_string(),
+            task_id: task_id.into(),
             container_id: String::new(),
             kill_requested: false,
             state: TaskState::Staging,
@@ -76,7 +76,7 @@ pub(super) enum Effect {
 
 #[derive(Debug, Default)]
 pub(super) struct AgentState {
-    pub(super) tasks: BTreeMap<String, TaskEntry>,
+    pub(super) tasks: BTreeMap<TaskId, TaskEntry>,
     /// Status updates not yet acknowledged, in order.
     pub(super) pending: Pending,
     /// Updates queued since the shell last took them, for the journal.
@@ -86,7 +86,7 @@ pub(super) struct AgentState {
 }
 
 impl AgentState {
-    pub(super) fn new(tasks: BTreeMap<String, TaskEntry>, pending: Pending) -> AgentState {
+    pub(super) fn new(tasks: BTreeMap<TaskId, TaskEntry>, pending: Pending) -> AgentState {
         AgentState { tasks, pending, fresh: Vec::new(), dirty: false }
     }
 
@@ -125,7 +125,7 @@ impl AgentState {
         let Some(t) = self.tasks.get_mut(task_id) else {
             let mut t = TaskEntry::new(task_id);
             t.kill_requested = true;
-            self.tasks.insert(task_id.to_string(), t);
+            self.tasks.insert(task_id.into(), t);
             self.dirty = true;
             self.report(task_id, TaskState::Killed, None, Some("killed before it was launched".into()));
             return Vec::new();
@@ -355,7 +355,7 @@ impl AgentState {
 /// An update of a task's state, not numbered yet.
 fn update(task_id: &str, state: TaskState) -> wire::StatusUpdate {
     wire::StatusUpdate {
-        task_id: task_id.to_string(),
+        task_id: task_id.into(),
         state,
         seq: 0,
         exit_code: None,
@@ -398,7 +398,7 @@ mod tests {
 
     /// The updates queued, as `(task, state, exit code, message)`.
     fn reported(s: &mut AgentState) -> Vec<(String, TaskState, Option<i32>, Option<String>)> {
-        s.take_fresh().into_iter().map(|u| (u.task_id, u.state, u.exit_code, u.message)).collect()
+        s.take_fresh().into_iter().map(|u| (u.task_id.to_string(), u.state, u.exit_code, u.message)).collect()
     }
 
     fn states(s: &mut AgentState) -> Vec<(String, TaskState)> {
@@ -507,7 +507,7 @@ mod tests {
         };
         let check =
             |e: TaskEntry, found: Option<&str>, observed: Option<Observed>, effects: &[&str], want: &[TaskState]| {
-                let mut s = AgentState::new(BTreeMap::from([("t".to_string(), e.clone())]), Pending::default());
+                let mut s = AgentState::new(BTreeMap::from([(TaskId::from("t"), e.clone())]), Pending::default());
                 let got = s.recovered("t", found.map(str::to_string), observed.clone());
                 assert_eq!(names(&got), effects, "{e:?} found {found:?} observed {observed:?}");
                 let states: Vec<TaskState> = states(&mut s).into_iter().map(|(_, st)| st).collect();

@@ -154,7 +154,7 @@ impl Controller {
 
     // ---- the one-off tasks framework ----------------------------------------------------------
 
-    pub fn run_tasks(&mut self, req: wire::RunTasks, now_ms: u64) -> Result<Vec<String>, MasterError> {
+    pub fn run_tasks(&mut self, req: wire::RunTasks, now_ms: u64) -> Result<Vec<wire::TaskId>, MasterError> {
         self.core.saw(now_ms);
         let ids = self.one_off.run(&mut self.core, req)?;
         self.settle(now_ms)?;

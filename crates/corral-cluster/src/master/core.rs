@@ -20,7 +20,7 @@ use super::events::{Event, Stamped};
 use super::framework::{Notice, NoticeKind};
 use crate::store::{decode, Corrupt, ReadError, StoreError, Writes, AGENTS, ROLES, TASKS};
 use crate::task::{transition, TaskEvent, TaskState};
-use crate::wire;
+use crate::wire::{self, AgentId, TaskId};
 
 /// Why the master refused a request; mapped to an HTTP status in one place (`api.rs`).
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +56,10 @@ impl From<ReadError> for MasterError {
 /// A task, as the master keeps it (and persists it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskRecord {
-    pub id: String,
+    pub id: TaskId,
     pub name: String,
     pub role: String,
-    pub agent: Option<String>,
+    pub agent: Option<AgentId>,
     pub state: TaskState,
     pub resources: String,
     pub cpus: f64,
@@ -129,7 +129,7 @@ pub struct Health {
 /// An agent, as the master keeps it (and persists it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentRecord {
-    pub id: String,
+    pub id: AgentId,
     pub hostname: String,
     pub address: String,
     pub resources: String,
@@ -146,7 +146,7 @@ struct RoleRecord {
 #[derive(Debug, Clone)]
 pub enum AgentCall {
     Launch { address: String, launch: Box<wire::Launch> },
-    Kill { address: String, task_id: String },
+    Kill { address: String, task_id: TaskId },
 }
 
 #[derive(Clone)]
@@ -163,8 +163,8 @@ pub struct Core {
     /// This command's writes, committed by the owner.
     store: Writes,
     alloc: Allocator,
-    agents: imbl::OrdMap<String, AgentLive>,
-    tasks: imbl::OrdMap<String, TaskRecord>,
+    agents: imbl::OrdMap<AgentId, AgentLive>,
+    tasks: imbl::OrdMap<TaskId, TaskRecord>,
     /// The frameworks the allocator knows, by the name it knows them by.
     frameworks: BTreeMap<String, FrameworkId>,
     roles: BTreeMap<String, RoleRecord>,
@@ -357,7 +357,7 @@ impl Core {
             let id = id.to_string();
             let attributes = attributes::parse(&a.attributes).unwrap_or_default();
             // Known, but not reachable until it says so; its resources are not offered yet.
-            c.agents.insert(id, AgentLive { record: a, attributes, last_seen_ms: now_ms, reachable: false });
+            c.agents.insert(id.into(), AgentLive { record: a, attributes, last_seen_ms: now_ms, reachable: false });
         }
         for (k, v) in snapshot.table(TASKS) {
             let t: TaskRecord = decode(TASKS, k, v)?;
@@ -537,7 +537,7 @@ impl Core {
         self.alloc.accept(offer.id, operations, refuse_ms, now_ms)?;
         for Placement { mut task, launch } in placements {
             debug_assert_eq!(task.id, launch.task_id);
-            task.agent = Some(offer.agent.clone());
+            task.agent = Some(offer.agent.as_str().into());
             task.placed_ms = Some(now_ms);
             self.store.put(TASKS, &task.id, &task);
             self.tasks.insert(task.id.clone(), task);
@@ -596,7 +596,7 @@ impl Core {
         let Some(t) = self.tasks.get_mut(id) else { return };
         let Some(a) = t.agent.as_ref().and_then(|a| self.agents.get(a)).filter(|a| a.reachable) else { return };
         t.kill_sent_ms = Some(now);
-        self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id: id.to_string() });
+        self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id: id.into() });
     }
 
     /// Sets a task's state at its framework's request (no notice: the framework knows).
@@ -642,7 +642,7 @@ impl Core {
 
     fn notice(&mut self, id: &str, kind: NoticeKind) {
         if let Some(t) = self.tasks.get(id) {
-            self.notices.push(Notice { framework: FrameworkId::of_task(t), task: id.to_string(), kind });
+            self.notices.push(Notice { framework: FrameworkId::of_task(t), task: id.into(), kind });
         }
     }
 
@@ -680,7 +680,7 @@ impl Core {
         }
         let id = match &req.agent_id {
             Some(id) if !id.is_empty() => id.clone(),
-            _ => self.ids.id("agent"),
+            _ => self.ids.id("agent").into(),
         };
         let record = AgentRecord {
             id: id.clone(),
@@ -757,13 +757,13 @@ impl Core {
         let Some(reported) = tasks else { return Ok(true) };
         self.saw(now_ms);
         let reported: HashMap<&str, TaskState> = reported.iter().map(|t| (t.task_id.as_str(), t.state)).collect();
-        let unwanted: Vec<String> = reported
+        let unwanted: Vec<TaskId> = reported
             .iter()
             .filter(|(_, s)| !s.is_terminal())
             .filter(|(t, _)| {
                 !self.tasks.get(**t).is_some_and(|k| k.agent.as_deref() == Some(id) && !k.state.is_terminal())
             })
-            .map(|(t, _)| t.to_string())
+            .map(|(t, _)| TaskId::from(*t))
             .collect();
         if let Some(a) = self.agents.get(id) {
             for task_id in unwanted {
@@ -771,7 +771,7 @@ impl Core {
                 self.outbox.push(AgentCall::Kill { address: a.record.address.clone(), task_id });
             }
         }
-        let missing: Vec<String> = self
+        let missing: Vec<TaskId> = self
             .tasks
             .values()
             .filter(|t| t.agent.as_deref() == Some(id) && !t.state.is_terminal() && t.state != TaskState::Unreachable)
@@ -833,7 +833,7 @@ impl Core {
         for o in self.alloc.expire_offers(now_ms, OFFER_TIMEOUT_MS) {
             tracing::info!(offer = o.id, framework = %o.framework, agent = %o.agent, "offer rescinded after its timeout");
         }
-        let silent: Vec<String> = self
+        let silent: Vec<AgentId> = self
             .agents
             .values()
             .filter(|a| a.reachable && now_ms.saturating_sub(a.last_seen_ms) > self.agent_timeout_ms)
@@ -872,7 +872,7 @@ impl Core {
 
     /// Kills not yet answered by an end are sent again.
     fn retry_kills(&mut self, now_ms: u64) {
-        let due: Vec<String> = self
+        let due: Vec<TaskId> = self
             .tasks
             .values()
             .filter(|t| t.state == TaskState::Killing)

@@ -15,7 +15,7 @@ pub(super) struct Delivery {
     queues: HashMap<String, Sender<AgentCall>>,
     /// Kills queued and not yet sent, by task: a retry of one of these adds nothing (a slow
     /// agent would otherwise see its queue grow with every retry).
-    queued_kills: Arc<Mutex<HashSet<String>>>,
+    queued_kills: Arc<Mutex<HashSet<crate::wire::TaskId>>>,
     /// Back to the owner, with what became of a call.
     master: Master,
 }

@@ -9,14 +9,15 @@ use corral_services::wire::AppDefinition;
 
 use super::services::Deployment;
 use crate::task::TaskState;
+use crate::wire::{AgentId, TaskId};
 
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A service task changed state.
     TaskStatus {
-        task: String,
+        task: TaskId,
         app: AppId,
-        agent: Option<String>,
+        agent: Option<AgentId>,
         /// The agent's address, as an IP.
         agent_ip: Option<String>,
         state: TaskState,
@@ -28,22 +29,22 @@ pub enum Event {
     /// A service task's health flipped (or was first known).
     HealthChanged {
         app: AppId,
-        task: String,
+        task: TaskId,
         version: String,
         alive: bool,
     },
     /// A health check of a service task failed.
     HealthCheckFailed {
         app: AppId,
-        task: String,
+        task: TaskId,
     },
     /// A service task failed its health checks too often and is killed.
     UnhealthyKilled {
         app: AppId,
-        task: String,
+        task: TaskId,
         version: String,
         host: String,
-        agent: Option<String>,
+        agent: Option<AgentId>,
     },
     /// An app was created, changed or removed through the API (`None`: removed).
     AppRequested {

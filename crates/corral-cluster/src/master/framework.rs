@@ -33,7 +33,7 @@ pub trait Framework {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
     pub framework: FrameworkId,
-    pub task: String,
+    pub task: crate::wire::TaskId,
     pub kind: NoticeKind,
 }
 
@@ -101,7 +101,7 @@ mod tests {
 
     fn task(core: &mut Core) -> TaskRecord {
         TaskRecord {
-            id: core.ids().id("t"),
+            id: core.ids().id("t").into(),
             name: "t".into(),
             role: "a".into(),
             agent: None,
@@ -148,7 +148,7 @@ mod tests {
         let calls = core.take_outbox();
         assert!(matches!(&calls[..], [AgentCall::Launch { launch, .. }] if launch.task_id == task_id));
         let writes = core.take_writes();
-        assert!(writes.iter().any(|op| op.table() == TASKS && op.key() == task_id), "placement is stored");
+        assert!(writes.iter().any(|op| op.table() == TASKS && op.key() == task_id.as_str()), "placement is stored");
 
         // What is left is offered again, declined, and then not offered for the refuse time.
         let offers = core.offers(2);

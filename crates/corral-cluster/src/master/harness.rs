@@ -13,7 +13,7 @@ use serde_json::json;
 use super::controller::{AgentCall, Controller, Ids, MasterError};
 use super::{AgentLink, Master, Seams};
 use crate::task::TaskState;
-use crate::wire;
+use crate::wire::{self, AgentId, TaskId};
 
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<AgentCall>>>);
@@ -33,7 +33,7 @@ struct Harness {
     calls: Recorder,
     master: Master,
     /// Agent address to id.
-    agents: BTreeMap<String, String>,
+    agents: BTreeMap<String, AgentId>,
     next_update: u64,
 }
 
@@ -82,12 +82,12 @@ impl Harness {
     }
 
     /// An agent with these resources and, as real agents have, host ports.
-    fn add_agent(&mut self, name: &str, resources: &str) -> String {
+    fn add_agent(&mut self, name: &str, resources: &str) -> AgentId {
         self.register(name, &format!("{resources};ports:[31000-32000]"), None, Vec::new())
     }
 
     /// Registers an agent (again, with `id`).
-    fn register(&mut self, name: &str, resources: &str, id: Option<String>, tasks: Vec<wire::AgentTask>) -> String {
+    fn register(&mut self, name: &str, resources: &str, id: Option<AgentId>, tasks: Vec<wire::AgentTask>) -> AgentId {
         let address = format!("http://{name}:5051");
         let resources = resources.to_string();
         let req = wire::Register {
@@ -108,7 +108,7 @@ impl Harness {
     }
 
     /// The tasks the master asked agents to kill since the last look (other calls dropped).
-    fn take_kills(&self) -> Vec<String> {
+    fn take_kills(&self) -> Vec<TaskId> {
         self.take_calls()
             .into_iter()
             .filter_map(|c| match c {
@@ -281,11 +281,11 @@ fn a_restarted_master_recovers_everything_from_the_store() {
     let def = app(json!({"id": "/web", "cmd": "sleep 100", "cpus": 0.5, "mem": 64, "instances": 3}));
     h.call(move |c, now| c.create_app(def, now).map(|_| ())).unwrap();
     h.play(&running);
-    let before: Vec<(String, TaskState)> = h.tasks().into_iter().map(|t| (t.id, t.state)).collect();
+    let before: Vec<(TaskId, TaskState)> = h.tasks().into_iter().map(|t| (t.id, t.state)).collect();
     assert_eq!(before.len(), 5);
 
     let mut h2 = Harness::on(h.store.clone(), 60_000);
-    let after: Vec<(String, TaskState)> = h2.tasks().into_iter().map(|t| (t.id, t.state)).collect();
+    let after: Vec<(TaskId, TaskState)> = h2.tasks().into_iter().map(|t| (t.id, t.state)).collect();
     assert_eq!(after, before, "tasks and their states come back");
     assert_eq!(h2.view().services.apps.len(), 1);
     assert!(h2.view().core.agents().iter().all(|a| a.state == "unreachable"), "agents must register again");
@@ -294,7 +294,7 @@ fn a_restarted_master_recovers_everything_from_the_store() {
     h2.register("one", "cpus:4;mem:4096;ports:[31000-32000]", Some(agent), tasks);
     h2.advance(200);
     assert!(h2.take_calls().is_empty());
-    let again: Vec<(String, TaskState)> = h2.tasks().into_iter().map(|t| (t.id, t.state)).collect();
+    let again: Vec<(TaskId, TaskState)> = h2.tasks().into_iter().map(|t| (t.id, t.state)).collect();
     assert_eq!(again, before);
     let agents = h2.view().core.agents();
     assert_eq!(agents[0].available, h.view().core.agents()[0].available, "the returned tasks are charged again");
@@ -307,7 +307,7 @@ fn a_lost_agents_tasks_are_replaced_and_killed_when_it_returns() {
     let def = app(json!({"id": "/svc", "cmd": "sleep 100", "cpus": 1, "mem": 64, "instances": 2}));
     h.call(move |c, now| c.create_app(def, now).map(|_| ())).unwrap();
     h.play(&running);
-    let old: Vec<String> = h.tasks().into_iter().map(|t| t.id).collect();
+    let old: Vec<TaskId> = h.tasks().into_iter().map(|t| t.id).collect();
     assert_eq!(old.len(), 2);
     let two = h.add_agent("two", "cpus:2;mem:2048");
     // "one" goes silent; "two" keeps beating.
@@ -449,7 +449,7 @@ fn a_thousand_agents() {
     assert!(per_agent.values().all(|n| *n == 2), "every agent full, none over");
     assert_eq!((h.running("a"), h.running("b")), (1500, 500));
     // 300 of b's tasks wait; as a's end, b gets the room (a has nothing queued).
-    let ended: Vec<(String, String)> =
+    let ended: Vec<(AgentId, TaskId)> =
         tasks.iter().filter(|t| t.role == "a").take(300).map(|t| (t.agent.clone().unwrap(), t.id.clone())).collect();
     for (agent, id) in ended {
         h.report(&agent, &id, TaskState::Finished);
@@ -493,7 +493,7 @@ mod properties {
     }
 
     /// What both sides must agree on: every task's id, state, agent and app.
-    fn summary(c: &Controller) -> Vec<(String, TaskState, Option<String>, Option<String>)> {
+    fn summary(c: &Controller) -> Vec<(TaskId, TaskState, Option<AgentId>, Option<String>)> {
         c.core
             .all_tasks()
             .map(|t| (t.id.clone(), t.state, t.agent.clone(), t.service.as_ref().map(|s| s.app.clone())))
@@ -502,7 +502,7 @@ mod properties {
 
     fn check(steps: Vec<Step>) {
         let mut h = Harness::new();
-        let mut seen: Vec<String> = Vec::new();
+        let mut seen: Vec<TaskId> = Vec::new();
         for step in steps {
             match step {
                 Step::Run { role, count } => {
@@ -627,7 +627,7 @@ fn heartbeats_reconcile_what_runs_with_what_should() {
     // Past the grace, it is lost.
     h.clock.fetch_add(super::controller::RECONCILE_GRACE_MS, Ordering::SeqCst);
     beat(&h, vec![has(&ids[0])]);
-    let lost: Vec<String> = h.tasks().into_iter().filter(|t| t.state == TaskState::Lost).map(|t| t.id).collect();
+    let lost: Vec<TaskId> = h.tasks().into_iter().filter(|t| t.state == TaskState::Lost).map(|t| t.id).collect();
     assert_eq!(lost, [ids[1].clone()]);
     // An end not yet acknowledged is listed with its state: not lost, its update decides.
     beat(&h, vec![wire::AgentTask { task_id: ids[0].clone(), state: TaskState::Finished }]);

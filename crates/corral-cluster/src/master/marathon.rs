@@ -618,7 +618,7 @@ async fn app_delete(
                         host.as_deref()
                             .is_none_or(|h| h == "*" || t.service.as_ref().and_then(|s| s.host.as_deref()) == Some(h))
                     })
-                    .map(|t| t.id.clone())
+                    .map(|t| t.id.to_string())
                     .collect()
             };
             kill_tasks(m, ids, p.flag("scale"), true).await

@@ -19,7 +19,7 @@ use super::events::Event;
 use super::framework::{Framework, Notice, NoticeKind};
 use crate::store::{decode, APPS, APP_VERSIONS, DEPLOYMENTS};
 use crate::task::{transition, TaskEvent, TaskState};
-use crate::wire;
+use crate::wire::{self, TaskId};
 
 /// The services framework of a role, by its allocator name.
 fn framework_of(role: &str) -> FrameworkId {
@@ -90,7 +90,7 @@ pub struct AppEntry {
 
 #[derive(Debug, Clone)]
 pub struct LastFailure {
-    pub task_id: String,
+    pub task_id: TaskId,
     pub host: String,
     pub agent: String,
     pub state: TaskState,
@@ -104,7 +104,7 @@ pub struct Services {
     pub apps: imbl::OrdMap<AppId, AppEntry>,
     pub deployments: Vec<Deployment>,
     /// Live (non-terminal) tasks per app, including apps being removed.
-    pub tasks_of: imbl::OrdMap<AppId, imbl::OrdSet<String>>,
+    pub tasks_of: imbl::OrdMap<AppId, imbl::OrdSet<TaskId>>,
     /// Roles whose services framework is revived: it has instances waiting for offers.
     pub wanting: BTreeSet<String>,
     /// Apps that may need work: something about them changed, or they are not yet where
@@ -233,7 +233,7 @@ impl Services {
             snapshot.table(DEPLOYMENTS).map(|(k, v)| decode(DEPLOYMENTS, k, v)).collect::<Result<_, _>>()?;
         deployments.sort_by(|a, b| a.version.cmp(&b.version));
         self.deployments = deployments;
-        let live: Vec<(String, String, String)> = core
+        let live: Vec<(String, TaskId, String)> = core
             .all_tasks()
             .filter(|t| !t.state.is_terminal())
             .filter_map(|t| t.service.as_ref().map(|s| (s.app.clone(), t.id.clone(), t.role.clone())))
@@ -695,7 +695,7 @@ impl Services {
             .filter_map(|t| {
                 let s = t.service.as_ref()?;
                 Some(TaskView {
-                    id: t.id.clone(),
+                    id: t.id.to_string(),
                     config_version: s.config_version.clone(),
                     phase: phase_of(t, now, inactive_after),
                     healthy: s.health.as_ref().map(|h| h.alive),
@@ -755,7 +755,7 @@ impl Services {
             }
         }
         // Tasks of removed apps.
-        let orphans: Vec<String> = self
+        let orphans: Vec<TaskId> = self
             .tasks_of
             .iter()
             .filter(|(app, _)| !self.apps.contains_key(*app))
@@ -840,7 +840,7 @@ impl Services {
         let mut records = Vec::new();
         for _ in 0..count {
             let t = TaskRecord {
-                id: format!("{prefix}.{}", core.ids().uuid()),
+                id: format!("{prefix}.{}", core.ids().uuid()).into(),
                 name: prefix.clone(),
                 role: app.role.clone(),
                 agent: None,
@@ -978,7 +978,7 @@ impl Services {
                 entry.last_failure = Some(LastFailure {
                     task_id: t.id.clone(),
                     host: s.host.clone().unwrap_or_default(),
-                    agent: t.agent.clone().unwrap_or_default(),
+                    agent: t.agent.as_deref().unwrap_or_default().to_string(),
                     state: t.state,
                     message: s.kill_reason.clone().or_else(|| t.message.clone()).unwrap_or_default(),
                     at: core.wall(now_ms),
@@ -1035,13 +1035,13 @@ impl Services {
         if flipped {
             core.emit(Event::HealthChanged {
                 app: app.clone(),
-                task: id.to_string(),
+                task: id.into(),
                 version: version.clone(),
                 alive: healthy,
             });
         }
         if !healthy {
-            core.emit(Event::HealthCheckFailed { app: app.clone(), task: id.to_string() });
+            core.emit(Event::HealthCheckFailed { app: app.clone(), task: id.into() });
         }
         let max = self.apps.get(&app).and_then(|e| e.app.health_checks.first()).map(|h| h.max_consecutive_failures);
         if let Some(max) = max.filter(|m| *m > 0 && failures >= *m) {
@@ -1049,7 +1049,7 @@ impl Services {
             let host = t.service.as_ref().and_then(|s| s.host.clone()).unwrap_or_default();
             core.emit(Event::UnhealthyKilled {
                 app: app.clone(),
-                task: id.to_string(),
+                task: id.into(),
                 version: version.clone(),
                 host,
                 agent: t.agent.clone(),
@@ -1083,7 +1083,7 @@ impl Services {
             .filter(|id| self.has_queued(core, id))
             .collect();
         for app_id in waiting {
-            let queued: Vec<String> = self.queued_of(core, &app_id).collect();
+            let queued: Vec<TaskId> = self.queued_of(core, &app_id).collect();
             // Instances placed with this offer, so the next one's constraints see them.
             let mut placed_here = 0;
             for task_id in queued {
@@ -1180,7 +1180,7 @@ impl Services {
     }
 
     /// The app's instances waiting for an offer, oldest first.
-    fn queued_of<'a>(&'a self, core: &'a Core, app: &str) -> impl Iterator<Item = String> + 'a {
+    fn queued_of<'a>(&'a self, core: &'a Core, app: &str) -> impl Iterator<Item = TaskId> + 'a {
         let mut ids: Vec<&TaskRecord> = self.queued_tasks(core, app).collect();
         ids.sort_by_key(|t| t.seq);
         ids.into_iter().map(|t| t.id.clone())
@@ -1250,7 +1250,7 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
     env.insert("HOST".into(), hostname.to_string());
     env.insert("MARATHON_APP_ID".into(), app.id.clone());
     env.insert("MARATHON_APP_VERSION".into(), app.version.clone());
-    env.insert("MESOS_TASK_ID".into(), t.id.clone());
+    env.insert("MESOS_TASK_ID".into(), t.id.to_string());
     if let Some(i) = &app.image {
         env.insert("MARATHON_APP_DOCKER_IMAGE".into(), i.clone());
     }

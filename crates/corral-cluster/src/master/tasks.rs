@@ -10,7 +10,7 @@ use corral_alloc::{Offer, Operation, Resources, Role};
 use super::core::{launch_of, stored_role, Core, FrameworkId, MasterError, Placement, TaskRecord};
 use super::framework::{Framework, Notice};
 use crate::task::{transition, TaskEvent, TaskState};
-use crate::wire;
+use crate::wire::{self, TaskId};
 
 /// Declined offers stay away until the queue changes (a revive drops the filter).
 const FOREVER_MS: u64 = u64::MAX / 4;
@@ -18,7 +18,7 @@ const FOREVER_MS: u64 = u64::MAX / 4;
 #[derive(Clone, Default)]
 pub struct Tasks {
     /// Per role, the tasks waiting for an offer, in order.
-    queues: BTreeMap<Role, imbl::Vector<String>>,
+    queues: BTreeMap<Role, imbl::Vector<TaskId>>,
 }
 
 impl Tasks {
@@ -56,7 +56,7 @@ impl Tasks {
     }
 
     /// `corral task run`: queues `count` tasks.
-    pub fn run(&mut self, core: &mut Core, req: wire::RunTasks) -> Result<Vec<String>, MasterError> {
+    pub fn run(&mut self, core: &mut Core, req: wire::RunTasks) -> Result<Vec<TaskId>, MasterError> {
         let role = Role::parse(&req.role).map_err(|e| MasterError::BadRequest(e.to_string()))?;
         if req.command.is_empty() {
             return Err(MasterError::BadRequest("command: a task needs a command".into()));
@@ -78,7 +78,7 @@ impl Tasks {
         let queue = self.queues.entry(role.clone()).or_default();
         let mut ids = Vec::new();
         for _ in 0..req.count {
-            let id = core.ids().id(&prefix);
+            let id = TaskId::from(core.ids().id(&prefix));
             core.add_task(TaskRecord {
                 id: id.clone(),
                 name: name.clone(),

@@ -87,7 +87,7 @@ fn task(addr: SocketAddr, id: &str) -> wire::TaskInfo {
     client(addr).task(id).unwrap()
 }
 
-fn run(addr: SocketAddr, command: &str, count: u32) -> Vec<String> {
+fn run(addr: SocketAddr, command: &str, count: u32) -> Vec<wire::TaskId> {
     let req = wire::RunTasks {
         role: "*".into(),
         name: None,

@@ -20,7 +20,7 @@ use corral_cluster::wire;
 struct Pending(Mutex<VecDeque<(String, TaskState)>>);
 
 async fn launch(State(p): State<Arc<Pending>>, Json(req): Json<wire::Launch>) -> &'static str {
-    p.0.lock().expect("not poisoned").push_back((req.task_id, TaskState::Running));
+    p.0.lock().expect("not poisoned").push_back((req.task_id.to_string(), TaskState::Running));
     "launched"
 }
 
@@ -82,7 +82,7 @@ pub fn start(rt: &tokio::runtime::Runtime, master: &Client, resources: &str) -> 
                 .map(|(task_id, state)| {
                     seq += 1;
                     wire::StatusUpdate {
-                        task_id,
+                        task_id: task_id.into(),
                         state,
                         seq,
                         exit_code: None,
