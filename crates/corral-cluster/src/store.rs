@@ -19,9 +19,13 @@ pub const APPS: &str = "apps";
 /// `"{app id} {version}"` to that version's definition (read one at a time, never loaded whole).
 pub const APP_VERSIONS: &str = "app_versions";
 pub const DEPLOYMENTS: &str = "deployments";
+/// Jobs: name to its definition, the index of its next scheduled run, its counters and history.
+pub const JOBS: &str = "jobs";
+/// Runs of jobs under way: task id to the run (its job, scheduled time, attempt).
+pub const JOB_RUNS: &str = "job_runs";
 
 /// The tables a master loads when it starts.
-pub const LOADED: [&str; 5] = [AGENTS, TASKS, ROLES, APPS, DEPLOYMENTS];
+pub const LOADED: [&str; 7] = [AGENTS, TASKS, ROLES, APPS, DEPLOYMENTS, JOBS, JOB_RUNS];
 
 /// A record that does not parse.
 #[derive(Debug, thiserror::Error)]

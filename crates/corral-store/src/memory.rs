@@ -15,6 +15,8 @@ struct Inner {
     data: Mutex<(Revision, Tables)>,
     /// Commits still to fail, as a full disk would.
     failing: Mutex<u32>,
+    /// Forked away: its process is dead, and no commit of it lands any more.
+    dead: std::sync::atomic::AtomicBool,
     watchers: Watchers,
 }
 
@@ -28,6 +30,17 @@ impl MemoryStore {
     /// The next `n` commits fail with [`StoreError::Unavailable`] and change nothing.
     pub fn fail_commits(&self, n: u32) {
         *self.inner.failing.lock().unwrap_or_else(|p| p.into_inner()) = n;
+    }
+
+    /// What a process killed now leaves behind: a copy of the data for the next process to
+    /// open, while this store, the dead one's, refuses every later commit (a killed process
+    /// writes nothing after its death, whatever it had under way).
+    pub fn fork(&self) -> MemoryStore {
+        let data = self.inner.data.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+        let copy = MemoryStore::new();
+        *copy.inner.data.lock().unwrap_or_else(|p| p.into_inner()) = data.clone();
+        copy
     }
 
     /// Everything, for comparisons in tests.
@@ -62,6 +75,12 @@ impl Store for MemoryStore {
     fn commit(&self, expected: Revision, ops: &[Op]) -> Result<Revision, StoreError> {
         check_names(LOCATION, ops)?;
         let mut data = self.inner.data.lock().unwrap_or_else(|p| p.into_inner());
+        if self.inner.dead.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                location: LOCATION.into(),
+                message: "its process was killed".into(),
+            });
+        }
         if data.0 != expected {
             return Err(StoreError::Conflict { location: LOCATION.into(), expected, actual: data.0 });
         }

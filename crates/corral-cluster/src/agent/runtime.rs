@@ -180,11 +180,18 @@ struct FakeContainer {
 pub struct FakeRuntime {
     containers: Arc<Mutex<HashMap<String, FakeContainer>>>,
     next: Arc<Mutex<u64>>,
+    /// Every task started, in order (its id).
+    started: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeRuntime {
     pub fn new() -> FakeRuntime {
         FakeRuntime::default()
+    }
+
+    /// The tasks started so far, in order.
+    pub fn started(&self) -> Vec<String> {
+        self.started.lock().expect("not poisoned").clone()
     }
 
     /// How many fake containers run now.
@@ -207,6 +214,7 @@ impl Runtime for FakeRuntime {
         };
         let c = FakeContainer { name: req.task_id.to_string(), run, started: Instant::now(), stopped: None };
         self.containers.lock().expect("not poisoned").insert(id.clone(), c);
+        self.started.lock().expect("not poisoned").push(req.task_id.to_string());
         Ok(id)
     }
 

@@ -25,6 +25,7 @@ pub fn router(master: Master) -> Router {
         .route("/api/v1/roles/{role}", put(set_role))
         .route("/health", get(|| async { "ok" }))
         .merge(super::marathon::routes())
+        .merge(super::chronos::routes())
         .with_state(master)
 }
 

@@ -13,6 +13,7 @@ pub use super::core::{
     OFFER_TIMEOUT_MS, RECONCILE_GRACE_MS,
 };
 use super::framework::Framework;
+use super::jobs::Jobs;
 use super::services::Services;
 use super::tasks::Tasks;
 use crate::store::LOADED;
@@ -28,6 +29,8 @@ pub struct Controller {
     pub one_off: Tasks,
     /// The services framework (the Marathon API's).
     pub services: Services,
+    /// The jobs framework (the Chronos API's).
+    pub jobs: Jobs,
 }
 
 /// Allocation cycles per command at most (each places at least one task or ends the loop).
@@ -48,7 +51,8 @@ impl Controller {
         let one_off = Tasks::recover(&mut core)?;
         let mut services = Services::default();
         services.recover_services(&mut core, &snapshot)?;
-        Ok((Controller { core, one_off, services }, snapshot.revision))
+        let jobs = Jobs::recover(&mut core, &snapshot)?;
+        Ok((Controller { core, one_off, services, jobs }, snapshot.revision))
     }
 
     /// Hands the core's news to each task's framework, and runs allocation cycles until no
@@ -58,7 +62,11 @@ impl Controller {
         for _ in 0..MAX_CYCLES {
             for notice in self.core.take_notices() {
                 let framework = notice.framework.clone();
-                pick(&mut self.one_off, &mut self.services, &framework).notice(&mut self.core, notice, now_ms)?;
+                pick(&mut self.one_off, &mut self.services, &mut self.jobs, &framework).notice(
+                    &mut self.core,
+                    notice,
+                    now_ms,
+                )?;
             }
             let offers = self.core.offers(now_ms);
             if offers.is_empty() {
@@ -66,7 +74,11 @@ impl Controller {
             }
             for offer in offers {
                 match self.core.framework(&offer.framework).cloned() {
-                    Some(id) => pick(&mut self.one_off, &mut self.services, &id).offer(&mut self.core, offer, now_ms),
+                    Some(id) => pick(&mut self.one_off, &mut self.services, &mut self.jobs, &id).offer(
+                        &mut self.core,
+                        offer,
+                        now_ms,
+                    ),
                     None => {
                         tracing::error!(framework = %offer.framework, "an offer to a framework the master does not know");
                         self.core.decline(offer.id, u64::MAX / 4, now_ms);
@@ -139,6 +151,7 @@ impl Controller {
         self.core.saw(now_ms);
         self.services.tick(&mut self.core, now_ms)?;
         self.one_off.tick(&mut self.core, now_ms)?;
+        self.jobs.tick(&mut self.core, now_ms)?;
         self.core.tick(now_ms)?;
         self.settle(now_ms)
     }
@@ -148,7 +161,7 @@ impl Controller {
         let t = self.core.task(id).ok_or_else(|| MasterError::NotFound(format!("no such task: {id:?}")))?;
         let framework = FrameworkId::of_task(t);
         let now = self.core.now();
-        pick(&mut self.one_off, &mut self.services, &framework).kill(&mut self.core, id, now)?;
+        pick(&mut self.one_off, &mut self.services, &mut self.jobs, &framework).kill(&mut self.core, id, now)?;
         self.settle(now)
     }
 
@@ -236,6 +249,20 @@ impl Controller {
         self.services_do(now_ms, |s, core| s.cancel_deployment(core, id, force, now_ms))
     }
 
+    // ---- the jobs framework (the Chronos API's commands) ------------------------------------------
+
+    /// Runs a request of the jobs framework, then settles.
+    pub fn jobs_do<T>(
+        &mut self,
+        now_ms: u64,
+        f: impl FnOnce(&mut Jobs, &mut Core) -> Result<T, MasterError>,
+    ) -> Result<T, MasterError> {
+        self.core.saw(now_ms);
+        let value = f(&mut self.jobs, &mut self.core)?;
+        self.settle(now_ms)?;
+        Ok(value)
+    }
+
     /// Why a role gets no offers, when its quota is the reason.
     pub fn quota_note(&self, role: &str, one_instance: &str) -> Option<String> {
         self.services.quota_note(&self.core, role, one_instance)
@@ -243,9 +270,15 @@ impl Controller {
 }
 
 /// The built-in framework an id names.
-fn pick<'a>(one_off: &'a mut Tasks, services: &'a mut Services, id: &FrameworkId) -> &'a mut dyn Framework {
+fn pick<'a>(
+    one_off: &'a mut Tasks,
+    services: &'a mut Services,
+    jobs: &'a mut Jobs,
+    id: &FrameworkId,
+) -> &'a mut dyn Framework {
     match id {
         FrameworkId::Tasks(_) => one_off,
         FrameworkId::Services(_) => services,
+        FrameworkId::Jobs(_) => jobs,
     }
 }

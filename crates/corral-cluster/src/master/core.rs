@@ -70,6 +70,9 @@ pub struct TaskRecord {
     pub message: Option<String>,
     /// Order of submission, for the built-in framework's queue.
     pub seq: u64,
+    /// The framework it belongs to (absent in older records: a service's has `service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework: Option<FrameworkKind>,
     /// Set for the tasks of a service: what the services framework knows of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceTask>,
@@ -264,12 +267,23 @@ pub enum FrameworkId {
     Tasks(Role),
     /// Long-running services (the Marathon API).
     Services(Role),
+    /// Scheduled jobs (the Chronos API).
+    Jobs(Role),
+}
+
+/// Which built-in framework a task belongs to, as its record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameworkKind {
+    Tasks,
+    Services,
+    Jobs,
 }
 
 impl FrameworkId {
     pub fn role(&self) -> &Role {
         match self {
-            FrameworkId::Tasks(r) | FrameworkId::Services(r) => r,
+            FrameworkId::Tasks(r) | FrameworkId::Services(r) | FrameworkId::Jobs(r) => r,
         }
     }
 
@@ -278,6 +292,7 @@ impl FrameworkId {
         match self {
             FrameworkId::Tasks(r) => format!("corral-tasks/{r}"),
             FrameworkId::Services(r) => format!("corral-services/{r}"),
+            FrameworkId::Jobs(r) => format!("corral-jobs/{r}"),
         }
     }
 }
@@ -287,10 +302,10 @@ impl FrameworkId {
     /// framework's.
     pub fn of_task(t: &TaskRecord) -> FrameworkId {
         let role = Role::parse(&t.role).expect("stored roles were validated");
-        if t.service.is_some() {
-            FrameworkId::Services(role)
-        } else {
-            FrameworkId::Tasks(role)
+        match (t.framework, t.service.is_some()) {
+            (Some(FrameworkKind::Jobs), _) => FrameworkId::Jobs(role),
+            (Some(FrameworkKind::Services), _) | (None, true) => FrameworkId::Services(role),
+            (Some(FrameworkKind::Tasks), _) | (None, false) => FrameworkId::Tasks(role),
         }
     }
 }

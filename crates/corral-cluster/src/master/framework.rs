@@ -114,6 +114,7 @@ mod tests {
             exit_code: None,
             message: None,
             seq: 0,
+            framework: None,
             service: None,
             kill_sent_ms: None,
             placed_ms: None,

@@ -9,6 +9,7 @@
 //! is kept, stored, sent or seen. Reads never wait for a write or for the tick.
 
 mod api;
+mod chronos;
 pub mod controller;
 pub mod core;
 mod delivery;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod framework;
 #[cfg(test)]
 mod harness;
+pub mod jobs;
 mod marathon;
 pub mod services;
 pub mod tasks;

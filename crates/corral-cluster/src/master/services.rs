@@ -14,7 +14,7 @@ use corral_services::plan::{self, Action, Backoff, Phase, Reason, TaskView};
 use corral_services::wire::{AppDefinition, VersionInfo};
 use serde::{Deserialize, Serialize};
 
-use super::core::{Core, FrameworkId, Health, MasterError, Placement, ServiceTask, TaskRecord};
+use super::core::{Core, FrameworkId, FrameworkKind, Health, MasterError, Placement, ServiceTask, TaskRecord};
 use super::events::Event;
 use super::framework::{Framework, Notice, NoticeKind};
 use crate::store::{decode, APPS, APP_VERSIONS, DEPLOYMENTS};
@@ -853,6 +853,7 @@ impl Services {
                 exit_code: None,
                 message: None,
                 seq: 0,
+                framework: Some(FrameworkKind::Services),
                 service: Some(ServiceTask {
                     app: app_id.to_string(),
                     version: app.version.clone(),

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use corral_alloc::{Offer, Operation, Resources, Role};
 
-use super::core::{launch_of, stored_role, Core, FrameworkId, MasterError, Placement, TaskRecord};
+use super::core::{launch_of, stored_role, Core, FrameworkId, FrameworkKind, MasterError, Placement, TaskRecord};
 use super::framework::{Framework, Notice};
 use crate::task::{transition, TaskEvent, TaskState};
 use crate::wire::{self, TaskId};
@@ -93,6 +93,7 @@ impl Tasks {
                 exit_code: None,
                 message: None,
                 seq: 0,
+                framework: Some(FrameworkKind::Tasks),
                 service: None,
                 kill_sent_ms: None,
                 placed_ms: None,

@@ -14,9 +14,15 @@ use serde_json::{json, Value};
 
 /// A daemon on a runtime of its own: dropping it stops every task it spawned, as a killed
 /// process would.
-struct Daemon {
+pub struct Daemon {
     runtime: Option<tokio::runtime::Runtime>,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
+}
+
+impl Daemon {
+    pub fn new(runtime: tokio::runtime::Runtime, addr: SocketAddr) -> Daemon {
+        Daemon { runtime: Some(runtime), addr }
+    }
 }
 
 impl Drop for Daemon {
@@ -27,11 +33,11 @@ impl Drop for Daemon {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-fn start_master(dir: &Path) -> Daemon {
+pub fn start_master(dir: &Path) -> Daemon {
     let rt = runtime();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -40,7 +46,7 @@ fn start_master(dir: &Path) -> Daemon {
     Daemon { runtime: Some(rt), addr }
 }
 
-fn start_agent(master: SocketAddr, dir: &Path, name: &str, fake: &FakeRuntime) -> Daemon {
+pub fn start_agent(master: SocketAddr, dir: &Path, name: &str, fake: &FakeRuntime) -> Daemon {
     let rt = runtime();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -60,7 +66,7 @@ fn start_agent(master: SocketAddr, dir: &Path, name: &str, fake: &FakeRuntime) -
     Daemon { runtime: Some(rt), addr }
 }
 
-fn client(addr: SocketAddr) -> Client {
+pub fn client(addr: SocketAddr) -> Client {
     Client::new(&addr.to_string()).timeout(Some(Duration::from_secs(10)))
 }
 
@@ -74,7 +80,7 @@ fn send(addr: SocketAddr, method: &'static str, path: &str, body: Value) -> Valu
 }
 
 /// Polls until `f` holds, or fails after the deadline naming what it waited for.
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -3,3 +3,4 @@
 //! reconciliation, the Marathon API) without root, in seconds.
 
 mod fake_agents;
+mod jobs;
