@@ -19,8 +19,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Marathon's Python client, which the services tests drive corral's Marathon API with.
+# Marathon's and Chronos's Python clients, which the tests drive corral's Marathon and Chronos
+# APIs with.
 if ! python3 -c 'import marathon' 2>/dev/null; then
     echo "deps: installing the marathon Python client" >&2
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore marathon==0.13.0
+fi
+if ! python3 -c 'import chronos' 2>/dev/null; then
+    echo "deps: installing the chronos-python client" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore chronos-python==1.2.1
 fi

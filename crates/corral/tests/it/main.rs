@@ -6,6 +6,7 @@ mod build;
 mod cluster;
 mod containers;
 mod images;
+mod jobs;
 mod netns;
 mod registry;
 mod services;
