@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages corral needs to build and to run containers, if any is missing,
-# and the Python client the Marathon API tests use.
+# and the Python clients the Marathon and Chronos API tests use.
 #   scripts/deps.sh [--bench]    (--bench adds the peers the benchmarks compare against)
 set -euo pipefail
 

@@ -21,6 +21,11 @@ pub(crate) fn log_sink(what: &str) -> Stdio {
     }
 }
 
+/// The client of the cluster's master, as every tool uses it.
+pub(crate) fn client(c: &Cluster) -> corral_client::Client {
+    corral_client::Client::new(&format!("{}:{}", c.master_host(), c.master_port)).timeout(Some(Duration::from_secs(20)))
+}
+
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
