@@ -61,6 +61,9 @@ pub enum Command {
     App(AppCommand),
     /// List deployments in progress.
     Deployments(JsonArgs),
+    /// Scheduled jobs (the Chronos API): add, list, run now, history, and their dependencies.
+    #[command(subcommand)]
+    Job(JobCommand),
     /// Measure corral against its peers.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -320,6 +323,53 @@ pub enum AppCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Create or replace a job from a Chronos job definition (JSON): a `schedule` (ISO 8601,
+    /// `R/2026-01-01T00:00:00Z/PT1H`) or `parents`.
+    Add {
+        /// The job's JSON file.
+        file: PathBuf,
+    },
+    /// List jobs: schedule or parents, state, and last result.
+    Ls(JsonArgs),
+    /// Show a job's definition and counters.
+    Show {
+        /// The job's name.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a job now, outside its schedule.
+    Run {
+        /// The job's name.
+        name: String,
+    },
+    /// Kill the job's runs under way (they are not retried).
+    Kill {
+        /// The job's name.
+        name: String,
+    },
+    /// Remove a job (and kill its runs).
+    Rm {
+        /// The job's name.
+        name: String,
+    },
+    /// A job's recent runs: when they were due, how long they took, how they ended.
+    History {
+        /// The job's name.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The jobs' dependencies: `parent -> child` lines, or Graphviz dot.
+    Graph {
+        /// Print Graphviz dot.
+        #[arg(long)]
+        dot: bool,
     },
 }
 

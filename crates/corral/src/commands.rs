@@ -64,6 +64,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Task(cmd) => crate::cluster::task(cmd),
         Command::App(cmd) => crate::apps::app(cmd).map(|_| 0),
         Command::Deployments(args) => crate::apps::deployments(args).map(|_| 0),
+        Command::Job(cmd) => crate::jobs::job(cmd).map(|_| 0),
         Command::OciRun(args) => {
             let code = corral_shim::run_bundle(&args.bundle, &args.state, &args.id)
                 .with_context(|| format!("running bundle {}", args.bundle.display()))?;

@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod commands;
+mod jobs;
 mod progress;
 
 use std::process::ExitCode;

@@ -83,3 +83,51 @@ fn a_master_killed_repeatedly_while_jobs_are_due_neither_loses_nor_doubles_a_run
     let lost: Vec<&i64> = missing.iter().filter(|t| !away.iter().any(|(a, b)| *a <= **t && **t <= *b)).collect();
     assert!(lost.is_empty(), "runs due while the master ran were lost: {lost:?} (away {away:?}, ran {runs:?})");
 }
+
+#[test]
+fn the_job_commands_add_list_run_and_remove() {
+    let c = Cluster::new("5");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, json: serde_json::Value| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, json.to_string()).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let nightly = write(
+        "nightly.json",
+        serde_json::json!({"name": "nightly", "command": "echo hi", "schedule": "R/2099-01-01T02:00:00Z/P1D", "owner": "o"}),
+    );
+    let after =
+        write("after.json", serde_json::json!({"name": "after", "command": "echo after", "parents": ["nightly"]}));
+    assert!(c.ok(&["job", "add", &nightly]).contains("job nightly saved"));
+    assert!(c.ok(&["job", "add", &after]).contains("job after saved"));
+    let ls = c.ok(&["job", "ls"]);
+    assert!(
+        ls.contains("nightly") && ls.contains("R/2099-01-01T02:00:00.000Z/P1D") && ls.contains("after nightly"),
+        "{ls}"
+    );
+    assert!(c.ok(&["job", "show", "nightly"]).contains("echo hi"));
+    assert_eq!(c.ok(&["job", "graph"]).trim(), "nightly -> after");
+    assert!(c.ok(&["job", "graph", "--dot"]).contains("\"nightly\" -> \"after\""));
+    // No agent here: the run waits for an offer, and a kill ends it before it was placed.
+    c.ok(&["job", "run", "nightly"]);
+    c.ok(&["job", "kill", "nightly"]);
+    let history = c.ok(&["job", "history", "nightly"]);
+    assert!(history.contains("killed"), "{history}");
+    let shown: serde_json::Value = serde_json::from_str(&c.ok(&["job", "show", "nightly", "--json"])).unwrap();
+    assert_eq!(shown["errorCount"], 1, "{shown}");
+    // Bad input is refused with the field named, and nothing changes.
+    let bad = write("bad.json", serde_json::json!({"name": "nightly", "command": "x", "schedule": "daily"}));
+    let out = c.cli(&["job", "add", &bad]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("schedule"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.cli(&["job", "rm", "nightly"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("parent of after"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.ok(&["job", "rm", "after"]);
+    c.ok(&["job", "rm", "nightly"]);
+    assert!(!c.ok(&["job", "ls"]).contains("nightly"));
+}
