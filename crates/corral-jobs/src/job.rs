@@ -4,13 +4,13 @@
 use chrono::{DateTime, Utc};
 
 use crate::plan::Missed;
-use crate::schedule::{Period, Schedule};
+use crate::schedule::{zone, CronSchedule, Period, Schedule, When};
 use crate::wire::JobDefinition;
 
 /// What starts a job's runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
-    Schedule(Schedule),
+    Schedule(When),
     /// It runs when every parent's latest run succeeded.
     Parents(Vec<String>),
 }
@@ -89,52 +89,63 @@ impl Job {
             std::iter::once(command.clone()).chain(arguments).collect()
         };
         let parents = d.parents.clone().unwrap_or_default();
-        let trigger = match (d.schedule.as_deref().filter(|s| !s.is_empty()), parents.is_empty(), &d.cron) {
-            (_, _, Some(_)) => {
-                bad("cron", "crontab schedules are not supported yet: use an ISO 8601 schedule".into());
+        let tz = match zone(d.schedule_time_zone.as_deref().unwrap_or("")) {
+            Ok(tz) => tz,
+            Err(e) => {
+                bad("scheduleTimeZone", e);
+                chrono_tz::Tz::UTC
+            }
+        };
+        let schedule = d.schedule.as_deref().filter(|s| !s.is_empty());
+        let cron = d.cron.as_deref().filter(|s| !s.is_empty());
+        let trigger = match (schedule, cron, parents.is_empty()) {
+            (Some(_), Some(_), _) => {
+                bad("cron", "a job has a schedule or a cron expression, not both".into());
                 None
             }
-            (Some(_), false, _) => {
+            (Some(_), _, false) | (_, Some(_), false) => {
                 bad("parents", "a job has a schedule or parents, not both".into());
                 None
             }
-            (Some(s), true, _) => match Schedule::parse(s, now) {
-                Ok(s) => Some(Trigger::Schedule(s)),
+            (None, Some(c), true) => match CronSchedule::parse(c, tz) {
+                Ok(c) => Some(Trigger::Schedule(When::Cron(Box::new(c)))),
+                Err(e) => {
+                    bad("cron", format!("{:?}: {}", e.input, e.reason));
+                    None
+                }
+            },
+            (Some(s), None, true) => match Schedule::parse_in(s, tz, now) {
+                Ok(s) => Some(Trigger::Schedule(When::Iso(s))),
                 Err(e) => {
                     bad("schedule", e.reason);
                     None
                 }
             },
-            (None, false, _) => {
+            (None, None, false) => {
                 if parents.iter().any(|p| p == &d.name) {
                     bad("parents", format!("{} cannot be its own parent", d.name));
                 }
                 Some(Trigger::Parents(parents))
             }
-            (None, true, _) => {
-                bad("schedule", "a job needs a schedule (R/start/period) or parents".into());
+            (None, None, true) => {
+                bad("schedule", "a job needs a schedule (R/start/period), a cron expression or parents".into());
                 None
             }
         };
-        match d.schedule_time_zone.as_deref() {
-            None | Some("" | "UTC" | "Z" | "Etc/UTC") => {}
-            Some(tz) => {
-                bad("scheduleTimeZone", format!("{tz:?}: only UTC is supported yet (give the start with its offset)"))
-            }
-        }
         let retries = d.retries.unwrap_or(i64::from(DEFAULT_RETRIES));
         if !(0..=100).contains(&retries) {
             bad("retries", format!("must be 0 to 100, not {retries}"));
         }
-        let cpus = d.cpus.unwrap_or(DEFAULT_CPUS);
+        // Missing or 0: the default, as Chronos has it.
+        let cpus = d.cpus.filter(|c| *c != 0.0).unwrap_or(DEFAULT_CPUS);
         if !(cpus.is_finite() && cpus > 0.0) {
             bad("cpus", format!("must be a positive number, not {cpus}"));
         }
-        let mem = d.mem.unwrap_or(DEFAULT_MEM);
+        let mem = d.mem.filter(|m| *m != 0.0).unwrap_or(DEFAULT_MEM);
         if !(mem.is_finite() && mem >= 1.0) {
             bad("mem", format!("must be at least 1 (MiB), not {mem}"));
         }
-        let disk = d.disk.unwrap_or(DEFAULT_DISK);
+        let disk = d.disk.filter(|m| *m != 0.0).unwrap_or(DEFAULT_DISK);
         if !(disk.is_finite() && disk >= 0.0) {
             bad("disk", format!("must be 0 or more (MiB), not {disk}"));
         }
@@ -282,13 +293,21 @@ mod tests {
         check(serde_json::json!({"name": "a", "command": "x", "schedule": "every minute"}), &["schedule"]);
         check(serde_json::json!({"name": "a", "command": "x", "parents": ["a"]}), &["parents"]);
         check(
-            serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1M", "scheduleTimeZone": "Europe/Paris", "retries": -1, "cpus": 0, "mem": 0, "uris": ["http://x"], "cron": "* * * * *"}),
-            &["cron", "scheduleTimeZone", "retries", "cpus", "mem", "uris"],
+            serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1M", "scheduleTimeZone": "Europe/Pariss", "retries": -1, "cpus": -1, "mem": 0.5, "uris": ["http://x"], "cron": "* * * * *"}),
+            &["scheduleTimeZone", "cron", "retries", "cpus", "mem", "uris"],
         );
         check(
             serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1M", "epsilon": "P1M", "missedRuns": "later"}),
             &["epsilon", "missedRuns"],
         );
+        check(serde_json::json!({"name": "a", "command": "x", "cron": "61 * * * *"}), &["cron"]);
+        check(serde_json::json!({"name": "a", "command": "x", "cron": "* * * * *", "parents": ["b"]}), &["parents"]);
+        let j = Job::from_definition(
+            &def(serde_json::json!({"name": "a", "command": "x", "cron": "*/5 * * * *", "scheduleTimeZone": "Europe/Berlin"})),
+            now(),
+        )
+        .unwrap();
+        assert!(matches!(j.trigger, Trigger::Schedule(When::Cron(_))));
         let unknown =
             serde_json::from_value::<JobDefinition>(serde_json::json!({"name": "a", "colour": "red"})).unwrap_err();
         assert!(unknown.to_string().contains("colour"), "{unknown}");

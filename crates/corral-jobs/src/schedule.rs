@@ -1,9 +1,16 @@
-//! ISO 8601 repeating intervals, as Chronos schedules jobs: `R[n]/start/period`. `R` repeats
-//! forever, `Rn` n times (`R0`: never); an empty start is the time of submission; the period is
-//! `PnYnMnWnDTnHnMnS` (seconds may have a fraction). Calendar parts (years, months, days) are
-//! added on the calendar in UTC, so a monthly job stays on its day of the month.
+//! When a job's runs are due. ISO 8601 repeating intervals, as Chronos schedules jobs:
+//! `R[n]/start/period`. `R` repeats forever, `Rn` n times (`R0`: never); an empty start is the
+//! time of submission; the period is `PnYnMnWnDTnHnMnS` (seconds may have a fraction). In a time
+//! zone (`scheduleTimeZone`, an IANA name) the start's wall-clock time is taken in that zone (as
+//! Chronos does), and calendar parts (years, months, days) are added on that zone's calendar, so a
+//! daily job stays at its local time across daylight-saving changes: a time the clocks skip runs
+//! an hour later by the clock (the same instant as before the change), a time they repeat runs
+//! the first time. Or crontab expressions (`*/5 * * * *`, via `croner`), in a zone likewise.
 
-use chrono::{DateTime, Months, TimeDelta, Utc};
+use std::str::FromStr;
+
+use chrono::{DateTime, Months, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid schedule {input:?}: {reason}")]
@@ -26,7 +33,7 @@ impl Period {
     }
 
     /// `t` plus `k` periods (calendar parts first), or `None` past the end of time.
-    fn times(&self, t: DateTime<Utc>, k: u64) -> Option<DateTime<Utc>> {
+    fn times(&self, t: NaiveDateTime, k: u64) -> Option<NaiveDateTime> {
         let months = u32::try_from(u64::from(self.months).checked_mul(k)?).ok()?;
         let days = u64::from(self.days).checked_mul(k)?;
         let millis = i64::try_from(self.millis.checked_mul(k)?).ok()?;
@@ -41,13 +48,41 @@ impl Period {
 pub struct Schedule {
     /// How many runs (`None`: forever).
     pub repeats: Option<u64>,
-    pub start: DateTime<Utc>,
+    /// The first run's wall-clock time in `tz`.
+    pub start_local: NaiveDateTime,
+    pub tz: Tz,
     pub period: Period,
 }
 
+/// A wall-clock time in a zone, as an instant: a skipped time (the clocks jumped over it) is
+/// taken an hour later by the clock, a repeated one the first time.
+fn resolve(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    match tz.from_local_datetime(&local) {
+        chrono::LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
+        chrono::LocalResult::Ambiguous(a, _) => Some(a.with_timezone(&Utc)),
+        chrono::LocalResult::None => {
+            tz.from_local_datetime(&(local + TimeDelta::hours(1))).earliest().map(|t| t.with_timezone(&Utc))
+        }
+    }
+}
+
+/// A time zone by its IANA name (`UTC`, `Europe/Berlin`); empty is UTC.
+pub fn zone(name: &str) -> Result<Tz, String> {
+    if name.is_empty() || name == "Z" {
+        return Ok(Tz::UTC);
+    }
+    Tz::from_str(name).map_err(|_| format!("{name:?} is not an IANA time zone, as Europe/Berlin or UTC"))
+}
+
 impl Schedule {
-    /// Parses `R[n]/start/period`; an empty start is `now`.
+    /// Parses `R[n]/start/period` in UTC; an empty start is `now`.
     pub fn parse(input: &str, now: DateTime<Utc>) -> Result<Schedule, ScheduleError> {
+        Schedule::parse_in(input, Tz::UTC, now)
+    }
+
+    /// Parses `R[n]/start/period` in a time zone: the start's wall-clock time is taken there
+    /// (its own offset, if it has one, is replaced, as Chronos does); an empty start is `now`.
+    pub fn parse_in(input: &str, tz: Tz, now: DateTime<Utc>) -> Result<Schedule, ScheduleError> {
         let err = |reason: &str| ScheduleError { input: input.to_string(), reason: reason.to_string() };
         let parts: Vec<&str> = input.trim().split('/').collect();
         let [r, start, period] = parts[..] else {
@@ -58,18 +93,30 @@ impl Schedule {
             Some(n) => Some(n.parse::<u64>().map_err(|_| err("the repetitions must be R or Rn, n a whole number"))?),
             None => return Err(err("it must begin with R")),
         };
-        let start = if start.is_empty() {
-            now
-        } else {
+        let start_local = if start.is_empty() {
+            now.with_timezone(&tz).naive_local()
+        } else if tz == Tz::UTC {
             DateTime::parse_from_rfc3339(start)
                 .map_err(|e| err(&format!("the start {start:?} is not an ISO 8601 time with a zone ({e})")))?
                 .with_timezone(&Utc)
+                .naive_utc()
+        } else {
+            match DateTime::parse_from_rfc3339(start) {
+                Ok(t) => t.naive_local(),
+                Err(_) => NaiveDateTime::parse_from_str(start, "%Y-%m-%dT%H:%M:%S%.f")
+                    .map_err(|e| err(&format!("the start {start:?} is not an ISO 8601 time ({e})")))?,
+            }
         };
         let period = parse_period(period).map_err(|reason| err(&reason))?;
         if period.is_zero() && repeats != Some(1) && repeats != Some(0) {
             return Err(err("the period must be longer than zero"));
         }
-        Ok(Schedule { repeats, start, period })
+        Ok(Schedule { repeats, start_local, tz, period })
+    }
+
+    /// The first run's instant.
+    pub fn start(&self) -> Option<DateTime<Utc>> {
+        resolve(self.tz, self.start_local)
     }
 
     /// When the `k`-th run (from 0) is due, if there is one.
@@ -77,22 +124,23 @@ impl Schedule {
         if self.repeats.is_some_and(|n| k >= n) {
             return None;
         }
-        self.period.times(self.start, k)
+        resolve(self.tz, self.period.times(self.start_local, k)?)
     }
 
     /// The index of the first run due after `t` (strictly), if any.
     pub fn first_after(&self, t: DateTime<Utc>) -> Option<u64> {
-        if self.start > t {
+        let start = self.start()?;
+        if start > t {
             return self.due(0).map(|_| 0);
         }
         // A fixed period is divided; a calendar one is stepped from an estimate.
-        let elapsed = (t - self.start).num_milliseconds().max(0) as u64;
+        let elapsed = (t - start).num_milliseconds().max(0) as u64;
         let approx_ms = u64::from(self.period.months) * 28 * 86_400_000
             + u64::from(self.period.days) * 86_400_000
             + self.period.millis;
         let mut k = elapsed.checked_div(approx_ms).unwrap_or(0).saturating_sub(1);
         // Calendar months are 28 to 31 days: at most a few steps back, then forward.
-        while k > 0 && self.period.times(self.start, k).is_some_and(|d| d > t) {
+        while k > 0 && self.due(k).is_none_or(|d| d > t) {
             k -= 1;
         }
         loop {
@@ -104,10 +152,82 @@ impl Schedule {
         }
     }
 
-    /// The schedule written back, its start explicit.
+    /// The schedule written back, its start explicit (in UTC, or with the zone's offset then).
     pub fn to_iso(&self) -> String {
         let r = self.repeats.map_or("R".to_string(), |n| format!("R{n}"));
-        format!("{r}/{}/{}", self.start.format("%Y-%m-%dT%H:%M:%S%.3fZ"), format_period(&self.period))
+        let start = match (self.tz, self.start()) {
+            (Tz::UTC, _) | (_, None) => self.start_local.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            (tz, Some(t)) => t.with_timezone(&tz).format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string(),
+        };
+        format!("{r}/{start}/{}", format_period(&self.period))
+    }
+}
+
+/// A crontab expression in a time zone.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    pub text: String,
+    pub cron: croner::Cron,
+    pub tz: Tz,
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &CronSchedule) -> bool {
+        self.text == other.text && self.tz == other.tz
+    }
+}
+
+impl CronSchedule {
+    pub fn parse(text: &str, tz: Tz) -> Result<CronSchedule, ScheduleError> {
+        let cron = croner::Cron::from_str(text.trim())
+            .map_err(|e| ScheduleError { input: text.to_string(), reason: e.to_string() })?;
+        Ok(CronSchedule { text: text.trim().to_string(), cron, tz })
+    }
+}
+
+/// When a scheduled job's runs are due.
+#[derive(Debug, Clone, PartialEq)]
+pub enum When {
+    Iso(Schedule),
+    Cron(Box<CronSchedule>),
+}
+
+impl When {
+    /// The first due time after `t` (strictly).
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            When::Iso(s) => s.first_after(t).and_then(|k| s.due(k)),
+            When::Cron(c) => {
+                c.cron.find_next_occurrence(&t.with_timezone(&c.tz), false).ok().map(|d| d.with_timezone(&Utc))
+            }
+        }
+    }
+
+    /// The last due time at or before `t`, if any.
+    pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            When::Iso(s) => {
+                let k = match s.first_after(t) {
+                    Some(0) => return None,
+                    Some(k) => k - 1,
+                    None => match s.repeats {
+                        Some(0) => return None,
+                        Some(n) => n - 1,
+                        // Forever, yet nothing after t: past the end of time.
+                        None => return None,
+                    },
+                };
+                s.due(k).filter(|d| *d <= t)
+            }
+            When::Cron(c) => {
+                c.cron.find_previous_occurrence(&t.with_timezone(&c.tz), true).ok().map(|d| d.with_timezone(&Utc))
+            }
+        }
+    }
+
+    /// The first due time at or after `t`: where a new schedule starts.
+    pub fn first_from(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.next_after(t - TimeDelta::milliseconds(1))
     }
 }
 
@@ -213,7 +333,7 @@ mod tests {
         let ok = |input: &str, repeats: Option<u64>, start: &str, period: (u32, u32, u64)| {
             let s = Schedule::parse(input, now).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(
-                (s.repeats, s.start, (s.period.months, s.period.days, s.period.millis)),
+                (s.repeats, s.start().unwrap(), (s.period.months, s.period.days, s.period.millis)),
                 (repeats, at(start), period),
                 "{input}"
             );
@@ -263,12 +383,45 @@ mod tests {
         assert_eq!(s.first_after(at("2019-01-01T00:00:00Z")), Some(0));
     }
 
+    #[test]
+    fn a_daily_run_keeps_its_local_time_across_daylight_saving() {
+        let berlin = zone("Europe/Berlin").unwrap();
+        let now = at("2026-03-01T00:00:00Z");
+        // 02:30 local: the clocks skip 02:00-03:00 on 2026-03-29 and repeat 02:00-03:00 on
+        // 2026-10-25.
+        let s = Schedule::parse_in("R/2026-03-27T02:30:00/P1D", berlin, now).unwrap();
+        let utc: Vec<String> = (0..4).map(|k| s.due(k).unwrap().format("%m-%d %H:%M").to_string()).collect();
+        assert_eq!(utc, ["03-27 01:30", "03-28 01:30", "03-29 01:30", "03-30 00:30"]);
+        let s = Schedule::parse_in("R/2026-10-24T02:30:00+05:00/P1D", berlin, now).unwrap();
+        let utc: Vec<String> = (0..3).map(|k| s.due(k).unwrap().format("%m-%d %H:%M").to_string()).collect();
+        assert_eq!(utc, ["10-24 00:30", "10-25 00:30", "10-26 01:30"], "its own offset is replaced by the zone's");
+        assert_eq!(s.to_iso(), "R/2026-10-24T02:30:00.000+02:00/P1D");
+        assert!(zone("Mars/Olympus").unwrap_err().contains("not an IANA time zone"));
+    }
+
+    #[test]
+    fn crontab_schedules_run_in_their_zone() {
+        let new_york = zone("America/New_York").unwrap();
+        let w = When::Cron(Box::new(CronSchedule::parse("0 9 * * 1-5", new_york).unwrap()));
+        // Friday 2026-03-06 15:00 UTC is 10:00 in New York: next is Monday 09:00 EST.
+        let next = w.next_after(at("2026-03-06T15:00:00Z")).unwrap();
+        assert_eq!(next, at("2026-03-09T13:00:00Z"), "EDT from 03-08");
+        assert_eq!(w.latest_at_or_before(at("2026-03-06T15:00:00Z")).unwrap(), at("2026-03-06T14:00:00Z"));
+        assert_eq!(w.first_from(at("2026-03-09T13:00:00Z")).unwrap(), at("2026-03-09T13:00:00Z"));
+        assert!(CronSchedule::parse("61 * * * *", Tz::UTC).is_err());
+        let iso = When::Iso(Schedule::parse("R3/2026-01-01T00:00:00Z/PT1M", at("2026-01-01T00:00:00Z")).unwrap());
+        assert_eq!(iso.latest_at_or_before(at("2026-01-01T00:01:30Z")).unwrap(), at("2026-01-01T00:01:00Z"));
+        assert_eq!(iso.latest_at_or_before(at("2026-01-01T05:00:00Z")).unwrap(), at("2026-01-01T00:02:00Z"));
+        assert_eq!(iso.next_after(at("2026-01-01T00:02:00Z")), None);
+        assert_eq!(iso.latest_at_or_before(at("2025-12-31T00:00:00Z")), None);
+    }
+
     proptest::proptest! {
         #[test]
         fn first_after_is_the_first_due_after(start in 0i64..4_000_000_000, months in 0u32..3, days in 0u32..40, secs in 0u64..100_000, after in 0i64..4_000_000_000) {
             proptest::prop_assume!(months + days > 0 || secs > 0);
             let start = DateTime::from_timestamp(start, 0).unwrap();
-            let s = Schedule { repeats: None, start, period: Period { months, days, millis: secs * 1000 } };
+            let s = Schedule { repeats: None, start_local: start.naive_utc(), tz: Tz::UTC, period: Period { months, days, millis: secs * 1000 } };
             let t = DateTime::from_timestamp(after, 0).unwrap();
             if let Some(k) = s.first_after(t) {
                 proptest::prop_assert!(s.due(k).unwrap() > t);

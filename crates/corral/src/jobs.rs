@@ -20,9 +20,14 @@ fn print_json(v: &Value) -> Result<()> {
 
 /// What starts a job: its schedule, or its parents.
 fn trigger(j: &Value) -> String {
-    match j["parents"].as_array() {
-        Some(p) => format!("after {}", p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")),
-        None => j["schedule"].as_str().unwrap_or_default().to_string(),
+    let zone = match j["scheduleTimeZone"].as_str() {
+        Some(z) if !z.is_empty() => format!(" ({z})"),
+        _ => String::new(),
+    };
+    match (j["parents"].as_array(), j["cron"].as_str()) {
+        (Some(p), _) => format!("after {}", p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")),
+        (None, Some(c)) => format!("cron {c}{zone}"),
+        (None, None) => format!("{}{zone}", j["schedule"].as_str().unwrap_or_default()),
     }
 }
 

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use corral_jobs::job::Trigger;
+use corral_jobs::schedule::When;
 use corral_jobs::wire::JobDefinition;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -105,8 +106,13 @@ fn job_json(e: &JobEntry) -> Value {
         "missedRuns": super::jobs::missed_policy(e),
     });
     match &j.trigger {
-        Trigger::Schedule(s) => {
+        Trigger::Schedule(When::Iso(s)) => {
             v["schedule"] = json!(s.to_iso());
+            v["scheduleTimeZone"] = json!(d.schedule_time_zone.clone().unwrap_or_default());
+            v["epsilon"] = json!(d.epsilon.clone().unwrap_or_else(|| "PT60S".into()));
+        }
+        Trigger::Schedule(When::Cron(c)) => {
+            v["cron"] = json!(c.text);
             v["scheduleTimeZone"] = json!(d.schedule_time_zone.clone().unwrap_or_default());
             v["epsilon"] = json!(d.epsilon.clone().unwrap_or_else(|| "PT60S".into()));
         }
@@ -213,7 +219,8 @@ async fn summary(State(m): State<Master>) -> Json<Value> {
         .map(|e| {
             let (status, state) = status_of(&c, e);
             let schedule = match &e.job.trigger {
-                Trigger::Schedule(s) => s.to_iso(),
+                Trigger::Schedule(When::Iso(s)) => s.to_iso(),
+                Trigger::Schedule(When::Cron(c)) => c.text.clone(),
                 Trigger::Parents(_) => String::new(),
             };
             json!({"name": e.job.name, "status": status, "state": state, "schedule": schedule,

@@ -3,9 +3,9 @@
 //! `corral_jobs`'s (pure); this module keeps the state, persists it in its own tables (`JOBS`,
 //! `JOB_RUNS`), and turns decisions into tasks through the core's calls.
 //!
-//! Exactly once: a job's record holds the index of its next scheduled run not yet launched.
-//! The command that launches a run creates its task, records the run and advances the index,
-//! and the owner commits the three together; after a restart the index says what is due next
+//! Exactly once: a job's record holds the due time of its next scheduled run not yet launched.
+//! The command that launches a run creates its task, records the run and advances that time,
+//! and the owner commits the three together; after a restart the time says what is due next
 //! and the recorded runs what is under way, so no due run is launched twice or forgotten.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use corral_alloc::{Offer, Operation, Resources, Role};
 use corral_jobs::job::{Job, Trigger};
 use corral_jobs::plan::{self, Missed};
+use corral_jobs::schedule::When;
 use corral_jobs::wire::JobDefinition;
 use serde::{Deserialize, Serialize};
 
@@ -61,8 +62,8 @@ pub struct RunRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredJob {
     definition: JobDefinition,
-    /// The index of its next scheduled run not yet launched.
-    next: u64,
+    /// When its next scheduled run not yet launched is due (wall ms; `None`: no more).
+    next_due_ms: Option<i64>,
     stats: Stats,
     history: VecDeque<RunRecord>,
     /// When it was last started by its parents (wall ms).
@@ -85,7 +86,7 @@ pub struct Run {
 pub struct JobEntry {
     pub definition: JobDefinition,
     pub job: Job,
-    pub next: u64,
+    pub next_due_ms: Option<i64>,
     pub stats: Stats,
     pub history: VecDeque<RunRecord>,
     pub last_triggered_ms: Option<i64>,
@@ -95,7 +96,7 @@ impl JobEntry {
     fn stored(&self) -> StoredJob {
         StoredJob {
             definition: self.definition.clone(),
-            next: self.next,
+            next_due_ms: self.next_due_ms,
             stats: self.stats.clone(),
             history: self.history.clone(),
             last_triggered_ms: self.last_triggered_ms,
@@ -130,7 +131,7 @@ impl Jobs {
                 JobEntry {
                     definition: stored.definition,
                     job,
-                    next: stored.next,
+                    next_due_ms: stored.next_due_ms,
                     stats: stored.stats,
                     history: stored.history,
                     last_triggered_ms: stored.last_triggered_ms,
@@ -178,17 +179,19 @@ impl Jobs {
         let old = self.jobs.get(&job.name).cloned();
         // A new or changed schedule starts at its first run due from now on; an unchanged one
         // keeps its place.
-        let next = match (&job.trigger, &old) {
-            (Trigger::Schedule(_), Some(o)) if o.definition.schedule == definition.schedule => o.next,
-            (Trigger::Schedule(s), _) => {
-                let just_before = now - chrono::TimeDelta::milliseconds(1);
-                s.first_after(just_before).unwrap_or(u64::MAX)
-            }
-            (Trigger::Parents(_), _) => 0,
+        let same_schedule = |o: &JobEntry| {
+            o.definition.schedule == definition.schedule
+                && o.definition.cron == definition.cron
+                && o.definition.schedule_time_zone == definition.schedule_time_zone
+        };
+        let next_due_ms = match (&job.trigger, &old) {
+            (Trigger::Schedule(_), Some(o)) if same_schedule(o) => o.next_due_ms,
+            (Trigger::Schedule(w), _) => w.first_from(now).map(|t| t.timestamp_millis()),
+            (Trigger::Parents(_), _) => None,
         };
         let mut definition = definition;
         // What is stored is the definition as it was meant: an empty start is now.
-        if let Trigger::Schedule(s) = &job.trigger {
+        if let Trigger::Schedule(When::Iso(s)) = &job.trigger {
             if definition.schedule.as_deref().is_some_and(|x| x.contains("//")) {
                 definition.schedule = Some(s.to_iso());
             }
@@ -197,7 +200,7 @@ impl Jobs {
         let entry = JobEntry {
             definition,
             job,
-            next,
+            next_due_ms,
             stats: old.as_ref().map(|o| o.stats.clone()).unwrap_or_default(),
             history: old.as_ref().map(|o| o.history.clone()).unwrap_or_default(),
             last_triggered_ms: old.and_then(|o| o.last_triggered_ms),
@@ -437,16 +440,17 @@ impl Framework for Jobs {
             .filter_map(|(name, e)| {
                 let Trigger::Schedule(s) = &e.job.trigger else { return None };
                 let busy = !e.job.concurrent && self.busy(name);
-                let step = plan::step(s, e.next, now, e.job.missed, e.job.epsilon_ms, busy);
-                (step.next != e.next || step.launch.is_some()).then(|| (name.clone(), step))
+                let next = e.next_due_ms.and_then(DateTime::from_timestamp_millis);
+                let step = plan::step(s, next, now, e.job.missed, e.job.epsilon_ms, busy);
+                (step.next != next || step.launch.is_some()).then(|| (name.clone(), step))
             })
             .collect();
         for (name, step) in due {
             let entry = self.jobs.get_mut(&name).expect("listed");
-            entry.next = step.next;
+            entry.next_due_ms = step.next.map(|t| t.timestamp_millis());
             self.save(core, &name);
             match step.launch {
-                Some((_, at)) => {
+                Some(at) => {
                     self.start_run(core, &name, at.timestamp_millis(), 0);
                 }
                 None => tracing::info!(job = %name, "missed runs skipped, as the job asks"),
