@@ -270,6 +270,12 @@ impl Client {
         self.call("POST", "/api/v1/tasks", Some(&serde_json::to_value(launch).expect("serializes"))).map(drop)
     }
 
+    /// Asks an agent (this client's server) to run several tasks, in one request.
+    pub fn launch_batch(&self, launches: &[wire::Launch]) -> Result<()> {
+        let body = serde_json::to_value(wire::Launches { launches: launches.to_vec() }).expect("serializes");
+        self.call("POST", "/api/v1/tasks/batch", Some(&body)).map(drop)
+    }
+
     /// Asks an agent to kill a task.
     pub fn kill_on_agent(&self, task: &str) -> Result<()> {
         self.call("POST", &format!("/api/v1/tasks/{task}/kill"), None).map(drop)

@@ -156,6 +156,13 @@ pub struct Acked {
     pub acked: Vec<u64>,
 }
 
+/// `POST {agent}/api/v1/tasks/batch`: several launches in one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Launches {
+    pub launches: Vec<Launch>,
+}
+
 /// `POST {agent}/api/v1/tasks`: the master asks an agent to run a task.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -505,6 +505,13 @@ pub enum BenchCommand {
     /// updates apps 50 times a second, and POST /v2/apps alone and beside two readers, on
     /// APPS x INSTANCES simulated tasks; with --master-exe, against that binary's master (an
     /// older build, for before-and-after figures).
+    /// Jobs all due at the same minute: the delay from due time to launch, and the master's
+    /// memory (a simulated agent).
+    Jobs {
+        /// How many jobs.
+        #[arg(long, default_value_t = 10_000)]
+        jobs: usize,
+    },
     Contention {
         #[arg(long, default_value_t = 1000)]
         apps: usize,

@@ -208,6 +208,7 @@ pub async fn serve_with(
     tracing::info!(addr = %local, "agent listening");
     let app = Router::new()
         .route("/api/v1/tasks", post(launch))
+        .route("/api/v1/tasks/batch", post(launch_batch))
         .route("/api/v1/tasks/{id}/kill", post(kill))
         .route("/api/v1/tasks/{id}/logs", get(logs))
         .route("/health", get(|| async { "ok" }))
@@ -559,6 +560,16 @@ async fn launch(State(agent): State<Agent>, Json(req): Json<wire::Launch>) -> (S
         }
         None => (StatusCode::OK, "already launched".to_string()),
     }
+}
+
+/// Several launches in one request, each as `launch` does it.
+async fn launch_batch(State(agent): State<Agent>, Json(req): Json<wire::Launches>) -> StatusCode {
+    for launch in req.launches {
+        if let Some(start) = agent.decide(|s| s.launch(launch)).await {
+            agent.carry_out(vec![start]).await;
+        }
+    }
+    StatusCode::ACCEPTED
 }
 
 /// Container starts at once per agent: more only thrash a small machine.

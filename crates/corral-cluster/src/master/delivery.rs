@@ -1,5 +1,7 @@
 //! Calls to agents (launch, kill), delivered in order per agent: one queue and one thread per
-//! agent address, so a kill never overtakes the launch of the same task. A launch the agent
+//! agent address, so a kill never overtakes the launch of the same task. Launches queued together
+//! (thousands of jobs due at one minute, an app scaled up) go in batches of up to
+//! `BATCH` per request. A launch the agent
 //! refuses or cannot be reached for comes back to the owner as `launch_failed`; kills are
 //! repeated by the tick until the agent reports the task ended (at least once, never lost).
 
@@ -10,6 +12,7 @@ use std::time::Duration;
 
 use super::controller::AgentCall;
 use super::{AgentLink, Master};
+use crate::wire;
 
 pub(super) struct Delivery {
     queues: HashMap<String, Sender<AgentCall>>,
@@ -47,12 +50,28 @@ impl AgentLink for Delivery {
         let queued_kills = self.queued_kills.clone();
         let started = std::thread::Builder::new().name("corral-deliver".into()).spawn(move || {
             let agent = corral_client::Client::new(&address_of(&call)).timeout(Some(Duration::from_secs(10)));
-            let mut call = Some(call);
-            while let Some(call) = call.take().or_else(|| rx.recv().ok()) {
-                if let AgentCall::Kill { task_id, .. } = &call {
-                    queued_kills.lock().unwrap_or_else(|p| p.into_inner()).remove(task_id);
+            let mut first = Some(call);
+            while let Some(call) = first.take().or_else(|| rx.recv().ok()) {
+                // What else is queued already goes too, launches together, in order.
+                let mut calls = vec![call];
+                while calls.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(c) => calls.push(c),
+                        Err(_) => break,
+                    }
                 }
-                deliver(&agent, &master, call);
+                let mut launches = Vec::new();
+                for call in calls {
+                    match call {
+                        AgentCall::Launch { launch, .. } => launches.push(*launch),
+                        AgentCall::Kill { address, task_id } => {
+                            deliver_launches(&agent, &master, std::mem::take(&mut launches));
+                            queued_kills.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_id);
+                            deliver(&agent, &master, AgentCall::Kill { address, task_id });
+                        }
+                    }
+                }
+                deliver_launches(&agent, &master, launches);
             }
         });
         if let Err(e) = started {
@@ -60,6 +79,41 @@ impl AgentLink for Delivery {
             return;
         }
         self.queues.insert(address, tx);
+    }
+}
+
+/// Launches per request at most.
+const BATCH: usize = 500;
+
+/// Sends launches in one request (or one by one to an agent without the batch endpoint).
+fn deliver_launches(agent: &corral_client::Client, master: &Master, launches: Vec<wire::Launch>) {
+    match launches.len() {
+        0 => return,
+        1 => {
+            let launch = launches.into_iter().next().expect("one");
+            let address = agent.base().to_string();
+            return deliver(agent, master, AgentCall::Launch { address, launch: Box::new(launch) });
+        }
+        _ => {}
+    }
+    let failure = match agent.launch_batch(&launches) {
+        Ok(()) => return,
+        Err(e) if matches!(e.status(), Some(404 | 405)) => {
+            let address = agent.base().to_string();
+            for launch in launches {
+                deliver(agent, master, AgentCall::Launch { address: address.clone(), launch: Box::new(launch) });
+            }
+            return;
+        }
+        Err(e @ corral_client::ClientError::Refused { .. }) => {
+            format!("agent {} refused the launch: {e}", agent.base())
+        }
+        Err(e) => format!("agent {} could not be reached: {e}", agent.base()),
+    };
+    for launch in launches {
+        let (task_id, message) = (launch.task_id, failure.clone());
+        tracing::warn!(task = %task_id, %message, "launch failed");
+        master.send(move |c, _| c.launch_failed(&task_id, message));
     }
 }
 

@@ -209,7 +209,7 @@ impl Jobs {
         self.save(core, &name);
         tracing::info!(job = %name, "job saved");
         // A job due now runs now, not on the next tick.
-        self.tick(core, now_ms)
+        self.tick_some(core, now_ms, std::iter::once(name))
     }
 
     /// `DELETE /v1/scheduler/job/{name}`: removes a job and kills its runs.
@@ -256,6 +256,40 @@ impl Jobs {
     /// Whether a run of the job is under way.
     pub fn busy(&self, name: &str) -> bool {
         self.runs.values().any(|r| r.job == name)
+    }
+
+    /// Launches the due runs of these jobs.
+    fn tick_some(
+        &mut self,
+        core: &mut Core,
+        now_ms: u64,
+        names: impl Iterator<Item = String>,
+    ) -> Result<(), MasterError> {
+        let now = wall(core, now_ms);
+        let busy_jobs: std::collections::HashSet<&str> = self.runs.values().map(|r| r.job.as_str()).collect();
+        let due: Vec<(String, plan::Step)> = names
+            .filter_map(|name| self.jobs.get(&name).map(|e| (name, e)))
+            .filter(|(_, e)| !e.job.disabled)
+            .filter_map(|(name, e)| {
+                let Trigger::Schedule(s) = &e.job.trigger else { return None };
+                let busy = !e.job.concurrent && busy_jobs.contains(name.as_str());
+                let next = e.next_due_ms.and_then(DateTime::from_timestamp_millis);
+                let step = plan::step(s, next, now, e.job.missed, e.job.epsilon_ms, busy);
+                (step.next != next || step.launch.is_some()).then(|| (name.clone(), step))
+            })
+            .collect();
+        for (name, step) in due {
+            let entry = self.jobs.get_mut(&name).expect("listed");
+            entry.next_due_ms = step.next.map(|t| t.timestamp_millis());
+            self.save(core, &name);
+            match step.launch {
+                Some(at) => {
+                    self.start_run(core, &name, at.timestamp_millis(), 0);
+                }
+                None => tracing::info!(job = %name, "missed runs skipped, as the job asks"),
+            }
+        }
+        Ok(())
     }
 
     /// Creates a run's task (queued for an offer) and records the run.
@@ -390,23 +424,39 @@ fn launch_of(job: &Job, t: &TaskRecord) -> wire::Launch {
 
 impl Framework for Jobs {
     fn offer(&mut self, core: &mut Core, o: Offer, now_ms: u64) {
-        // The oldest queued run that fits; one per offer, so roles share by DRF.
-        let fitting = self.queue.iter().find(|id| {
-            core.task(id).is_some_and(|t| Resources::parse(&t.resources).is_ok_and(|r| o.resources.contains(&r)))
-        });
-        let Some(id) = fitting.cloned() else {
+        // Queued runs, oldest first, as many as the offer holds (jobs due together, thousands
+        // at the same minute, go out together).
+        let mut remaining = o.resources.clone();
+        let mut operations = Vec::new();
+        let mut placements = Vec::new();
+        let mut placed: std::collections::HashSet<TaskId> = std::collections::HashSet::new();
+        // Queued runs mostly share a few shapes: once one does not fit, its shape does not.
+        let mut misfits: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for id in self.queue.iter() {
+            let Some(task) = core.task(id) else { continue };
+            if misfits.contains(&task.resources) {
+                continue;
+            }
+            let Ok(res) = Resources::parse(&task.resources) else { continue };
+            let Some(left) = remaining.minus(&res) else {
+                misfits.insert(task.resources.clone());
+                continue;
+            };
+            let (Some(run), task) = (self.runs.get(id), task.clone()) else { continue };
+            let Some(entry) = self.jobs.get(&run.job) else { continue };
+            remaining = left;
+            operations.push(Operation::Launch(res));
+            placements.push(Placement { launch: launch_of(&entry.job, &task), task });
+            placed.insert(id.clone());
+        }
+        if placements.is_empty() {
             core.decline(o.id, u64::MAX / 4, now_ms);
             return;
-        };
-        let task = core.task(&id).expect("queued runs have tasks").clone();
-        let Some(run) = self.runs.get(&id) else { return };
-        let Some(entry) = self.jobs.get(&run.job) else { return };
-        let launch = launch_of(&entry.job, &task);
-        let res = Resources::parse(&task.resources).expect("stored");
-        if core.accept(&o, &[Operation::Launch(res)], vec![Placement { task, launch }], 0, now_ms).is_err() {
+        }
+        if core.accept(&o, &operations, placements, 0, now_ms).is_err() {
             return;
         }
-        self.queue.retain(|x| *x != id);
+        self.queue.retain(|x| !placed.contains(x));
         if self.queue.is_empty() {
             core.suppress(&framework());
         }
@@ -432,31 +482,8 @@ impl Framework for Jobs {
 
     /// Launches every scheduled run that is due.
     fn tick(&mut self, core: &mut Core, now_ms: u64) -> Result<(), MasterError> {
-        let now = wall(core, now_ms);
-        let due: Vec<(String, plan::Step)> = self
-            .jobs
-            .iter()
-            .filter(|(_, e)| !e.job.disabled)
-            .filter_map(|(name, e)| {
-                let Trigger::Schedule(s) = &e.job.trigger else { return None };
-                let busy = !e.job.concurrent && self.busy(name);
-                let next = e.next_due_ms.and_then(DateTime::from_timestamp_millis);
-                let step = plan::step(s, next, now, e.job.missed, e.job.epsilon_ms, busy);
-                (step.next != next || step.launch.is_some()).then(|| (name.clone(), step))
-            })
-            .collect();
-        for (name, step) in due {
-            let entry = self.jobs.get_mut(&name).expect("listed");
-            entry.next_due_ms = step.next.map(|t| t.timestamp_millis());
-            self.save(core, &name);
-            match step.launch {
-                Some(at) => {
-                    self.start_run(core, &name, at.timestamp_millis(), 0);
-                }
-                None => tracing::info!(job = %name, "missed runs skipped, as the job asks"),
-            }
-        }
-        Ok(())
+        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        self.tick_some(core, now_ms, names.into_iter())
     }
 
     fn kill(&mut self, core: &mut Core, id: &str, _now_ms: u64) -> Result<(), MasterError> {

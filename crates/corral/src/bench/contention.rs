@@ -27,7 +27,7 @@ pub struct Config {
 }
 
 /// The master as a child process, killed when dropped.
-struct MasterProcess(Child);
+pub(super) struct MasterProcess(pub(super) Child);
 
 impl Drop for MasterProcess {
     fn drop(&mut self) {

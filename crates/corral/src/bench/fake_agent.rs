@@ -15,12 +15,34 @@ use corral_client::Client;
 use corral_cluster::task::TaskState;
 use corral_cluster::wire;
 
-/// What the simulated agent has been asked and not yet answered.
+/// What the simulated agent has been asked and not yet answered, and every launch it received
+/// (task id, wall-clock ms).
 #[derive(Default)]
-struct Pending(Mutex<VecDeque<(String, TaskState)>>);
+pub struct Pending(Mutex<VecDeque<(String, TaskState)>>, Mutex<Vec<(String, i64)>>);
+
+impl Pending {
+    /// The launches received so far: task id and when (wall-clock ms).
+    pub fn launched(&self) -> Vec<(String, i64)> {
+        self.1.lock().expect("not poisoned").clone()
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 async fn launch(State(p): State<Arc<Pending>>, Json(req): Json<wire::Launch>) -> &'static str {
+    p.1.lock().expect("not poisoned").push((req.task_id.to_string(), wall_ms()));
     p.0.lock().expect("not poisoned").push_back((req.task_id.to_string(), TaskState::Running));
+    "launched"
+}
+
+async fn launch_batch(State(p): State<Arc<Pending>>, Json(req): Json<wire::Launches>) -> &'static str {
+    let at = wall_ms();
+    for l in req.launches {
+        p.1.lock().expect("not poisoned").push((l.task_id.to_string(), at));
+        p.0.lock().expect("not poisoned").push_back((l.task_id.to_string(), TaskState::Running));
+    }
     "launched"
 }
 
@@ -31,11 +53,12 @@ async fn kill(State(p): State<Arc<Pending>>, Path(id): Path<String>) -> &'static
 
 /// Serves the agent API on `rt`, registers with the master at `base`, and answers from a
 /// thread of its own until the process ends.
-pub fn start(rt: &tokio::runtime::Runtime, master: &Client, resources: &str) -> Result<()> {
+pub fn start(rt: &tokio::runtime::Runtime, master: &Client, resources: &str) -> Result<Arc<Pending>> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let pending = Arc::new(Pending::default());
     let router = Router::new()
         .route("/api/v1/tasks", post(launch))
+        .route("/api/v1/tasks/batch", post(launch_batch))
         .route("/api/v1/tasks/{id}/kill", post(kill))
         .with_state(pending.clone());
     rt.spawn(async move {
@@ -60,6 +83,7 @@ pub fn start(rt: &tokio::runtime::Runtime, master: &Client, resources: &str) -> 
     };
     let agent_id = registered.agent_id;
     let master = master.clone();
+    let seen = pending.clone();
     std::thread::spawn(move || {
         let mut seq = 0u64;
         let mut last_beat = Instant::now();
@@ -95,5 +119,5 @@ pub fn start(rt: &tokio::runtime::Runtime, master: &Client, resources: &str) -> 
             let _ = master.updates(&agent_id, &wire::Updates { updates });
         }
     });
-    Ok(())
+    Ok(seen)
 }

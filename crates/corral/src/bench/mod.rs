@@ -4,6 +4,7 @@
 mod contention;
 mod fake_agent;
 mod images;
+mod jobs;
 mod launch;
 mod lifecycle;
 mod services;
@@ -21,6 +22,7 @@ pub fn run(root: &Path, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Images { runs, size_mib, image } => images::run(root, runs, size_mib, &image),
         BenchCommand::Launch { runs } => launch::run(runs),
         BenchCommand::Services { apps, instances, requests, real } => services::run(apps, instances, requests, real),
+        BenchCommand::Jobs { jobs } => jobs::run(jobs),
         BenchCommand::Contention { apps, instances, requests, writes_per_sec, master_exe } => {
             contention::run(&contention::Config { apps, instances, requests, writes_per_sec, master_exe })
         }
