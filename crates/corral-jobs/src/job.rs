@@ -33,6 +33,9 @@ pub struct Job {
     pub env: Vec<(String, String)>,
     pub epsilon_ms: u64,
     pub missed: Missed,
+    /// Where its runs may go: `[attribute, EQUALS|LIKE|UNLIKE, value]`, Chronos's operators
+    /// (`hostname` is the agent's name).
+    pub constraints: Vec<[String; 3]>,
 }
 
 /// One problem with a definition.
@@ -193,9 +196,17 @@ impl Job {
                 bad("container.forcePullImage", "agents do not pull images yet".into());
             }
         }
+        let mut constraints = Vec::new();
+        for c in d.constraints.iter().flatten() {
+            match &c[..] {
+                [field, op, value] if !field.is_empty() && ["EQUALS", "LIKE", "UNLIKE"].contains(&op.as_str()) => {
+                    constraints.push([field.clone(), op.clone(), value.clone()]);
+                }
+                _ => bad("constraints", format!("{c:?}: expected [attribute, EQUALS|LIKE|UNLIKE, value]")),
+            }
+        }
         // Chronos fields not done yet: refused unless at their defaults.
-        let unsupported: [(&'static str, bool); 9] = [
-            ("constraints", d.constraints.as_ref().is_some_and(|c| !c.is_empty())),
+        let unsupported: [(&'static str, bool); 8] = [
             ("async", d.async_ == Some(true)),
             ("softError", d.soft_error == Some(true)),
             ("highPriority", d.high_priority == Some(true)),
@@ -230,6 +241,7 @@ impl Job {
                 env,
                 epsilon_ms,
                 missed,
+                constraints,
             }),
             _ => Err(Invalid(problems)),
         }
@@ -295,6 +307,10 @@ mod tests {
         check(
             serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1M", "scheduleTimeZone": "Europe/Pariss", "retries": -1, "cpus": -1, "mem": 0.5, "uris": ["http://x"], "cron": "* * * * *"}),
             &["scheduleTimeZone", "cron", "retries", "cpus", "mem", "uris"],
+        );
+        check(
+            serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1M", "constraints": [["rack", "GROUP_BY"], ["rack", "NEAR", "1"]]}),
+            &["constraints", "constraints"],
         );
         check(
             serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1M", "epsilon": "P1M", "missedRuns": "later"}),

@@ -95,7 +95,7 @@ fn job_json(e: &JobEntry) -> Value {
         "uris": [],
         "fetch": [],
         "environmentVariables": j.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
-        "constraints": [],
+        "constraints": j.constraints,
         "runAsUser": j.user.clone().unwrap_or_default(),
         "successCount": e.stats.success_count,
         "errorCount": e.stats.error_count,

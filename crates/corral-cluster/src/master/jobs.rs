@@ -16,6 +16,7 @@ use corral_jobs::job::{Job, Trigger};
 use corral_jobs::plan::{self, Missed};
 use corral_jobs::schedule::When;
 use corral_jobs::wire::JobDefinition;
+use corral_services::constraints::{AgentView, Constraint};
 use serde::{Deserialize, Serialize};
 
 use super::core::{Core, FrameworkId, FrameworkKind, MasterError, Placement, TaskRecord};
@@ -86,6 +87,8 @@ pub struct Run {
 pub struct JobEntry {
     pub definition: JobDefinition,
     pub job: Job,
+    /// Its constraints, as the services framework evaluates them (EQUALS is Marathon's IS).
+    pub constraints: Vec<Constraint>,
     pub next_due_ms: Option<i64>,
     pub stats: Stats,
     pub history: VecDeque<RunRecord>,
@@ -126,11 +129,13 @@ impl Jobs {
             let stored: StoredJob = decode(JOBS, name, bytes)?;
             let job = Job::from_definition(&stored.definition, now)
                 .map_err(|e| MasterError::Internal(format!("stored job {name} no longer validates: {e}")))?;
+            let constraints = constraints_of(&job).map_err(MasterError::Internal)?;
             me.jobs.insert(
                 name.to_string(),
                 JobEntry {
                     definition: stored.definition,
                     job,
+                    constraints,
                     next_due_ms: stored.next_due_ms,
                     stats: stored.stats,
                     history: stored.history,
@@ -172,6 +177,7 @@ impl Jobs {
     pub fn put_job(&mut self, core: &mut Core, definition: JobDefinition, now_ms: u64) -> Result<(), MasterError> {
         let now = wall(core, now_ms);
         let job = Job::from_definition(&definition, now).map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        let constraints = constraints_of(&job).map_err(MasterError::BadRequest)?;
         let mut parents: BTreeMap<String, Vec<String>> =
             self.jobs.iter().map(|(n, e)| (n.clone(), e.job.parents().to_vec())).collect();
         parents.insert(job.name.clone(), job.parents().to_vec());
@@ -200,6 +206,7 @@ impl Jobs {
         let entry = JobEntry {
             definition,
             job,
+            constraints,
             next_due_ms,
             stats: old.as_ref().map(|o| o.stats.clone()).unwrap_or_default(),
             history: old.as_ref().map(|o| o.history.clone()).unwrap_or_default(),
@@ -398,6 +405,17 @@ impl Jobs {
     }
 }
 
+/// A job's constraints as the services framework's (Chronos's EQUALS is Marathon's IS).
+fn constraints_of(job: &Job) -> Result<Vec<Constraint>, String> {
+    job.constraints
+        .iter()
+        .map(|[field, op, value]| {
+            let op = if op == "EQUALS" { "IS" } else { op.as_str() };
+            Constraint::parse(&[field.clone(), op.to_string(), value.clone()]).map_err(|e| format!("constraints: {e}"))
+        })
+        .collect()
+}
+
 fn not_found(name: &str) -> MasterError {
     MasterError::NotFound(format!("job {name:?} does not exist"))
 }
@@ -432,6 +450,12 @@ impl Framework for Jobs {
         let mut placed: std::collections::HashSet<TaskId> = std::collections::HashSet::new();
         // Queued runs mostly share a few shapes: once one does not fit, its shape does not.
         let mut misfits: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let Some(agent) = core.agent(&o.agent) else {
+            core.decline(o.id, 2_000, now_ms);
+            return;
+        };
+        let view = AgentView { hostname: &agent.record.hostname, attributes: &agent.attributes };
+        let mut unplaced_constrained = false;
         for id in self.queue.iter() {
             let Some(task) = core.task(id) else { continue };
             if misfits.contains(&task.resources) {
@@ -444,13 +468,18 @@ impl Framework for Jobs {
             };
             let (Some(run), task) = (self.runs.get(id), task.clone()) else { continue };
             let Some(entry) = self.jobs.get(&run.job) else { continue };
+            if entry.constraints.iter().any(|c| c.check(&view, &[], &[]).is_err()) {
+                unplaced_constrained = true;
+                continue;
+            }
             remaining = left;
             operations.push(Operation::Launch(res));
             placements.push(Placement { launch: launch_of(&entry.job, &task), task });
             placed.insert(id.clone());
         }
         if placements.is_empty() {
-            core.decline(o.id, u64::MAX / 4, now_ms);
+            // Runs held back by a constraint get another look when the cluster changes.
+            core.decline(o.id, if unplaced_constrained { 2_000 } else { u64::MAX / 4 }, now_ms);
             return;
         }
         if core.accept(&o, &operations, placements, 0, now_ms).is_err() {

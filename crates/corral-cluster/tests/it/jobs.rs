@@ -211,3 +211,53 @@ fn a_master_restarted_while_jobs_are_due_neither_loses_nor_doubles_a_run() {
     assert!(lost.is_empty(), "runs due while the master ran were skipped: {lost:?} (away {away:?})");
     assert!(missing.len() <= 2 * away.len(), "at most a run or two per restart made up: {missing:?}");
 }
+
+#[test]
+fn constraints_choose_where_runs_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeRuntime::new();
+    let m = start_master(dir.path());
+    let _a1 = start_agent(m.addr, dir.path(), "a1", &fake);
+    let _a2 = start_agent(m.addr, dir.path(), "a2", &fake);
+    wait_for("two agents", || client(m.addr).agents().unwrap().len() == 2);
+    let later = "R1/2099-01-01T00:00:00Z/PT1H";
+    post_job(
+        m.addr,
+        "iso8601",
+        json!({"name": "pinned", "command": "fake exit 0 after 10", "schedule": later, "owner": "o", "disabled": false,
+               "constraints": [["hostname", "EQUALS", "a2"]]}),
+    );
+    post_job(
+        m.addr,
+        "iso8601",
+        json!({"name": "elsewhere", "command": "fake exit 0 after 10", "schedule": later, "owner": "o", "disabled": false,
+               "constraints": [["hostname", "UNLIKE", "a[2-9]"]]}),
+    );
+    for _ in 0..3 {
+        for name in ["pinned", "elsewhere"] {
+            let a = client(m.addr).exchange("PUT", &format!("/v1/scheduler/job/{name}"), None).unwrap();
+            assert_eq!(a.status, 204);
+        }
+    }
+    wait_for("six runs", || {
+        count(m.addr, "pinned", "successCount") == 3 && count(m.addr, "elsewhere", "successCount") == 3
+    });
+    let hosts: BTreeMap<String, String> =
+        client(m.addr).agents().unwrap().into_iter().map(|a| (a.id.to_string(), a.hostname)).collect();
+    let ran_on = |name: &str| -> Vec<String> {
+        let stat: Value = client(m.addr).get(&format!("/v1/scheduler/job/stat/{name}")).unwrap();
+        stat["taskStatHistory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| hosts[r["slaveId"].as_str().unwrap()].clone())
+            .collect()
+    };
+    assert_eq!(ran_on("pinned"), ["a2", "a2", "a2"]);
+    assert_eq!(ran_on("elsewhere"), ["a1", "a1", "a1"]);
+    assert_eq!(job(m.addr, "pinned")["constraints"], json!([["hostname", "EQUALS", "a2"]]));
+    let bad = json!({"name": "bad", "command": "x", "schedule": later, "constraints": [["rack", "LIKE", "("]]});
+    let a = client(m.addr).exchange("POST", "/v1/scheduler/iso8601", Some(&bad.to_string())).unwrap();
+    assert_eq!(a.status, 400);
+    assert!(a.text.contains("constraints"), "{}", a.text);
+}
