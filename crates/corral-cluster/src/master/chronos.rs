@@ -264,7 +264,7 @@ async fn kill(State(m): State<Master>, Path(name): Path<String>) -> Result<Statu
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn run_json(name: &str, r: &RunRecord) -> Value {
+fn run_json(c: &Controller, name: &str, r: &RunRecord) -> Value {
     let fmt = |ms: Option<i64>| {
         ms.and_then(DateTime::<Utc>::from_timestamp_millis)
             .map(|t| t.format("%m/%d/%y %H:%M:%S").to_string())
@@ -276,6 +276,8 @@ fn run_json(name: &str, r: &RunRecord) -> Value {
         "startTime": fmt(r.started_ms), "endTime": fmt(Some(r.ended_ms)), "duration": duration,
         "status": r.state.as_str().to_lowercase(), "scheduledTime": time(Some(r.scheduled_ms)),
         "attempt": r.attempt, "exitCode": r.exit_code, "message": r.message,
+        // Where its output is: the agent keeps an ended task's logs.
+        "logs": r.agent.as_ref().and_then(|a| c.core.agent_address(a)).map(|addr| format!("{addr}/api/v1/tasks/{}/logs", r.task)),
     })
 }
 
@@ -295,7 +297,7 @@ async fn stat(State(m): State<Master>, Path(name): Path<String>) -> Result<Json<
     Ok(Json(json!({
         "histogram": {"75thPercentile": pct(0.75), "95thPercentile": pct(0.95), "98thPercentile": pct(0.98),
                       "99thPercentile": pct(0.99), "median": pct(0.5), "mean": mean, "count": durations.len()},
-        "taskStatHistory": e.history.iter().rev().map(|r| run_json(&name, r)).collect::<Vec<_>>(),
+        "taskStatHistory": e.history.iter().rev().map(|r| run_json(&c, &name, r)).collect::<Vec<_>>(),
     })))
 }
 

@@ -254,6 +254,9 @@ fn constraints_choose_where_runs_go() {
             .collect()
     };
     assert_eq!(ran_on("pinned"), ["a2", "a2", "a2"]);
+    let stat: Value = client(m.addr).get("/v1/scheduler/job/stat/pinned").unwrap();
+    let logs = stat["taskStatHistory"][0]["logs"].as_str().unwrap().to_string();
+    assert!(logs.starts_with("http://127.0.0.1:") && logs.ends_with("/logs"), "{logs}");
     assert_eq!(ran_on("elsewhere"), ["a1", "a1", "a1"]);
     assert_eq!(job(m.addr, "pinned")["constraints"], json!([["hostname", "EQUALS", "a2"]]));
     let bad = json!({"name": "bad", "command": "x", "schedule": later, "constraints": [["rack", "LIKE", "("]]});
