@@ -229,6 +229,26 @@ fn a_failed_commit_changes_nothing() {
 }
 
 #[test]
+fn a_write_by_someone_else_is_loaded_not_overwritten() {
+    let mut h = Harness::new();
+    h.add_agent("one", "cpus:4;mem:4096");
+    h.call(|c, now| c.run_tasks(run_tasks("a", 1, 0.5, 64.0), now)).unwrap();
+    // Another writer commits behind the master's back (a second master on the same store).
+    let revision = h.store.revision().unwrap();
+    let role = br#"{"weight": 3.0, "quota": null}"#.to_vec();
+    h.store.commit(revision, &[corral_store::Op::Put { table: "roles".into(), key: "b".into(), value: role }]).unwrap();
+    // The master's next write is refused, not applied over it; the master loads the store again.
+    let err = h.call(|c, now| c.run_tasks(run_tasks("a", 1, 0.5, 64.0), now)).unwrap_err();
+    assert!(matches!(err, MasterError::Store(corral_store::StoreError::Conflict { .. })), "{err}");
+    assert!(h.view().core.roles().iter().any(|r| r.role == "b" && r.weight == 3.0), "the other write is seen");
+    // And works again: its earlier task is still there, the new one too.
+    h.call(|c, now| c.run_tasks(run_tasks("a", 1, 0.5, 64.0), now)).unwrap();
+    assert_eq!(h.tasks().len(), 2);
+    let ids: std::collections::BTreeSet<String> = h.tasks().iter().map(|t| t.id.to_string()).collect();
+    assert_eq!(ids.len(), 2, "no id given twice");
+}
+
+#[test]
 fn a_request_that_fails_halfway_leaves_no_partial_change() {
     let mut h = Harness::new();
     h.add_agent("one", "cpus:4;mem:4096");

@@ -142,6 +142,11 @@ impl Master {
             ticks: Arc::default(),
             heavy_reads: Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))),
         };
+        let mut seeds = fastrand::Rng::with_seed(seams.seed ^ 0x5eed);
+        let reload_from = store.clone();
+        let reload: Reload = Box::new(move |now| {
+            Controller::recover(reload_from.clone(), now, epoch_ms, agent_timeout, Ids::seeded(seeds.u64(..)))
+        });
         let mut owner = Owner {
             current,
             store,
@@ -150,6 +155,7 @@ impl Master {
             publish,
             events,
             agents: (seams.agents)(master.clone()),
+            reload,
         };
         std::thread::Builder::new()
             .name("corral-master".into())
@@ -199,6 +205,9 @@ impl Master {
     }
 }
 
+/// Loads the state again from the store (after someone else wrote to it), with fresh ids.
+type Reload = Box<dyn FnMut(u64) -> Result<(Controller, Revision), MasterError> + Send>;
+
 /// The one owner of the state (see the module's doc).
 struct Owner {
     current: Arc<Controller>,
@@ -209,6 +218,7 @@ struct Owner {
     publish: watch::Sender<Arc<Controller>>,
     events: broadcast::Sender<Arc<events::Stamped>>,
     agents: Box<dyn AgentLink>,
+    reload: Reload,
 }
 
 impl Owner {
@@ -232,9 +242,20 @@ impl Owner {
         };
         let ops = next.core.take_writes();
         if !ops.is_empty() {
-            self.revision = self.store.commit(self.revision, &ops).inspect_err(|e| {
-                tracing::error!(error = %e, ops = ops.len(), "commit failed; the command changed nothing");
-            })?;
+            match self.store.commit(self.revision, &ops) {
+                Ok(revision) => self.revision = revision,
+                Err(e) => {
+                    tracing::error!(error = %e, ops = ops.len(), "commit failed; the command changed nothing");
+                    if matches!(e, corral_store::StoreError::Conflict { .. }) {
+                        // Someone else wrote: what this master holds is stale. It loads the
+                        // store again, as a restart would (agents register again), so the next
+                        // command works on what is stored. (A deposed leader's fencing is the HA
+                        // issue's; this keeps one master from failing every write after it.)
+                        self.reload_state(now);
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         let calls = next.take_outbox();
         let events = next.take_events();
@@ -249,6 +270,21 @@ impl Owner {
             self.agents.send(call);
         }
         Ok((value, next))
+    }
+}
+
+impl Owner {
+    fn reload_state(&mut self, now: u64) {
+        match (self.reload)(now) {
+            Ok((controller, revision)) => {
+                tracing::warn!(revision, "the store changed underneath: state loaded again");
+                let controller = Arc::new(controller);
+                self.current = controller.clone();
+                self.revision = revision;
+                self.publish.send_replace(controller);
+            }
+            Err(e) => tracing::error!(error = %e, "loading the state again failed; the next command tries again"),
+        }
     }
 }
 

@@ -29,6 +29,21 @@ pub struct Config {
 /// The master as a child process, killed when dropped.
 pub(super) struct MasterProcess(pub(super) Child);
 
+impl MasterProcess {
+    /// `exe master` on 127.0.0.1:`port`, its state under `work`.
+    pub(super) fn spawn(exe: &std::path::Path, work: &std::path::Path, port: u16) -> Result<MasterProcess> {
+        let child = Command::new(exe)
+            .args(["master", "--listen", &format!("127.0.0.1:{port}"), "--agent-timeout", "60", "--data-dir"])
+            .arg(work.join("master"))
+            .env("CORRAL_ROOT", work)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        Ok(MasterProcess(child))
+    }
+}
+
 impl Drop for MasterProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -79,16 +94,7 @@ pub fn run(config: &Config) -> Result<()> {
         Some(e) => e.clone(),
         None => std::env::current_exe()?,
     };
-    let _master = MasterProcess(
-        Command::new(&exe)
-            .args(["master", "--listen", &format!("127.0.0.1:{port}"), "--agent-timeout", "60", "--data-dir"])
-            .arg(work.join("master"))
-            .env("CORRAL_ROOT", &work)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?,
-    );
+    let _master = MasterProcess::spawn(&exe, &work, port)?;
     let master = Client::new(&format!("127.0.0.1:{port}")).timeout(Some(Duration::from_secs(120)));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let resources = format!("cpus:{};mem:{}", apps * instances * 4, apps * instances * 128);

@@ -3,7 +3,6 @@
 //! the agent receiving each run's launch, and the master's memory.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -37,16 +36,7 @@ pub fn run(jobs: usize) -> Result<()> {
     std::fs::create_dir_all(&work)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let exe = std::env::current_exe()?;
-    let master_process = MasterProcess(
-        Command::new(&exe)
-            .args(["master", "--listen", &format!("127.0.0.1:{port}"), "--agent-timeout", "60", "--data-dir"])
-            .arg(work.join("master"))
-            .env("CORRAL_ROOT", &work)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?,
-    );
+    let master_process = MasterProcess::spawn(&exe, &work, port)?;
     let pid = master_process.0.id();
     let master = Client::new(&format!("127.0.0.1:{port}")).timeout(Some(Duration::from_secs(120)));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
