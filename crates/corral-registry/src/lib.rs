@@ -4,11 +4,13 @@
 
 pub mod auth;
 pub mod client;
+pub mod demand;
 pub mod pull;
 pub mod push;
 pub mod target;
 
 pub use client::{ClientConfig, RegistryError};
+pub use demand::{PullPolicy, Puller};
 pub use target::Target;
 
 use corral_image::{Digest, Store};

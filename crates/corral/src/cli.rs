@@ -88,9 +88,16 @@ pub struct OciRunArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The image to run (NAME[:TAG]); without it, the command runs on the host's filesystem.
+    /// The image to run (NAME[:TAG], or REGISTRY/REPOSITORY[:TAG] to pull); without it, the
+    /// command runs on the host's filesystem.
     #[arg(long)]
     pub image: Option<String>,
+    /// When to pull the image from its registry: always, missing (not in the store) or never.
+    #[arg(long, default_value = "missing")]
+    pub pull: corral_registry::PullPolicy,
+    /// A registry (HOST[:PORT]) to pull from over plain HTTP (loopback ones always are).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
     /// Replace the image's entrypoint ("" for none).
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -233,6 +240,10 @@ pub struct AgentArgs {
     /// Where the agent keeps its own records (default: ROOT/agent).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// A registry (HOST[:PORT]) to pull task images from over plain HTTP (loopback ones
+    /// always are); repeat for more.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -53,6 +53,7 @@ fn agent_config(root: &Path, args: &AgentArgs) -> Result<AgentConfig> {
         state_root: root.to_path_buf(),
         work_dir: args.work_dir.clone().unwrap_or_else(|| root.join("agent")),
         corral_exe: std::env::current_exe().context("finding the corral executable")?,
+        insecure_registries: args.insecure_registries.clone(),
     })
 }
 
@@ -86,6 +87,7 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
             attributes: args.attributes.clone(),
             hostname: None,
             work_dir: args.work_dir.clone(),
+            insecure_registries: Vec::new(),
         },
     )?;
     runtime()?.block_on(async move {

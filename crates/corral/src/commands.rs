@@ -103,6 +103,11 @@ fn run(root: &Path, args: RunArgs) -> Result<u8> {
         log_max_files: args.log_max_files,
     };
     let store = open_store(root)?;
+    if let Some(image) = &args.image {
+        corral_registry::Puller::new(args.insecure_registries.clone())
+            .ensure(&store, image, args.pull)
+            .map_err(anyhow::Error::msg)?;
+    }
     let exe = std::env::current_exe().context("finding the corral executable")?;
     let dir = create::launch(&exe, root, &store, req, &corral_runtime::now())?;
     let containers = Containers::new(root);

@@ -48,6 +48,9 @@ pub struct AgentConfig {
     /// The agent's own records: its id, tasks and unacknowledged updates.
     pub work_dir: PathBuf,
     pub corral_exe: PathBuf,
+    /// Registries (`host[:port]`) task images are pulled from over plain HTTP (loopback ones
+    /// always are).
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +172,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Result<(), AgentError> {
-    let runtime = ShimRuntime { root: config.state_root.clone(), exe: config.corral_exe.clone() };
+    let runtime = ShimRuntime {
+        root: config.state_root.clone(),
+        exe: config.corral_exe.clone(),
+        puller: corral_registry::Puller::new(config.insecure_registries.clone()),
+    };
     serve_with(listener, config, Arc::new(runtime)).await
 }
 

@@ -44,15 +44,20 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> std::io::Result<()>;
 }
 
-/// Tasks as corral containers under a state root, each with its own shim.
+/// Tasks as corral containers under a state root, each with its own shim; images not in the
+/// store are pulled from their registry first (one pull per image at a time).
 pub struct ShimRuntime {
     pub root: PathBuf,
     pub exe: PathBuf,
+    pub puller: corral_registry::Puller,
 }
 
 impl Runtime for ShimRuntime {
     fn start(&self, req: &wire::Launch) -> Result<String, String> {
         let store = corral_image::Store::open(&self.root).map_err(|e| e.to_string())?;
+        if let Some(image) = &req.image {
+            self.puller.ensure(&store, image, corral_registry::PullPolicy::Missing)?;
+        }
         let image = req
             .image
             .as_deref()

@@ -60,6 +60,7 @@ pub fn start_agent(master: SocketAddr, dir: &Path, name: &str, fake: &FakeRuntim
         state_root: dir.join(name).join("state"),
         work_dir: dir.join(name).join("work"),
         corral_exe: "/nonexistent".into(),
+        insecure_registries: Vec::new(),
     };
     std::fs::create_dir_all(&config.state_root).unwrap();
     rt.spawn(agent::serve_with(listener, config, Arc::new(fake.clone())));

@@ -34,6 +34,7 @@ pub fn run(runs: usize) -> Result<()> {
         state_root: work.clone(),
         work_dir: work.join("agent"),
         corral_exe: std::env::current_exe()?,
+        insecure_registries: Vec::new(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.spawn(corral_cluster::master::run(master));

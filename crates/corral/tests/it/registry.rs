@@ -119,3 +119,56 @@ fn push_and_pull_through_a_real_registry_and_skopeo() {
     other.ok(&["pull", "--insecure", &via]);
     assert_eq!(other.ok(&["run", "--image", &via]), "pushed\n");
 }
+
+#[test]
+fn images_are_pulled_on_demand_by_run_and_by_agents() {
+    crate::support::needs_root!();
+    let reg = Registry::start();
+    let env = Env::new();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Containerfile"), "FROM busybox\nRUN echo pulled > /msg\nCMD [\"cat\", \"/msg\"]\n")
+        .unwrap();
+    env.ok(&["build", "-t", "app:v1", ctx.path().to_str().unwrap()]);
+    let dest = format!("{}/team/app:v1", reg.addr);
+    env.ok(&["push", "--insecure", "app:v1", &dest]);
+
+    // `corral run` of an image its store lacks pulls it (a loopback registry is plain HTTP).
+    let fresh = Env::new();
+    assert_eq!(fresh.ok(&["run", "--image", &dest]), "pulled\n");
+    // With --pull never it says why not; with always it pulls again.
+    let other = Env::new();
+    let out = other.corral(&["run", "--pull", "never", "--image", &dest]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pull policy is never"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fresh.ok(&["run", "--pull", "always", "--image", &dest]), "pulled\n");
+    let out = other.corral(&["run", "--image", "127.0.0.1:1/team/app:v1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pulling 127.0.0.1:1/team/app:v1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An agent whose store lacks it pulls it for the tasks that need it.
+    let mut c = crate::cluster::Cluster::new("5");
+    c.start_agent("a1", "cpus:4;mem:4096");
+    let req = corral_cluster::wire::RunTasks {
+        role: "*".into(),
+        name: Some("pulled".into()),
+        count: 3,
+        cpus: 0.1,
+        mem: 32.0,
+        image: Some(dest.clone()),
+        command: vec!["cat".into(), "/msg".into()],
+    };
+    let ids = crate::cluster::client(&c).run_tasks(&req).unwrap();
+    eventually("the three tasks finish", Duration::from_secs(120), || {
+        ids.iter().all(|id| crate::cluster::client(&c).task(id).unwrap().state.as_str() == "FINISHED")
+    });
+    for id in &ids {
+        assert_eq!(c.ok(&["task", "logs", id]), "pulled\n");
+    }
+}
