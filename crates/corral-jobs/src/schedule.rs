@@ -135,9 +135,9 @@ impl Schedule {
         }
         // A fixed period is divided; a calendar one is stepped from an estimate.
         let elapsed = (t - start).num_milliseconds().max(0) as u64;
-        let approx_ms = u64::from(self.period.months) * 28 * 86_400_000
-            + u64::from(self.period.days) * 86_400_000
-            + self.period.millis;
+        let approx_ms = (u64::from(self.period.months).saturating_mul(28 * 86_400_000))
+            .saturating_add(u64::from(self.period.days).saturating_mul(86_400_000))
+            .saturating_add(self.period.millis);
         let mut k = elapsed.checked_div(approx_ms).unwrap_or(0).saturating_sub(1);
         // Calendar months are 28 to 31 days: at most a few steps back, then forward.
         while k > 0 && self.due(k).is_none_or(|d| d > t) {
@@ -233,6 +233,14 @@ impl When {
 
 fn parse_period(s: &str) -> Result<Period, String> {
     let bad = || format!("the period {s:?} is not an ISO 8601 duration, as PT1H or P1D");
+    let add = |a: u32, b: Option<u32>| -> Result<u32, String> {
+        b.and_then(|b| a.checked_add(b)).ok_or_else(|| format!("the period {s:?} is too long"))
+    };
+    let add_ms = |a: u64, b: Option<u64>| -> Result<u64, String> {
+        b.and_then(|b| a.checked_add(b))
+            .filter(|t| *t < u64::MAX / 2)
+            .ok_or_else(|| format!("the period {s:?} is too long"))
+    };
     let rest = s.strip_prefix('P').ok_or_else(bad)?;
     if rest.is_empty() {
         return Err(bad());
@@ -261,10 +269,10 @@ fn parse_period(s: &str) -> Result<Period, String> {
     for c in date.chars() {
         match c {
             '0'..='9' | '.' => number.push(c),
-            'Y' => p.months += whole(take(&mut number)?)? * 12,
-            'M' => p.months += whole(take(&mut number)?)?,
-            'W' => p.days += whole(take(&mut number)?)? * 7,
-            'D' => p.days += whole(take(&mut number)?)?,
+            'Y' => p.months = add(p.months, whole(take(&mut number)?)?.checked_mul(12))?,
+            'M' => p.months = add(p.months, Some(whole(take(&mut number)?)?))?,
+            'W' => p.days = add(p.days, whole(take(&mut number)?)?.checked_mul(7))?,
+            'D' => p.days = add(p.days, Some(whole(take(&mut number)?)?))?,
             _ => return Err(bad()),
         }
     }
@@ -274,9 +282,9 @@ fn parse_period(s: &str) -> Result<Period, String> {
     for c in time.chars() {
         match c {
             '0'..='9' | '.' => number.push(c),
-            'H' => p.millis += (take(&mut number)? * 3_600_000.0) as u64,
-            'M' => p.millis += (take(&mut number)? * 60_000.0) as u64,
-            'S' => p.millis += (take(&mut number)? * 1000.0).round() as u64,
+            'H' => p.millis = add_ms(p.millis, Some((take(&mut number)? * 3_600_000.0) as u64))?,
+            'M' => p.millis = add_ms(p.millis, Some((take(&mut number)? * 60_000.0) as u64))?,
+            'S' => p.millis = add_ms(p.millis, Some((take(&mut number)? * 1000.0).round() as u64))?,
             _ => return Err(bad()),
         }
     }
@@ -356,6 +364,13 @@ mod tests {
         bad("R/2026-11-25T17:22:00Z/PT", "not an ISO 8601 duration");
         bad("R/2026-11-25T17:22:00Z/P1.5D", "whole numbers");
         bad("R/2026-11-25T17:22:00Z/PT0S", "longer than zero");
+        bad("R/2026-11-25T17:22:00Z/P357913941Y357913941M", "too long");
+        bad("R/2026-11-25T17:22:00Z/P300000000W300000000W300000000W", "too long");
+        bad("R/2026-11-25T17:22:00Z/PT1e300H1e300H", "not an ISO 8601 duration");
+        bad("R/2026-11-25T17:22:00Z/PT99999999999999999999H", "too long");
+        // The longest periods there are still answer (no run due within the time chrono knows).
+        let s = Schedule::parse("R/2026-01-01T00:00:00Z/P357913941Y", now).unwrap();
+        assert_eq!(s.first_after(now + TimeDelta::days(1)), None);
     }
 
     #[test]
