@@ -61,8 +61,8 @@ pub fn job(cmd: JobCommand) -> Result<()> {
                     trigger(j),
                     field("status"),
                     if j["disabled"] == true { "disabled".to_string() } else { field("state") },
-                    j["successCount"],
-                    j["errorCount"]
+                    j["successCount"].as_u64().unwrap_or(0),
+                    j["errorCount"].as_u64().unwrap_or(0)
                 );
             }
         }
@@ -110,7 +110,7 @@ pub fn job(cmd: JobCommand) -> Result<()> {
                     duration,
                     r["status"].as_str().unwrap_or_default(),
                     r["exitCode"].as_i64().map_or("-".to_string(), |c| c.to_string()),
-                    r["attempt"],
+                    r["attempt"].as_u64().unwrap_or(0),
                     r["taskId"].as_str().unwrap_or_default()
                 );
             }
