@@ -4,6 +4,8 @@
 //! Errors are Chronos's: a 400 with `{"message", "status"}` (also for an unknown job, as
 //! Chronos answers); empty successes are 204, which clients rely on.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -125,18 +127,16 @@ fn job_json(e: &JobEntry) -> Value {
     v
 }
 
-/// A job's state for summaries and the graph: (status, state).
-fn status_of(c: &Controller, e: &JobEntry) -> (&'static str, String) {
+/// A job's state for summaries and the graph: (status, state). `runs`: the jobs' runs under
+/// way (`Jobs::runs_per_job`), counted once per request.
+fn status_of(runs: &BTreeMap<&str, (usize, usize)>, e: &JobEntry) -> (&'static str, String) {
     let status = match (e.stats.last_success_ms, e.stats.last_error_ms) {
         (None, None) => "fresh",
         (Some(s), Some(f)) if f > s => "failure",
         (None, Some(_)) => "failure",
         _ => "success",
     };
-    let running =
-        c.jobs.runs.iter().filter(|(id, r)| r.job == e.job.name && c.core.task(id).is_some_and(|t| t.agent.is_some()));
-    let queued = c.jobs.runs.values().filter(|r| r.job == e.job.name).count();
-    let n = running.count();
+    let (queued, n) = runs.get(e.job.name.as_str()).copied().unwrap_or_default();
     let state = if n > 0 {
         format!("{n} running")
     } else if queued > 0 {
@@ -212,12 +212,13 @@ async fn search(State(m): State<Master>, Query(q): Query<SearchQuery>) -> Json<V
 
 async fn summary(State(m): State<Master>) -> Json<Value> {
     let c = m.view();
+    let runs = c.jobs.runs_per_job(&c.core);
     let jobs: Vec<Value> = c
         .jobs
         .jobs
         .values()
         .map(|e| {
-            let (status, state) = status_of(&c, e);
+            let (status, state) = status_of(&runs, e);
             let schedule = match &e.job.trigger {
                 Trigger::Schedule(When::Iso(s)) => s.to_iso(),
                 Trigger::Schedule(When::Cron(c)) => c.text.clone(),
@@ -321,8 +322,9 @@ async fn graph_dot(State(m): State<Master>) -> Response {
 async fn graph_csv(State(m): State<Master>) -> Response {
     let c = m.view();
     let mut out = String::new();
+    let runs = c.jobs.runs_per_job(&c.core);
     for e in c.jobs.jobs.values() {
-        let (status, state) = status_of(&c, e);
+        let (status, state) = status_of(&runs, e);
         out.push_str(&format!("node,{},{status},{state}\n", e.job.name));
     }
     for e in c.jobs.jobs.values() {

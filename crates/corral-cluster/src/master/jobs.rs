@@ -260,9 +260,17 @@ impl Jobs {
         Ok(())
     }
 
-    /// Whether a run of the job is under way.
-    pub fn busy(&self, name: &str) -> bool {
-        self.runs.values().any(|r| r.job == name)
+    /// Per job with runs under way: how many, and how many of those are placed on an agent.
+    pub fn runs_per_job(&self, core: &Core) -> BTreeMap<&str, (usize, usize)> {
+        let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for (id, r) in self.runs.iter() {
+            let n = per.entry(r.job.as_str()).or_default();
+            n.0 += 1;
+            if core.task(id).is_some_and(|t| t.agent.is_some()) {
+                n.1 += 1;
+            }
+        }
+        per
     }
 
     /// Launches the due runs of these jobs.
@@ -273,13 +281,13 @@ impl Jobs {
         names: impl Iterator<Item = String>,
     ) -> Result<(), MasterError> {
         let now = wall(core, now_ms);
-        let busy_jobs: std::collections::HashSet<&str> = self.runs.values().map(|r| r.job.as_str()).collect();
+        let busy_jobs = self.runs_per_job(core);
         let due: Vec<(String, plan::Step)> = names
             .filter_map(|name| self.jobs.get(&name).map(|e| (name, e)))
             .filter(|(_, e)| !e.job.disabled)
             .filter_map(|(name, e)| {
                 let Trigger::Schedule(s) = &e.job.trigger else { return None };
-                let busy = !e.job.concurrent && busy_jobs.contains(name.as_str());
+                let busy = !e.job.concurrent && busy_jobs.contains_key(name.as_str());
                 let next = e.next_due_ms.and_then(DateTime::from_timestamp_millis);
                 let step = plan::step(s, next, now, e.job.missed, e.job.epsilon_ms, busy);
                 (step.next != next || step.launch.is_some()).then(|| (name.clone(), step))
