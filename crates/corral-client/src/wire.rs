@@ -29,6 +29,29 @@ pub struct RunTasks {
     #[serde(default)]
     pub image: Option<String>,
     pub command: Vec<String>,
+    /// When its agent pulls the image.
+    #[serde(default)]
+    pub pull: Pull,
+}
+
+/// When an agent pulls a task's image, as Docker's and Podman's `--pull` say it (Marathon's
+/// `forcePullImage` is `always`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pull {
+    /// When the agent's store lacks it.
+    #[default]
+    Missing,
+    /// Every launch (a tag may have moved).
+    Always,
+    /// Never: the image must be on the agent.
+    Never,
+}
+
+impl Pull {
+    pub fn is_missing(&self) -> bool {
+        *self == Pull::Missing
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +197,8 @@ pub struct Launch {
     pub mem_mb: u64,
     #[serde(default)]
     pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Pull::is_missing")]
+    pub pull: Pull,
     pub command: Vec<String>,
     /// Environment variables (an app's `env`, plus `PORT0`, `HOST`, ...).
     #[serde(default)]

@@ -516,7 +516,11 @@ fn rand_u64() -> u64 {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers see old or new.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per process and per call: two threads opening a fresh store at once each write
+    // their own file and rename it into place.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
     f.write_all(bytes).map_err(io_err("writing", &tmp))?;
     f.sync_all().map_err(io_err("syncing", &tmp))?;
@@ -564,6 +568,18 @@ mod tests {
         fs::create_dir_all(src.path().join("etc")).unwrap();
         fs::write(src.path().join("etc/hostname"), tag).unwrap();
         crate::import::import(s, src.path(), &tag.parse().unwrap(), "2026-01-01T00:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn a_fresh_store_opened_by_many_threads_at_once_opens_for_each() {
+        for _ in 0..20 {
+            let tmp = tempfile::tempdir().unwrap();
+            std::thread::scope(|scope| {
+                for _ in 0..8 {
+                    scope.spawn(|| Store::open(tmp.path()).unwrap());
+                }
+            });
+        }
     }
 
     #[test]

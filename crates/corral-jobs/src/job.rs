@@ -30,6 +30,8 @@ pub struct Job {
     pub concurrent: bool,
     pub user: Option<String>,
     pub image: Option<String>,
+    /// `container.forcePullImage`: agents pull the image at every run.
+    pub force_pull: bool,
     pub env: Vec<(String, String)>,
     pub epsilon_ms: u64,
     pub missed: Missed,
@@ -192,9 +194,6 @@ impl Job {
             if !matches!(c.network.as_deref(), None | Some("HOST" | "host")) {
                 bad("container.network", "only HOST networking is supported for jobs yet".into());
             }
-            if c.force_pull_image == Some(true) {
-                bad("container.forcePullImage", "agents do not pull images yet".into());
-            }
         }
         let mut constraints = Vec::new();
         for c in d.constraints.iter().flatten() {
@@ -238,6 +237,7 @@ impl Job {
                 concurrent: d.concurrent.unwrap_or(false),
                 user,
                 image,
+                force_pull: d.container.as_ref().and_then(|c| c.force_pull_image).unwrap_or(false),
                 env,
                 epsilon_ms,
                 missed,

@@ -89,6 +89,34 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Decodes standard base64 (padding optional); `None` for anything else.
+pub fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let text = text.trim_end_matches('=').as_bytes();
+    if text.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= value(*c)? << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len() - 1]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +144,10 @@ mod tests {
             [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")]
         {
             assert_eq!(base64(input.as_bytes()), want);
+            assert_eq!(unbase64(want).as_deref(), Some(input.as_bytes()));
         }
+        assert_eq!(unbase64("Zm9v!"), None);
+        assert_eq!(unbase64("Z"), None);
         assert_eq!(Credentials { username: "u".into(), password: "p".into() }.basic_header(), "Basic dTpw");
     }
 
@@ -124,6 +155,12 @@ mod tests {
         #[test]
         fn challenge_parsing_never_panics(s in "\\PC{0,120}") {
             let _ = parse_challenge(&s);
+            let _ = unbase64(&s);
+        }
+
+        #[test]
+        fn base64_round_trips(data in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            proptest::prop_assert_eq!(unbase64(&base64(&data)), Some(data));
         }
     }
 }

@@ -19,12 +19,37 @@ pub enum RegistryError {
     Status { registry: String, what: String, status: u16, body: String },
     #[error("registry {registry} requires authentication for {what} (pass --username and --password)")]
     Unauthorized { registry: String, what: String },
+    #[error("registry {registry}: {what}: no such image in the registry")]
+    NotFound { registry: String, what: String },
     #[error("registry {registry}: {what}: timed out ({detail})")]
     Timeout { registry: String, what: String, detail: String },
     #[error("registry {registry}: {what}: {message}")]
     Protocol { registry: String, what: String, message: String },
     #[error(transparent)]
     Store(#[from] corral_image::store::StoreError),
+}
+
+impl RegistryError {
+    /// What went wrong, in a word or two, for a task's status: `unauthorized`, `not found`,
+    /// `unreachable`, `digest mismatch`, `registry error` or `failed`.
+    pub fn cause(&self) -> &'static str {
+        use corral_image::store::StoreError;
+        match self {
+            RegistryError::Unauthorized { .. } => "unauthorized",
+            RegistryError::NotFound { .. } => "not found",
+            RegistryError::Http { .. } | RegistryError::Timeout { .. } => "unreachable",
+            RegistryError::Store(StoreError::CorruptBlob { .. }) => "digest mismatch",
+            RegistryError::Protocol { message, .. } if message.contains("hashes to") => "digest mismatch",
+            RegistryError::Status { status, .. } if *status >= 500 => "registry error",
+            _ => "failed",
+        }
+    }
+
+    /// Whether trying again later may succeed: the registry was unreachable, slow, or failed
+    /// on its side.
+    pub fn transient(&self) -> bool {
+        matches!(self.cause(), "unreachable" | "registry error")
+    }
 }
 
 /// How a client connects.

@@ -10,7 +10,7 @@ pub mod push;
 pub mod target;
 
 pub use client::{ClientConfig, RegistryError};
-pub use demand::{PullPolicy, Puller};
+pub use demand::{PullPolicy, Puller, Registries};
 pub use target::Target;
 
 use corral_image::{Digest, Store};
@@ -43,6 +43,8 @@ pub(crate) fn for_each_parallel<T: Sync>(
 
 /// Hears what a transfer does, to show it. Called from several threads at once.
 pub trait Events: Sync {
+    /// The blobs a pull will fetch (or find), before it starts on them.
+    fn planned(&self, _blobs: &[(Digest, u64)]) {}
     fn blob_skipped(&self, digest: &Digest, size: u64);
     fn blob_progress(&self, digest: &Digest, done: u64, size: u64);
     fn blob_done(&self, digest: &Digest, size: u64);

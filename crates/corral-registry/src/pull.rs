@@ -45,6 +45,7 @@ pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn E
         let (d, size) = desc(l)?;
         blobs.push((d, size, true));
     }
+    events.planned(&blobs.iter().map(|(d, size, _)| (d.clone(), *size)).collect::<Vec<_>>());
     for_each_parallel(&blobs, |(d, size, is_layer)| pull_blob(&session, d, *size, *is_layer))?;
     let image = store.image(&manifest_digest)?;
     for layer in image.layers()? {
@@ -68,7 +69,7 @@ fn fetch_manifest(
     let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
     let mut resp = client.send(Method::Get, &url, scope, &[("Accept", accept)], None, &what)?;
     if resp.status() == StatusCode::NOT_FOUND {
-        return Err(client.error(&what, "no such image in the registry"));
+        return Err(RegistryError::NotFound { registry: target.registry.clone(), what });
     }
     if !resp.status().is_success() {
         return Err(client.unexpected(&what, resp));

@@ -103,6 +103,8 @@ pub struct App {
     pub config_version: String,
     pub command: Command,
     pub image: Option<String>,
+    /// `container.docker.forcePullImage`: agents pull the image at every launch.
+    pub force_pull: bool,
     pub cpus: f64,
     pub mem: f64,
     pub disk: f64,
@@ -525,6 +527,12 @@ impl App {
             config_version,
             command,
             image: image.filter(|i| !i.is_empty()),
+            force_pull: d
+                .container
+                .as_ref()
+                .and_then(|c| c.docker.as_ref())
+                .and_then(|d| d.force_pull_image)
+                .unwrap_or(false),
             cpus,
             mem,
             disk,
@@ -616,6 +624,9 @@ mod tests {
         let a = check(r#"{"id":"img","container":{"type":"MESOS","docker":{"image":"busybox"}}}"#).unwrap();
         assert_eq!(a.command, Command::Image);
         assert_eq!(a.image.as_deref(), Some("busybox"));
+        assert!(!a.force_pull);
+        let a = check(r#"{"id":"img","container":{"docker":{"image":"busybox","forcePullImage":true}}}"#).unwrap();
+        assert!(a.force_pull, "forcePullImage is honoured, not ignored");
     }
 
     #[test]

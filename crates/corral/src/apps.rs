@@ -166,6 +166,22 @@ fn why(id: &str, as_json: bool) -> Result<()> {
     let wanted = app["instances"].as_u64().unwrap_or(0);
     let running = app["tasksRunning"].as_u64().unwrap_or(0);
     println!("{full_id}: {running} of {wanted} instances running");
+    // Tasks placed but not running yet: what they wait for (an image pull, say).
+    let tasks = call("GET", &format!("{}/tasks", app_path(&full_id)), None)?;
+    let staging: Vec<String> = tasks["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| matches!(t["state"].as_str(), Some("TASK_STAGING" | "TASK_STARTING")))
+        .filter_map(|t| t["id"].as_str().map(String::from))
+        .collect();
+    if !staging.is_empty() {
+        let native = corral_client::Client::from_env().tasks()?;
+        for t in native.iter().filter(|t| staging.iter().any(|s| *s == t.id.as_str())) {
+            let reason = t.message.as_deref().unwrap_or("placed, waiting for its agent");
+            println!("task {} on agent {}: {}: {reason}", t.id, t.agent.as_deref().unwrap_or("?"), t.state.as_str());
+        }
+    }
     let Some(item) = item else {
         println!("nothing is waiting to launch");
         return Ok(());

@@ -95,9 +95,8 @@ pub struct RunArgs {
     /// When to pull the image from its registry: always, missing (not in the store) or never.
     #[arg(long, default_value = "missing")]
     pub pull: corral_registry::PullPolicy,
-    /// A registry (HOST[:PORT]) to pull from over plain HTTP (loopback ones always are).
-    #[arg(long = "insecure-registry")]
-    pub insecure_registries: Vec<String>,
+    #[command(flatten)]
+    pub registries: PullFrom,
     /// Replace the image's entrypoint ("" for none).
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -240,10 +239,43 @@ pub struct AgentArgs {
     /// Where the agent keeps its own records (default: ROOT/agent).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// A registry (HOST[:PORT]) to pull task images from over plain HTTP (loopback ones
-    /// always are); repeat for more.
+    #[command(flatten)]
+    pub registries: PullFrom,
+}
+
+fn parse_pull(s: &str) -> Result<corral_client::wire::Pull, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("pull policy {s:?} must be always, missing or never"))
+}
+
+/// Where images are pulled from on demand.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PullFrom {
+    /// A registry (HOST[:PORT]) to pull from over plain HTTP (loopback ones always are);
+    /// repeat for more.
     #[arg(long = "insecure-registry")]
-    pub insecure_registries: Vec<String>,
+    pub insecure: Vec<String>,
+    /// A registry (HOST[:PORT]) to look in for images named without one (`app:v1`), tried in
+    /// the order given, after the registries file's; repeat for more.
+    #[arg(long = "search-registry")]
+    pub search: Vec<String>,
+    /// A JSON file with `unqualified-search-registries`, `insecure-registries` and `auths`
+    /// (credentials per registry, as in Docker's and Podman's auth files).
+    #[arg(long = "registries-config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl PullFrom {
+    /// The registries file with the flags' registries added.
+    pub fn load(&self) -> anyhow::Result<corral_registry::Registries> {
+        let mut r = match &self.config {
+            Some(path) => corral_registry::Registries::load(path).map_err(anyhow::Error::msg)?,
+            None => corral_registry::Registries::default(),
+        };
+        r.search.extend(self.search.iter().cloned());
+        r.insecure.extend(self.insecure.iter().cloned());
+        Ok(r)
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -388,19 +420,28 @@ pub enum JobCommand {
 pub enum TaskCommand {
     /// Submit tasks; they wait for an offer that fits.
     Run {
+        /// The role whose share (and quota) the tasks use.
         #[arg(long, default_value = "*")]
         role: String,
+        /// A name for the tasks (default: the command's).
         #[arg(long)]
         name: Option<String>,
+        /// How many tasks.
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// CPUs per task.
         #[arg(long, default_value_t = 0.1)]
         cpus: f64,
-        /// MiB.
+        /// Memory per task, MiB.
         #[arg(long, default_value_t = 32.0)]
         mem: f64,
+        /// The image to run (without it, the command runs on the agent's filesystem).
         #[arg(long)]
         image: Option<String>,
+        /// When the agent pulls the image: always, missing (not in its store) or never.
+        #[arg(long, default_value = "missing", value_parser = parse_pull)]
+        pull: corral_client::wire::Pull,
+        /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },

@@ -53,7 +53,7 @@ fn agent_config(root: &Path, args: &AgentArgs) -> Result<AgentConfig> {
         state_root: root.to_path_buf(),
         work_dir: args.work_dir.clone().unwrap_or_else(|| root.join("agent")),
         corral_exe: std::env::current_exe().context("finding the corral executable")?,
-        insecure_registries: args.insecure_registries.clone(),
+        registries: args.registries.load()?,
     })
 }
 
@@ -87,7 +87,7 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
             attributes: args.attributes.clone(),
             hostname: None,
             work_dir: args.work_dir.clone(),
-            insecure_registries: Vec::new(),
+            registries: Default::default(),
         },
     )?;
     runtime()?.block_on(async move {
@@ -129,15 +129,16 @@ pub fn tasks(args: JsonArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&tasks)?);
         return Ok(());
     }
-    println!("{:<32}  {:<16}  {:<10}  {:<20}  STATE", "ID", "NAME", "ROLE", "AGENT");
+    println!("{:<32}  {:<16}  {:<10}  {:<20}  {:<14}  REASON", "ID", "NAME", "ROLE", "AGENT", "STATE");
     for t in tasks {
         println!(
-            "{:<32}  {:<16}  {:<10}  {:<20}  {}",
+            "{:<32}  {:<16}  {:<10}  {:<20}  {:<14}  {}",
             t.id,
             t.name,
             t.role,
             t.agent.unwrap_or_default(),
-            t.state.as_str()
+            t.state.as_str(),
+            t.message.unwrap_or_default()
         );
     }
     Ok(())
@@ -171,8 +172,8 @@ pub fn role(cmd: RoleCommand) -> Result<()> {
 
 pub fn task(cmd: TaskCommand) -> Result<u8> {
     match cmd {
-        TaskCommand::Run { role, name, count, cpus, mem, image, command } => {
-            let req = wire::RunTasks { role, name, count, cpus, mem, image, command };
+        TaskCommand::Run { role, name, count, cpus, mem, image, pull, command } => {
+            let req = wire::RunTasks { role, name, count, cpus, mem, image, pull, command };
             for id in client().run_tasks(&req).context("submitting tasks")? {
                 println!("{id}");
             }

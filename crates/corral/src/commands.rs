@@ -104,7 +104,7 @@ fn run(root: &Path, args: RunArgs) -> Result<u8> {
     };
     let store = open_store(root)?;
     if let Some(image) = &args.image {
-        corral_registry::Puller::new(args.insecure_registries.clone())
+        corral_registry::Puller::new(args.registries.load()?)
             .ensure(&store, image, args.pull)
             .map_err(anyhow::Error::msg)?;
     }

@@ -48,9 +48,9 @@ pub struct AgentConfig {
     /// The agent's own records: its id, tasks and unacknowledged updates.
     pub work_dir: PathBuf,
     pub corral_exe: PathBuf,
-    /// Registries (`host[:port]`) task images are pulled from over plain HTTP (loopback ones
-    /// always are).
-    pub insecure_registries: Vec<String>,
+    /// Where task images are pulled from: the search list for references that name no
+    /// registry, plain-HTTP registries, credentials.
+    pub registries: corral_registry::Registries,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +175,7 @@ pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Re
     let runtime = ShimRuntime {
         root: config.state_root.clone(),
         exe: config.corral_exe.clone(),
-        puller: corral_registry::Puller::new(config.insecure_registries.clone()),
+        puller: corral_registry::Puller::new(config.registries.clone()),
     };
     serve_with(listener, config, Arc::new(runtime)).await
 }
@@ -588,7 +588,38 @@ async fn start_task(agent: Agent, req: wire::Launch) {
     if !agent.decide(|s| s.may_start(&task_id)).await {
         return;
     }
-    let started = agent.blocking(move |r| r.start(&req)).await.unwrap_or_else(|| Err("the start panicked".into()));
+    // Its image first: progress comes back as STAGING with a reason; a failure fails the task.
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let reporter = {
+        let (agent, task_id) = (agent.clone(), task_id.clone());
+        tokio::spawn(async move {
+            while let Some(message) = progress_rx.recv().await {
+                agent.decide(|s| s.preparing(&task_id, message)).await;
+            }
+        })
+    };
+    let launch = Arc::new(req);
+    let prepared = {
+        let launch = launch.clone();
+        agent
+            .blocking(move |r| {
+                r.prepare(&launch, &|m: &str| {
+                    let _ = progress_tx.send(m.to_string());
+                })
+            })
+            .await
+            .unwrap_or_else(|| Err("getting the task's image panicked".into()))
+    };
+    let _ = reporter.await;
+    if let Err(message) = prepared {
+        tracing::info!(task = %task_id, %message, "task could not get what it needs");
+        agent.decide(|s| s.prepare_failed(&task_id, message)).await;
+        return;
+    }
+    if !agent.decide(|s| s.prepared(&task_id)).await {
+        return;
+    }
+    let started = agent.blocking(move |r| r.start(&launch)).await.unwrap_or_else(|| Err("the start panicked".into()));
     let effects = match started {
         Ok(container) => {
             tracing::info!(task = %task_id, container = %container, "task started");

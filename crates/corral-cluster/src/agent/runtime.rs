@@ -4,7 +4,7 @@
 //! root (exit after N ms with code C, or fail to start). Every method blocks: the agent calls them
 //! off its async workers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +16,10 @@ use super::state::Observed;
 use crate::wire;
 
 pub trait Runtime: Send + Sync + 'static {
+    /// Gets what a task needs before its container can be made (its image, pulled as its
+    /// launch says), telling `progress` how it goes. The error names what is missing and why.
+    fn prepare(&self, launch: &wire::Launch, progress: &(dyn Fn(&str) + Sync)) -> Result<(), String>;
+
     /// Creates and starts a task's container, named by the task's id; returns its id.
     fn start(&self, launch: &wire::Launch) -> Result<String, String>;
 
@@ -53,11 +57,19 @@ pub struct ShimRuntime {
 }
 
 impl Runtime for ShimRuntime {
+    fn prepare(&self, req: &wire::Launch, progress: &(dyn Fn(&str) + Sync)) -> Result<(), String> {
+        let Some(image) = &req.image else { return Ok(()) };
+        let store = corral_image::Store::open(&self.root).map_err(|e| e.to_string())?;
+        let policy = match req.pull {
+            wire::Pull::Missing => corral_registry::PullPolicy::Missing,
+            wire::Pull::Always => corral_registry::PullPolicy::Always,
+            wire::Pull::Never => corral_registry::PullPolicy::Never,
+        };
+        self.puller.ensure_reporting(&store, image, policy, progress)
+    }
+
     fn start(&self, req: &wire::Launch) -> Result<String, String> {
         let store = corral_image::Store::open(&self.root).map_err(|e| e.to_string())?;
-        if let Some(image) = &req.image {
-            self.puller.ensure(&store, image, corral_registry::PullPolicy::Missing)?;
-        }
         let image = req
             .image
             .as_deref()
@@ -179,10 +191,18 @@ struct FakeContainer {
     stopped: Option<Instant>,
 }
 
+/// How fake image pulls go: images held (a pull that waits until released) or failing.
+#[derive(Default)]
+struct FakePulls {
+    held: HashSet<String>,
+    failing: HashMap<String, String>,
+}
+
 /// Containers in memory, for tests that need no root. Clones share the containers (an agent
 /// restarted in a test finds them again, as a real agent finds its shims).
 #[derive(Clone, Default)]
 pub struct FakeRuntime {
+    pulls: Arc<Mutex<FakePulls>>,
     containers: Arc<Mutex<HashMap<String, FakeContainer>>>,
     next: Arc<Mutex<u64>>,
     /// Every task started, in order (its id).
@@ -192,6 +212,24 @@ pub struct FakeRuntime {
 impl FakeRuntime {
     pub fn new() -> FakeRuntime {
         FakeRuntime::default()
+    }
+
+    /// Pulls of `image` wait (reporting progress) until [`FakeRuntime::release_pulls`].
+    pub fn hold_pulls(&self, image: &str) {
+        self.pulls.lock().expect("not poisoned").held.insert(image.into());
+    }
+
+    pub fn release_pulls(&self, image: &str) {
+        self.pulls.lock().expect("not poisoned").held.remove(image);
+    }
+
+    /// Pulls of `image` fail with `message` (`None`: they succeed again).
+    pub fn fail_pulls(&self, image: &str, message: Option<&str>) {
+        let mut p = self.pulls.lock().expect("not poisoned");
+        match message {
+            Some(m) => p.failing.insert(image.into(), m.into()),
+            None => p.failing.remove(image),
+        };
     }
 
     /// The tasks started so far, in order.
@@ -207,6 +245,22 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
+    fn prepare(&self, req: &wire::Launch, progress: &(dyn Fn(&str) + Sync)) -> Result<(), String> {
+        let Some(image) = &req.image else { return Ok(()) };
+        let held = || self.pulls.lock().expect("not poisoned").held.contains(image);
+        if held() {
+            progress(&format!("pulling {image}: 0/1 MiB"));
+        }
+        let until = Instant::now() + Duration::from_secs(60);
+        while held() && Instant::now() < until {
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+        match self.pulls.lock().expect("not poisoned").failing.get(image) {
+            Some(m) => Err(m.clone()),
+            None => Ok(()),
+        }
+    }
+
     fn start(&self, req: &wire::Launch) -> Result<String, String> {
         let run = FakeRun::from_command(&req.command);
         if let Some(e) = run.start_error {

@@ -114,7 +114,6 @@ impl AgentState {
         t.port_forwards = req.port_forwards.clone();
         self.tasks.insert(req.task_id.clone(), t);
         self.dirty = true;
-        self.report(&req.task_id, TaskState::Starting, None, None);
         Some(Effect::Start(Box::new(req)))
     }
 
@@ -157,6 +156,28 @@ impl AgentState {
             return false;
         }
         true
+    }
+
+    /// How getting its image goes: the task stays STAGING, with this as its reason.
+    pub(super) fn preparing(&mut self, task_id: &str, message: String) {
+        if self.tasks.get(task_id).is_some_and(|t| t.state == TaskState::Staging && !t.kill_requested) {
+            self.queue_update(wire::StatusUpdate { message: Some(message), ..update(task_id, TaskState::Staging) });
+        }
+    }
+
+    /// What it needs is here: it is STARTING, unless a kill came meanwhile (then it is KILLED,
+    /// and does not start).
+    pub(super) fn prepared(&mut self, task_id: &str) -> bool {
+        if !self.may_start(task_id) {
+            return false;
+        }
+        self.report(task_id, TaskState::Starting, None, None);
+        true
+    }
+
+    /// Its image could not be had: it failed (Mesos's TASK_FAILED), with the cause.
+    pub(super) fn prepare_failed(&mut self, task_id: &str, message: String) {
+        self.report(task_id, TaskState::Failed, None, Some(message));
     }
 
     /// Its container started. A kill that came while it was starting stops it now.
@@ -415,6 +436,7 @@ mod tests {
             let mut s = AgentState::default();
             assert!(matches!(s.launch(launch("t")), Some(Effect::Start(_))));
             assert!(s.may_start("t"));
+            assert!(s.prepared("t"));
             assert!(s.started("t", "c1").is_empty(), "nothing to forward or check");
             if killed {
                 assert_eq!(names(&s.kill("t")), ["Stop"]);
@@ -441,6 +463,39 @@ mod tests {
     }
 
     #[test]
+    fn while_its_image_is_pulled_a_task_is_staging_with_the_reason() {
+        let mut s = AgentState::default();
+        s.launch(launch("t"));
+        assert!(s.take_fresh().is_empty(), "STAGING until something happens");
+        s.preparing("t", "pulling app:v1: 1/10 MiB".into());
+        s.preparing("t", "pulling app:v1: 5/10 MiB".into());
+        assert!(s.prepared("t"));
+        let r = reported(&mut s);
+        assert_eq!(
+            r,
+            [
+                ("t".into(), TaskState::Staging, None, Some("pulling app:v1: 1/10 MiB".into())),
+                ("t".into(), TaskState::Staging, None, Some("pulling app:v1: 5/10 MiB".into())),
+                ("t".into(), TaskState::Starting, None, None),
+            ]
+        );
+
+        // A pull that fails: the task failed, with the cause.
+        let mut s = AgentState::default();
+        s.launch(launch("t"));
+        s.prepare_failed("t", "pulling app:v1 from r:5000: not found: ...".into());
+        assert_eq!(states(&mut s), [("t".to_string(), TaskState::Failed)]);
+
+        // Killed while pulling: no more progress, and it does not start.
+        let mut s = AgentState::default();
+        s.launch(launch("t"));
+        assert!(s.kill("t").is_empty());
+        s.preparing("t", "pulling app:v1: 5/10 MiB".into());
+        assert!(!s.prepared("t"));
+        assert_eq!(states(&mut s), [("t".to_string(), TaskState::Killed)]);
+    }
+
+    #[test]
     fn launches_and_kills_in_any_order_start_nothing_twice() {
         // A launch delivered twice starts once.
         let mut s = AgentState::default();
@@ -458,12 +513,12 @@ mod tests {
         s.launch(launch("t"));
         assert!(s.kill("t").is_empty(), "no container yet: nothing to stop");
         assert!(!s.may_start("t"));
-        assert_eq!(states(&mut s), [("t".into(), TaskState::Starting), ("t".into(), TaskState::Killed)]);
+        assert_eq!(states(&mut s), [("t".into(), TaskState::Killed)]);
 
         // A kill while the container was being created: stopped as soon as it is.
         let mut s = AgentState::default();
         s.launch(launch("t"));
-        assert!(s.may_start("t"));
+        assert!(s.may_start("t") && s.prepared("t"));
         s.kill("t");
         assert!(matches!(&s.started("t", "c1")[..], [Effect::Stop { container, .. }] if container == "c1"));
 

@@ -68,6 +68,10 @@ pub struct TaskRecord {
     pub command: Vec<String>,
     pub exit_code: Option<i32>,
     pub message: Option<String>,
+    /// When its agent pulls the image (one-off tasks; services and jobs say it in their
+    /// definitions).
+    #[serde(default, skip_serializing_if = "wire::Pull::is_missing")]
+    pub pull: wire::Pull,
     /// Order of submission, for the built-in framework's queue.
     pub seq: u64,
     /// The framework it belongs to (absent in older records: a service's has `service`).
@@ -253,6 +257,7 @@ pub(super) fn launch_of(t: &TaskRecord) -> wire::Launch {
         cpus: t.cpus,
         mem_mb: t.mem_mb,
         image: t.image.clone(),
+        pull: t.pull,
         command: t.command.clone(),
         ..wire::Launch::default()
     }
@@ -830,11 +835,24 @@ impl Core {
                 self.notice(&u.task_id, NoticeKind::Ready);
                 continue;
             }
+            // Still staging (its image is being pulled): the reason changes, not the state.
+            if u.state == TaskState::Staging {
+                if t.state == TaskState::Staging && u.message.is_some() && u.message != t.message {
+                    self.set_state(&u.task_id, TaskState::Staging, None, u.message.clone())?;
+                }
+                continue;
+            }
             // Duplicates and stale updates (already applied, or out of date) are acknowledged
             // and ignored: delivery is at least once.
             let Ok(next) = transition(t.state, TaskEvent::Reported(u.state)) else { continue };
             if next == t.state {
                 continue;
+            }
+            // What it waited for (its image) is behind it.
+            if matches!(next, TaskState::Starting | TaskState::Running) && u.message.is_none() {
+                if let Some(t) = self.tasks.get_mut(&u.task_id) {
+                    t.message = None;
+                }
             }
             self.change_state(&u.task_id, next, u.exit_code, u.message.clone())?;
         }

@@ -113,6 +113,7 @@ mod tests {
             command: vec!["true".into()],
             exit_code: None,
             message: None,
+            pull: wire::Pull::Missing,
             seq: 0,
             framework: None,
             service: None,

@@ -179,6 +179,7 @@ fn run_tasks(role: &str, count: u32, cpus: f64, mem: f64) -> wire::RunTasks {
         cpus,
         mem,
         image: None,
+        pull: Default::default(),
         command: vec!["sleep".into(), "1000".into()],
     }
 }

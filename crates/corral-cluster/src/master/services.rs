@@ -852,6 +852,7 @@ impl Services {
                 command: app.argv(),
                 exit_code: None,
                 message: None,
+                pull: wire::Pull::Missing,
                 seq: 0,
                 framework: Some(FrameworkKind::Services),
                 service: Some(ServiceTask {
@@ -1320,6 +1321,7 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
         .collect();
     wire::Launch {
         env,
+        pull: if app.force_pull { wire::Pull::Always } else { wire::Pull::Missing },
         user: match &app.user {
             Some(corral_services::app::User::Ids(u, g)) => Some((*u, *g)),
             _ => None,

@@ -92,6 +92,7 @@ impl Tasks {
                 command: req.command.clone(),
                 exit_code: None,
                 message: None,
+                pull: req.pull,
                 seq: 0,
                 framework: Some(FrameworkKind::Tasks),
                 service: None,

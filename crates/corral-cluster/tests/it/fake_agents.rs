@@ -60,7 +60,7 @@ pub fn start_agent(master: SocketAddr, dir: &Path, name: &str, fake: &FakeRuntim
         state_root: dir.join(name).join("state"),
         work_dir: dir.join(name).join("work"),
         corral_exe: "/nonexistent".into(),
-        insecure_registries: Vec::new(),
+        registries: Default::default(),
     };
     std::fs::create_dir_all(&config.state_root).unwrap();
     rt.spawn(agent::serve_with(listener, config, Arc::new(fake.clone())));
@@ -102,6 +102,7 @@ fn run(addr: SocketAddr, command: &str, count: u32) -> Vec<wire::TaskId> {
         cpus: 0.5,
         mem: 64.0,
         image: None,
+        pull: Default::default(),
         command: command.split_whitespace().map(str::to_string).collect(),
     };
     client(addr).run_tasks(&req).unwrap()
@@ -188,4 +189,60 @@ fn an_agent_restarted_keeps_its_tasks_and_a_service_scales_on_fakes() {
     wait_for("the scale-down to finish", || settled(m.addr));
     send(m.addr, "DELETE", "/v2/apps/web", Value::Null);
     wait_for("no instance", || fake.running() == 0);
+}
+
+#[test]
+fn a_task_is_staging_while_its_image_is_pulled_and_a_failed_pull_fails_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeRuntime::new();
+    let m = start_master(dir.path());
+    let _a = start_agent(m.addr, dir.path(), "a1", &fake);
+    let image = "10.0.0.5:5000/team/app:v1";
+    let run_image = |pull: wire::Pull| {
+        let req = wire::RunTasks {
+            role: "*".into(),
+            name: None,
+            count: 1,
+            cpus: 0.5,
+            mem: 64.0,
+            image: Some(image.into()),
+            pull,
+            command: vec!["serve".into()],
+        };
+        client(m.addr).run_tasks(&req).unwrap().remove(0)
+    };
+
+    // While the pull goes on: STAGING, with how far it got as the reason.
+    fake.hold_pulls(image);
+    let id = run_image(wire::Pull::Missing);
+    wait_for("the pull's progress as the reason", || {
+        let t = task(m.addr, &id);
+        t.state.as_str() == "STAGING" && t.message.as_deref() == Some("pulling 10.0.0.5:5000/team/app:v1: 0/1 MiB")
+    });
+    assert_eq!(fake.running(), 0);
+    fake.release_pulls(image);
+    wait_for("the task to run once its image is there", || state_of(m.addr, &id) == "RUNNING");
+
+    // A pull that fails: TASK_FAILED, naming the registry and the cause.
+    let cause = "pulling 10.0.0.5:5000/team/app:v1 from 10.0.0.5:5000: not found: no such image";
+    fake.fail_pulls(image, Some(cause));
+    let failed = run_image(wire::Pull::Always);
+    wait_for("the failed pull", || state_of(m.addr, &failed) == "FAILED");
+    assert_eq!(task(m.addr, &failed).message.as_deref(), Some(cause));
+
+    // An app whose image cannot be pulled backs off, says why, and recovers when it can be.
+    send(
+        m.addr,
+        "POST",
+        "/v2/apps",
+        json!({"id": "/pulled", "cpus": 0.25, "mem": 32, "instances": 2, "backoffSeconds": 0.2,
+               "container": {"docker": {"image": image, "forcePullImage": true}}}),
+    );
+    wait_for("the app's last failure to name the pull", || {
+        get(m.addr, "/v2/apps/pulled")["app"]["lastTaskFailure"]["message"].as_str() == Some(cause)
+    });
+    let delay = get(m.addr, "/v2/queue")["queue"][0]["delay"]["timeLeftSeconds"].as_f64();
+    assert!(delay.is_some(), "the queue shows the launch delay");
+    fake.fail_pulls(image, None);
+    wait_for("the app to recover", || get(m.addr, "/v2/apps/pulled")["app"]["tasksRunning"].as_u64() == Some(2));
 }

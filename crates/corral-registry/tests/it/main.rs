@@ -134,3 +134,44 @@ fn a_corrupt_blob_is_refused() {
     assert!(!s.has_blob(&layer));
     assert!(s.gc(&HashSet::new()).is_ok());
 }
+
+#[test]
+fn on_demand_pulls_use_the_search_list_and_credentials_once_per_image() {
+    use corral_registry::{PullPolicy, Puller, Registries};
+    let fake = Fake::start();
+    fake.require_basic("corral", "s3cret");
+    let (layer, _) = fake.add_image("team/app", "v1", 300_000);
+    let with_auth = Registries {
+        search: vec![fake.addr()],
+        auths: [(fake.addr(), Credentials { username: "corral".into(), password: "s3cret".into() })].into(),
+        ..Registries::default()
+    };
+    let (_t, s) = store();
+
+    // Without credentials: the cause, in words a task's status carries, and no password.
+    let p = Puller::new(Registries { search: vec![fake.addr()], ..Registries::default() });
+    let e = p.ensure(&s, "team/app:v1", PullPolicy::Missing).unwrap_err();
+    assert!(e.starts_with(&format!("pulling team/app:v1 from {}: unauthorized: ", fake.addr())), "{e}");
+    assert!(e.contains("registries file"), "{e}");
+
+    // With them, four launches at once make one pull; the short name is what the store knows.
+    let p = Puller::new(with_auth);
+    let said = std::sync::Mutex::new(Vec::<String>::new());
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                p.ensure_reporting(&s, "team/app:v1", PullPolicy::Missing, &|m| said.lock().unwrap().push(m.into()))
+                    .unwrap()
+            });
+        }
+    });
+    assert!(s.resolve(&"team/app:v1".parse().unwrap()).is_ok(), "tagged by the name the task gave");
+    let layer_gets = fake.requests().iter().filter(|r| r.starts_with("GET") && r.contains(&layer.to_string())).count();
+    assert_eq!(layer_gets, 1, "one pull: {:?}", fake.requests());
+    let said = said.into_inner().unwrap();
+    assert!(said.last().is_some_and(|m| m.starts_with("pulled team/app:v1: ")), "{said:?}");
+    assert!(said.iter().all(|m| !m.contains("s3cret")), "{said:?}");
+
+    let e = p.ensure(&s, "team/nope:v1", PullPolicy::Missing).unwrap_err();
+    assert!(e.contains(": not found: "), "{e}");
+}

@@ -34,7 +34,7 @@ pub fn run(runs: usize) -> Result<()> {
         state_root: work.clone(),
         work_dir: work.join("agent"),
         corral_exe: std::env::current_exe()?,
-        insecure_registries: Vec::new(),
+        registries: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.spawn(corral_cluster::master::run(master));
@@ -51,6 +51,7 @@ pub fn run(runs: usize) -> Result<()> {
             cpus: 0.01,
             mem: 16.0,
             image: None,
+            pull: Default::default(),
             command: vec!["sleep".into(), "1000".into()],
         };
         let start = Instant::now();

@@ -43,7 +43,7 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
             state_root: work.clone(),
             work_dir: work.join("agent"),
             corral_exe: std::env::current_exe()?,
-            insecure_registries: Vec::new(),
+            registries: Default::default(),
         }));
     }
     let master = Client::new(&base).timeout(Some(Duration::from_secs(120)));

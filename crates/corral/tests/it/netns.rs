@@ -90,23 +90,10 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
     let env = Env::new();
     let net = Net::new(2);
     let master_addr = format!("{}:{}", net.master_ip(), 15050 + std::process::id() % 1000);
-    let spawn = |args: Vec<String>, ns: Option<&str>| -> Proc {
-        let mut c = match ns {
-            // Only the network namespace: `ip netns exec` would also remount /sys privately,
-            // hiding the cgroup hierarchies the agent's containers need.
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg(corral_exe());
-                c
-            }
-            None => Command::new(corral_exe()),
-        };
-        c.args(&args).env("CORRAL_ROOT", env.root.path()).stdout(Stdio::null()).stderr(Stdio::null());
-        Proc(c.spawn().unwrap())
-    };
-    let master = spawn(
-        vec!["master".into(), "--listen".into(), master_addr.clone(), "--agent-timeout".into(), "2".into()],
+    let master = spawn_in(
         None,
+        env.root.path(),
+        &["master".into(), "--listen".into(), master_addr.clone(), "--agent-timeout".into(), "2".into()],
     );
     let cli = |args: &[&str]| {
         let out = env.cmd(args).env("CORRAL_MASTER", format!("http://{master_addr}")).output().unwrap();
@@ -128,10 +115,13 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
                 .success()
     });
     let mut agents = Vec::new();
-    for i in 0..2 {
+    let roots: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    for (i, root) in roots.iter().enumerate() {
         let work = env.root.path().join(format!("agent-{i}"));
-        agents.push(spawn(
-            vec![
+        agents.push(spawn_in(
+            Some(&net.namespaces[i]),
+            root.path(),
+            &[
                 "agent".into(),
                 "--master".into(),
                 master_addr.clone(),
@@ -144,7 +134,6 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
                 "--work-dir".into(),
                 work.display().to_string(),
             ],
-            Some(&net.namespaces[i]),
         ));
     }
     eventually("both agents register from their own addresses", Duration::from_secs(20), || {
@@ -191,4 +180,149 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
     });
     drop(agents);
     drop(master);
+}
+
+/// Starts `corral ARGS` with its own state root, inside `ns` (its network namespace only:
+/// `ip netns exec` would also remount /sys privately, hiding the cgroup hierarchies).
+fn spawn_in(ns: Option<&str>, root: &std::path::Path, args: &[String]) -> Proc {
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(corral_exe());
+            c
+        }
+        None => Command::new(corral_exe()),
+    };
+    let log = std::fs::File::create(root.join("daemon.log")).unwrap();
+    c.args(args).env("CORRAL_ROOT", root).env("NO_COLOR", "1").stdout(Stdio::null()).stderr(log);
+    Proc(c.spawn().unwrap())
+}
+
+#[test]
+fn agents_in_their_own_namespaces_pull_from_a_private_registry_once_each() {
+    crate::support::needs_root!();
+    use crate::registry::Registry;
+    let env = Env::new();
+    let net = Net::new(4);
+    // The registry in the fourth namespace, with basic auth: not on any agent's loopback.
+    let reg_addr = format!("{}:5000", net.agent_ip(3));
+    let mut reg = Registry::start_at(Some(&net.namespaces[3]), &reg_addr, true);
+    let ctx = tempfile::tempdir().unwrap();
+    for v in ["v1", "v2"] {
+        std::fs::write(
+            ctx.path().join("Containerfile"),
+            format!("FROM busybox\nRUN echo {v} > /msg\nCMD [\"sh\", \"-c\", \"cat /msg; exec sleep 1000\"]\n"),
+        )
+        .unwrap();
+        env.ok(&["build", "-t", &format!("app:{v}"), ctx.path().to_str().unwrap()]);
+        let dest = format!("{reg_addr}/team/app:{v}");
+        env.ok(&["push", "--insecure", "--username", "corral", "--password", "s3cret", &format!("app:{v}"), &dest]);
+    }
+
+    // Without credentials the pull fails, saying so.
+    let files = tempfile::tempdir().unwrap();
+    let no_auth = files.path().join("no-auth.json");
+    std::fs::write(&no_auth, format!(r#"{{"insecure-registries": ["{reg_addr}"]}}"#)).unwrap();
+    let out = Env::new().corral(&[
+        "run",
+        "--registries-config",
+        no_auth.to_str().unwrap(),
+        "--image",
+        &format!("{reg_addr}/team/app:v1"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("from {reg_addr}: unauthorized")), "{err}");
+    assert!(!err.contains("s3cret"));
+
+    // Agents with credentials and the registry in their search list, each its own machine
+    // (its own store).
+    let config = files.path().join("registries.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"unqualified-search-registries": ["{reg_addr}"], "insecure-registries": ["{reg_addr}"],
+                "auths": {{"{reg_addr}": {{"auth": "Y29ycmFsOnMzY3JldA=="}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let master_addr = format!("{}:{}", net.master_ip(), 16050 + std::process::id() % 1000);
+    let _master = spawn_in(
+        None,
+        env.root.path(),
+        &["master".into(), "--listen".into(), master_addr.clone(), "--agent-timeout".into(), "3".into()],
+    );
+    let roots: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let _agents: Vec<Proc> = (0..3)
+        .map(|i| {
+            let args = [
+                "agent",
+                "--master",
+                &master_addr,
+                "--listen",
+                &format!("{}:5051", net.agent_ip(i)),
+                "--resources",
+                "cpus:2;mem:1024",
+                "--hostname",
+                &format!("node{i}"),
+                "--registries-config",
+                config.to_str().unwrap(),
+            ];
+            spawn_in(Some(&net.namespaces[i]), roots[i].path(), &args.map(String::from))
+        })
+        .collect();
+    let client = corral_client::Client::new(&master_addr).timeout(Some(Duration::from_secs(10)));
+    eventually("three agents", Duration::from_secs(30), || client.agents().is_ok_and(|a| a.len() == 3));
+
+    // Six instances, two per agent, of an image named without its registry.
+    let app = |image: &str| {
+        serde_json::json!({
+            "id": "/pulled", "instances": 6, "cpus": 0.5, "mem": 32,
+            "constraints": [["hostname", "MAX_PER", "2"]],
+            "backoffSeconds": 1, "maxLaunchDelaySeconds": 2,
+            "upgradeStrategy": {"minimumHealthCapacity": 0, "maximumOverCapacity": 0},
+            "container": {"docker": {"image": image}}
+        })
+    };
+    client.marathon("POST", "/v2/apps", Some(&app("team/app:v1"))).unwrap();
+    let app_state = || client.marathon("GET", "/v2/apps/pulled", None).map(|v| v["app"].clone()).unwrap_or_default();
+    // What the agents said, for a failure's message.
+    let logs = || -> String {
+        roots.iter().map(|r| std::fs::read_to_string(r.path().join("daemon.log")).unwrap_or_default()).collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while app_state()["tasksRunning"] != 6 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "six instances did not run: {}\n{}\n{}",
+            app_state(),
+            serde_json::to_string(&client.tasks().unwrap_or_default()).unwrap(),
+            logs()
+        );
+        std::thread::park_timeout(Duration::from_millis(200));
+    }
+    let log = reg.access_log();
+    for i in 0..3 {
+        let pulls = log
+            .lines()
+            .filter(|l| l.starts_with(&format!("{} ", net.agent_ip(i))))
+            .filter(|l| l.contains("\"GET /v2/team/app/manifests/v1 HTTP/1.1\" 200"))
+            .count();
+        assert_eq!(pulls, 1, "agent {i} pulled once for its two tasks:\n{log}");
+    }
+
+    // The registry dies; an upgrade to an image no agent has fails with a clear message, and
+    // recovers when the registry returns.
+    reg.stop();
+    client.marathon("PUT", "/v2/apps/pulled", Some(&app("team/app:v2"))).unwrap();
+    eventually("a failure naming the registry", Duration::from_secs(120), || {
+        let m = app_state()["lastTaskFailure"]["message"].as_str().unwrap_or_default().to_string();
+        m.contains(&format!("pulling team/app:v2 from {reg_addr}: unreachable"))
+    });
+    reg.resume();
+    eventually("six instances of v2", Duration::from_secs(180), || {
+        let tasks = client.marathon("GET", "/v2/apps/pulled/tasks", None).unwrap_or_default();
+        let v2 = app_state()["version"].clone();
+        let all = tasks["tasks"].as_array().cloned().unwrap_or_default();
+        all.len() == 6 && all.iter().all(|t| t["state"] == "TASK_RUNNING" && t["version"] == v2)
+    });
 }

@@ -9,36 +9,80 @@ use std::time::Duration;
 
 use crate::support::{eventually, Env};
 
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
+/// A docker-registry process, on loopback or in a network namespace, optionally with basic
+/// authentication; stopped and started again on the same data to play a registry that dies.
+pub struct Registry {
+    child: Option<Child>,
+    pub addr: String,
+    netns: Option<String>,
+    dir: tempfile::TempDir,
 }
+
+/// `corral` / `s3cret`, bcrypt-hashed as docker-registry's htpasswd wants.
+pub const HTPASSWD: &str = "corral:$2b$05$Qd9FsIsoVBG.S9oqRmwXmuAxgOcMv/DAxAKhyE0cHVFmF.nhI3tQS\n";
 
 impl Registry {
     fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
+        Registry::start_at(None, &format!("127.0.0.1:{port}"), false)
+    }
+
+    /// A registry listening on `addr` (inside `netns` when given), with basic auth when `auth`.
+    pub fn start_at(netns: Option<&str>, addr: &str, auth: bool) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if auth {
+            fs::write(dir.path().join("htpasswd"), HTPASSWD).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: corral-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        fs::write(&config, yaml).unwrap();
+        let mut reg = Registry { child: None, addr: addr.to_string(), netns: netns.map(String::from), dir };
+        reg.resume();
+        reg
+    }
+
+    /// Stops it (as a crash would: SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same data and address.
+    pub fn resume(&mut self) {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("docker-registry");
+                c
+            }
+            None => Command::new("docker-registry"),
+        };
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("access.log")).unwrap();
+        let child = cmd
             .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
+            .arg(self.dir.path().join("config.yml"))
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry is installed (scripts/deps.sh)");
-        let reg = Registry { child, addr, _dir: dir };
-        eventually("the registry answers /v2/", Duration::from_secs(20), || reg.get_status("/v2/") == Some(200));
-        reg
+        self.child = Some(child);
+        eventually("the registry answers /v2/", Duration::from_secs(20), || {
+            matches!(self.get_status("/v2/"), Some(200 | 401))
+        });
+    }
+
+    /// Its access log: `IP - USER [date] "GET /v2/... HTTP/1.1" STATUS ...` lines.
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
     }
 
     fn get_status(&self, path: &str) -> Option<u16> {
@@ -52,8 +96,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -162,6 +205,7 @@ fn images_are_pulled_on_demand_by_run_and_by_agents() {
         cpus: 0.1,
         mem: 32.0,
         image: Some(dest.clone()),
+        pull: Default::default(),
         command: vec!["cat".into(), "/msg".into()],
     };
     let ids = crate::cluster::client(&c).run_tasks(&req).unwrap();
