@@ -232,6 +232,16 @@ impl Client {
         self.timeout(None).stream(&format!("/api/v1/tasks/{id}/logs?follow={follow}"))
     }
 
+    /// What is at `path` in a task's sandbox: a directory's entries, or a file's own.
+    pub fn task_files(&self, id: &str, path: &str) -> Result<Vec<wire::SandboxEntry>> {
+        self.get(&format!("/api/v1/tasks/{id}/files?path={}", encode(path)))
+    }
+
+    /// A file of a task's sandbox, its bytes to read.
+    pub fn task_file(&self, id: &str, path: &str) -> Result<impl std::io::Read> {
+        self.timeout(None).stream(&format!("/api/v1/tasks/{id}/files?download=true&path={}", encode(path)))
+    }
+
     pub fn agents(&self) -> Result<Vec<wire::AgentInfo>> {
         self.get("/api/v1/agents")
     }
@@ -315,6 +325,19 @@ pub fn error_message(body: &Value, text: &str) -> String {
     } else {
         format!("{message}: {}", details.join(", "))
     }
+}
+
+/// Percent-encodes a query parameter's value.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -54,6 +54,17 @@ impl Pull {
     }
 }
 
+/// A file or directory in a task's sandbox (`GET /api/v1/tasks/{id}/files?path=`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SandboxEntry {
+    pub path: String,
+    pub size: u64,
+    /// `drwxr-xr-x` style.
+    pub mode: String,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskIds {
     pub tasks: Vec<TaskId>,

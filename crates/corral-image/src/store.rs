@@ -307,6 +307,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Notes that a container was made from the image with this manifest now (for removing the
+    /// least recently used images first). Best effort: a store that cannot note it still works.
+    pub fn mark_used(&self, manifest: &Digest) {
+        let dir = self.images_dir().join("used");
+        let _ = fs::create_dir_all(&dir).and_then(|_| fs::write(dir.join(manifest.hex()), b""));
+    }
+
+    /// When a container was last made from the image (when it arrived, if never).
+    pub fn last_used(&self, manifest: &Digest) -> Option<std::time::SystemTime> {
+        let used = self.images_dir().join("used").join(manifest.hex());
+        fs::metadata(&used).or_else(|_| fs::metadata(self.blob_path(manifest))).and_then(|m| m.modified()).ok()
+    }
+
     /// Points `reference` at the manifest with this digest, replacing any earlier target.
     pub fn tag(&self, reference: &Reference, manifest: &Digest) -> Result<(), StoreError> {
         let size = self.verify_blob(manifest)?;

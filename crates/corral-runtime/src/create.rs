@@ -72,6 +72,9 @@ pub fn create(
         }
     }
     let image = req.image.as_ref().map(|r| store.resolve(r).map(|img| (r, img))).transpose()?;
+    if let Some((_, img)) = &image {
+        store.mark_used(&img.manifest_digest);
+    }
     let image_config = image.as_ref().and_then(|(_, img)| img.config.config().clone());
 
     let mut args: Vec<String> = Vec::new();
@@ -258,6 +261,19 @@ pub fn remove(containers: &Containers, dir: &ContainerDir, name: &str) {
     let _ = rootfs::remove_cgroups(&id);
     let _ = fs::remove_dir_all(&dir.dir);
     containers.release_name(name, &id);
+}
+
+/// The manifests of the images containers under this root were made from (running or not).
+pub fn manifests_in_use(containers: &Containers) -> Result<HashSet<Digest>, StateError> {
+    let mut used = HashSet::new();
+    for id in containers.ids()? {
+        if let Some(image) = containers.dir_of(&id).read_record().ok().and_then(|r| r.image) {
+            if let Ok(d) = image.manifest.parse() {
+                used.insert(d);
+            }
+        }
+    }
+    Ok(used)
 }
 
 /// Layers used by any container under this root, which image removal must keep.

@@ -38,6 +38,9 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// This machine's containers and images as a whole.
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Run the master (control plane) of a cluster.
     Master(MasterArgs),
     /// Run an agent that runs tasks for a master.
@@ -241,6 +244,66 @@ pub struct AgentArgs {
     pub work_dir: Option<PathBuf>,
     #[command(flatten)]
     pub registries: PullFrom,
+    #[command(flatten)]
+    pub gc: GcArgs,
+}
+
+/// What an agent keeps of what ended, and for how long.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GcArgs {
+    /// How long an ended task's container is kept after the master heard of its end (30s, 10m,
+    /// 1h, 7d; its output stays in the task's sandbox) [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub container_retention: Option<std::time::Duration>,
+    /// Ended task containers kept at most; the oldest beyond are removed at once [default: 100].
+    #[arg(long, value_name = "N")]
+    pub max_ended_containers: Option<usize>,
+    /// How long a task's sandbox (its files and output) is kept after the task is forgotten
+    /// [default: 7d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub sandbox_retention: Option<std::time::Duration>,
+    /// Unused images are removed, least recently used first, when the disk under the state root
+    /// is fuller than this (percent) [default: 90]...
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high: Option<u8>,
+    /// ...until it is at most this full [default: 80].
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low: Option<u8>,
+}
+
+impl GcArgs {
+    pub fn policy(&self) -> anyhow::Result<corral_cluster::agent::GcPolicy> {
+        let d = corral_cluster::agent::GcPolicy::default();
+        let policy = corral_cluster::agent::GcPolicy {
+            container_retention: self.container_retention.unwrap_or(d.container_retention),
+            max_ended_containers: self.max_ended_containers.unwrap_or(d.max_ended_containers),
+            sandbox_retention: self.sandbox_retention.unwrap_or(d.sandbox_retention),
+            max_sandboxes: d.max_sandboxes,
+            image_high_water: self.image_gc_high.unwrap_or(d.image_high_water),
+            image_low_water: self.image_gc_low.unwrap_or(d.image_low_water),
+        };
+        anyhow::ensure!(
+            policy.image_low_water <= policy.image_high_water,
+            "--image-gc-low ({}) must not be above --image-gc-high ({})",
+            policy.image_low_water,
+            policy.image_high_water
+        );
+        Ok(policy)
+    }
+}
+
+/// `90`, `30s`, `10m`, `1h`, `7d`: seconds unless a unit says otherwise.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 1h or 7d"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(secs).map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
 }
 
 fn parse_pull(s: &str) -> Result<corral_client::wire::Pull, String> {
@@ -445,6 +508,18 @@ pub enum TaskCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// List a task's sandbox (or a directory in it), or print one of its files, fetched from
+    /// its agent.
+    Files {
+        /// The task.
+        task: String,
+        /// A file or directory inside the sandbox (default: its top).
+        #[arg(default_value = "")]
+        path: String,
+        /// Print the listing as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a task's output, fetched from its agent.
     Logs {
         #[arg(long, short = 'f')]
@@ -507,6 +582,13 @@ pub enum ImageCommand {
     Inspect { reference: String },
     /// Remove an image tag, and whatever no other image needs.
     Rm { reference: String },
+    /// Remove blobs and unpacked layers no image needs; with --all, also every image no
+    /// container (running or ended) uses.
+    Prune {
+        /// Also remove every image no container uses.
+        #[arg(short, long)]
+        all: bool,
+    },
     /// Write an image as an OCI image layout directory (readable by skopeo, umoci, ...).
     Export { reference: String, dir: PathBuf },
     /// Load the images of an OCI image layout directory.
@@ -514,6 +596,16 @@ pub enum ImageCommand {
         dir: PathBuf,
         /// Tag the image NAME:TAG (default: the layout's own name for it).
         reference: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Remove every container that is not running, then prune images.
+    Prune {
+        /// Also remove every image no remaining container uses.
+        #[arg(short, long)]
+        all: bool,
     },
 }
 

@@ -54,6 +54,7 @@ fn agent_config(root: &Path, args: &AgentArgs) -> Result<AgentConfig> {
         work_dir: args.work_dir.clone().unwrap_or_else(|| root.join("agent")),
         corral_exe: std::env::current_exe().context("finding the corral executable")?,
         registries: args.registries.load()?,
+        gc: args.gc.policy()?,
     })
 }
 
@@ -88,6 +89,7 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
             hostname: None,
             work_dir: args.work_dir.clone(),
             registries: Default::default(),
+            gc: Default::default(),
         },
     )?;
     runtime()?.block_on(async move {
@@ -183,6 +185,27 @@ pub fn task(cmd: TaskCommand) -> Result<u8> {
             let mut out = std::io::stdout().lock();
             std::io::copy(&mut logs, &mut out)?;
             out.flush()?;
+        }
+        TaskCommand::Files { task, path, json } => {
+            let c = client();
+            let entries = c.task_files(&task, &path).with_context(|| format!("files of task {task}"))?;
+            let wanted = path.trim_matches('/');
+            if let [only] = &entries[..] {
+                if only.path == wanted && only.mode.starts_with('-') && !json {
+                    let mut file = c.task_file(&task, &path).with_context(|| format!("{path} of task {task}"))?;
+                    let mut out = std::io::stdout().lock();
+                    std::io::copy(&mut file, &mut out)?;
+                    out.flush()?;
+                    return Ok(0);
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+                return Ok(0);
+            }
+            for e in entries {
+                println!("{}  {:>10}  {}", e.mode, e.size, e.path);
+            }
         }
         TaskCommand::Kill { task } => {
             client().kill_task(&task).with_context(|| format!("killing task {task}"))?;

@@ -13,7 +13,7 @@ use corral_runtime::{control, parse};
 
 use crate::cli::{
     BuildArgs, Cli, Command, ImageCommand, KillArgs, LogsArgs, PsArgs, PullArgs, PushArgs, RegistryArgs, RmArgs,
-    RunArgs,
+    RunArgs, SystemCommand,
 };
 
 pub fn init_tracing(cli: &Cli) {
@@ -53,6 +53,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Push(args) => push(root, args).map(|_| 0),
         Command::Pull(args) => pull(root, args).map(|_| 0),
         Command::Image(cmd) => image(root, cmd).map(|_| 0),
+        Command::System(SystemCommand::Prune { all }) => system_prune(root, all).map(|_| 0),
         Command::Bench(cmd) => crate::bench::run(root, cmd).map(|_| 0),
         Command::Master(args) => crate::cluster::master(root, args).map(|_| 0),
         Command::Agent(args) => crate::cluster::agent(root, args).map(|_| 0),
@@ -309,8 +310,41 @@ fn image(root: &Path, cmd: ImageCommand) -> Result<()> {
             store.remove(&r, &in_use)?;
             println!("{r}");
         }
+        ImageCommand::Prune { all } => prune_images(root, &store, all)?,
     }
     Ok(())
+}
+
+/// Removes what no image needs, and with `all` every image no container uses.
+fn prune_images(root: &Path, store: &corral_image::Store, all: bool) -> Result<()> {
+    let containers = Containers::new(root);
+    let layers = create::layers_in_use(&containers)?;
+    if all {
+        let used = create::manifests_in_use(&containers)?;
+        for t in store.tags()? {
+            if !used.contains(&t.manifest) {
+                store.remove(&t.name.parse()?, &layers)?;
+                println!("removed image {}", t.name);
+            }
+        }
+    }
+    let blobs = store.gc(&layers)?;
+    println!("removed {blobs} blobs no image needs");
+    Ok(())
+}
+
+/// `corral system prune`: containers not running, then images.
+fn system_prune(root: &Path, all: bool) -> Result<()> {
+    let containers = Containers::new(root);
+    for id in containers.ids()? {
+        let dir = containers.dir_of(&id);
+        let Ok(record) = dir.read_record() else { continue };
+        if !dir.state().is_ok_and(|s| s.is_running()) {
+            create::remove(&containers, &dir, &record.name);
+            println!("removed container {id}");
+        }
+    }
+    prune_images(root, &open_store(root)?, all)
 }
 
 fn build(root: &Path, args: BuildArgs) -> Result<()> {

@@ -17,14 +17,17 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 mod forward;
+pub mod gc;
 mod health;
 mod journal;
 pub mod runtime;
+mod sandbox;
 mod state;
 
 use serde::Deserialize;
 use tokio::sync::{Mutex, Notify};
 
+pub use gc::GcPolicy;
 pub use runtime::{FakeRuntime, Runtime, ShimRuntime};
 pub use state::Observed;
 use state::{AgentState, Checking, Effect, TaskEntry};
@@ -51,6 +54,8 @@ pub struct AgentConfig {
     /// Where task images are pulled from: the search list for references that name no
     /// registry, plain-HTTP registries, credentials.
     pub registries: corral_registry::Registries,
+    /// What ended is kept how long: containers, sandboxes, images.
+    pub gc: GcPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +98,9 @@ struct Agent {
     forwards: Arc<std::sync::Mutex<BTreeMap<String, forward::Forwarder>>>,
     /// Permits for container starts in flight.
     starts: Arc<tokio::sync::Semaphore>,
+    /// The agent's work directory (sandboxes live under it).
+    work_dir: PathBuf,
+    gc: GcPolicy,
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> AgentError {
@@ -200,7 +208,10 @@ pub async fn serve_with(
         config.advertise = Some(format!("http://{local}"));
     }
     let state = AgentState::new(tasks, pending);
+    let (work_dir, gc) = (config.work_dir.clone(), config.gc);
     let agent = Agent {
+        work_dir,
+        gc,
         inner: Arc::new(Mutex::new(Inner { config, agent_id, state, journal })),
         wake: Arc::new(Notify::new()),
         resources,
@@ -212,12 +223,14 @@ pub async fn serve_with(
     tokio::spawn(agent.clone().heartbeats());
     tokio::spawn(agent.clone().send_updates());
     tokio::spawn(agent.clone().watch_all());
+    tokio::spawn(agent.clone().collect_garbage());
     tracing::info!(addr = %local, "agent listening");
     let app = Router::new()
         .route("/api/v1/tasks", post(launch))
         .route("/api/v1/tasks/batch", post(launch_batch))
         .route("/api/v1/tasks/{id}/kill", post(kill))
         .route("/api/v1/tasks/{id}/logs", get(logs))
+        .route("/api/v1/tasks/{id}/files", get(files))
         .route("/health", get(|| async { "ok" }))
         .with_state(agent);
     axum::serve(listener, app).await.map_err(|source| AgentError::Listen { addr: local, source })
@@ -285,6 +298,24 @@ impl Agent {
                         let checks = self.inner.lock().await.state.tasks.get(&task).map(|t| t.health_checks.clone());
                         tokio::spawn(self.clone().health_loop(task, checks.unwrap_or_default()));
                     }
+                    Effect::Remove { task, container } => {
+                        let Some(sandbox) = sandbox::of(&self.work_dir, &task) else { continue };
+                        if container.is_empty() {
+                            continue;
+                        }
+                        let removed = self
+                            .blocking(move |r| {
+                                std::fs::create_dir_all(&sandbox).map_err(|e| e.to_string())?;
+                                r.remove(&container, &sandbox)
+                            })
+                            .await;
+                        match removed {
+                            Some(Ok(())) => tracing::info!(task = %task, "removed the ended task's container"),
+                            other => {
+                                tracing::warn!(task = %task, result = ?other, "could not remove the ended task's container")
+                            }
+                        }
+                    }
                     Effect::ReadinessChecks { task } => {
                         let checks = self.inner.lock().await.state.tasks.get(&task).map(|t| t.readiness_checks.clone());
                         tokio::spawn(self.clone().readiness_loop(task, checks.unwrap_or_default()));
@@ -292,6 +323,42 @@ impl Agent {
                 }
             }
         })
+    }
+
+    /// Every few seconds: ended tasks past their retention are forgotten and their containers
+    /// removed, old sandboxes deleted, and images removed if the disk is too full.
+    async fn collect_garbage(self) {
+        loop {
+            tokio::time::sleep(GC_INTERVAL).await;
+            let now_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let policy = self.gc;
+            let effects = self.decide(|s| s.collect(now_ms, &policy)).await;
+            self.carry_out(effects).await;
+            let known: std::collections::HashSet<String> =
+                self.inner.lock().await.state.tasks.keys().map(|k| k.to_string()).collect();
+            let root = sandbox::root(&self.work_dir);
+            self.blocking(move |r| {
+                let mut old = Vec::new();
+                for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    let modified = e.metadata().and_then(|m| m.modified()).ok();
+                    let at = modified.and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok());
+                    if !known.contains(&name) {
+                        old.push((e.path(), at.map_or(0, |d| d.as_millis() as u64)));
+                    }
+                }
+                for dir in gc::expired(&old, now_ms, policy.sandbox_retention, policy.max_sandboxes) {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(sandbox = %dir.display(), error = %e, "could not remove an old sandbox");
+                    }
+                }
+                if let Err(e) = r.collect_images(&policy) {
+                    tracing::warn!(error = %e, "could not collect unused images");
+                }
+            })
+            .await;
+        }
     }
 
     async fn mappings(&self, task: &str) -> Vec<wire::PortForward> {
@@ -582,12 +649,23 @@ async fn launch_batch(State(agent): State<Agent>, Json(req): Json<wire::Launches
 /// Container starts at once per agent: more only thrash a small machine.
 const MAX_STARTS: usize = 4;
 
+/// How often ended tasks, sandboxes and images are looked at.
+const GC_INTERVAL: Duration = Duration::from_secs(5);
+
 async fn start_task(agent: Agent, req: wire::Launch) {
     let Ok(_permit) = agent.starts.clone().acquire_owned().await else { return };
     let task_id = req.task_id.clone();
     if !agent.decide(|s| s.may_start(&task_id)).await {
         return;
     }
+    let sandbox = match sandbox::create(&agent.work_dir, &task_id) {
+        Ok(dir) => dir,
+        Err(e) => {
+            let message = format!("creating the task's sandbox: {e}");
+            agent.decide(|s| s.prepare_failed(&task_id, message)).await;
+            return;
+        }
+    };
     // Its image first: progress comes back as STAGING with a reason; a failure fails the task.
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let reporter = {
@@ -619,7 +697,8 @@ async fn start_task(agent: Agent, req: wire::Launch) {
     if !agent.decide(|s| s.prepared(&task_id)).await {
         return;
     }
-    let started = agent.blocking(move |r| r.start(&launch)).await.unwrap_or_else(|| Err("the start panicked".into()));
+    let started =
+        agent.blocking(move |r| r.start(&launch, &sandbox)).await.unwrap_or_else(|| Err("the start panicked".into()));
     let effects = match started {
         Ok(container) => {
             tracing::info!(task = %task_id, container = %container, "task started");
@@ -640,12 +719,79 @@ async fn kill(State(agent): State<Agent>, UrlPath(id): UrlPath<String>) -> impl 
 }
 
 #[derive(Deserialize)]
+struct FilesQuery {
+    #[serde(default)]
+    path: String,
+    /// A file's bytes, instead of its entry.
+    #[serde(default)]
+    download: bool,
+}
+
+/// What is in a task's sandbox, as Mesos's `files/browse` and `files/download` serve it: a
+/// directory's entries or a file's own (JSON), or with `download=true` a file's bytes.
+async fn files(
+    State(agent): State<Agent>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<FilesQuery>,
+) -> axum::response::Response {
+    let Some(dir) = sandbox::of(&agent.work_dir, &id).filter(|d| d.is_dir()) else {
+        return (StatusCode::NOT_FOUND, format!("no sandbox for task {id:?} on this agent")).into_response();
+    };
+    let found = tokio::task::spawn_blocking(move || {
+        let found = sandbox::open(&dir, &q.path)?;
+        Ok::<_, std::io::Error>(match found {
+            sandbox::Found::Dir(_) if q.download => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a directory has no bytes to download",
+                ))
+            }
+            sandbox::Found::Dir(entries) => Err(entries),
+            sandbox::Found::File(_, entry) if !q.download => Err(vec![entry]),
+            sandbox::Found::File(f, _) => Ok(f),
+        })
+    })
+    .await;
+    match found {
+        Ok(Ok(Err(entries))) => Json(entries).into_response(),
+        Ok(Ok(Ok(file))) => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+            tokio::task::spawn_blocking(move || {
+                let mut file = file;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match std::io::Read::read(&mut file, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            if tx.blocking_send(Ok(buf[..n].to_vec())).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(e));
+                            break;
+                        }
+                    }
+                }
+            });
+            axum::response::Response::new(axum::body::Body::from_stream(crate::chunks::ChunkStream(rx)))
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            (StatusCode::NOT_FOUND, format!("no such file in the sandbox of {id}")).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("sandbox of {id}: {e}")).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "reading the sandbox failed".to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
 struct LogsQuery {
     #[serde(default)]
     follow: bool,
 }
 
-/// The task's output (stdout and stderr interleaved), following it when asked.
+/// The task's output (stdout and stderr interleaved), following it when asked; once its
+/// container is removed, what its sandbox kept (stdout, then stderr).
 async fn logs(
     State(agent): State<Agent>,
     UrlPath(id): UrlPath<String>,
@@ -654,9 +800,20 @@ async fn logs(
     let container = {
         let i = agent.inner.lock().await;
         match i.state.tasks.get(&id) {
-            Some(t) if !t.container_id.is_empty() => t.container_id.clone(),
-            _ => return (StatusCode::NOT_FOUND, format!("no such task on this agent: {id:?}")).into_response(),
+            Some(t) if !t.container_id.is_empty() => Some(t.container_id.clone()),
+            _ => None,
         }
+    };
+    let Some(container) = container else {
+        let kept = sandbox::of(&agent.work_dir, &id).and_then(|dir| {
+            let out = std::fs::read(dir.join("stdout")).ok()?;
+            let err = std::fs::read(dir.join("stderr")).unwrap_or_default();
+            Some([out, err].concat())
+        });
+        return match kept {
+            Some(bytes) => (StatusCode::OK, bytes).into_response(),
+            None => (StatusCode::NOT_FOUND, format!("no such task on this agent: {id:?}")).into_response(),
+        };
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     let runtime = agent.runtime.clone();

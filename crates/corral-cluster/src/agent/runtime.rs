@@ -5,13 +5,14 @@
 //! off its async workers.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral_runtime::create::{self, CreateRequest};
 use corral_runtime::state::{Containers, EtcFiles, State as CState};
 
+use super::gc::{self, GcPolicy};
 use super::state::Observed;
 use crate::wire;
 
@@ -20,8 +21,17 @@ pub trait Runtime: Send + Sync + 'static {
     /// launch says), telling `progress` how it goes. The error names what is missing and why.
     fn prepare(&self, launch: &wire::Launch, progress: &(dyn Fn(&str) + Sync)) -> Result<(), String>;
 
-    /// Creates and starts a task's container, named by the task's id; returns its id.
-    fn start(&self, launch: &wire::Launch) -> Result<String, String>;
+    /// Creates and starts a task's container, named by the task's id, with its sandbox (an
+    /// existing directory) as its working directory (`/sandbox`) when it has no image, else at
+    /// `/mnt/mesos/sandbox`; returns its id.
+    fn start(&self, launch: &wire::Launch, sandbox: &Path) -> Result<String, String>;
+
+    /// Removes an ended container, first writing its output into `keep_output_in` as `stdout`
+    /// and `stderr` files.
+    fn remove(&self, container: &str, keep_output_in: &Path) -> Result<(), String>;
+
+    /// Removes images as the policy says when the disk is too full; returns those removed.
+    fn collect_images(&self, policy: &GcPolicy) -> Result<Vec<String>, String>;
 
     /// Asks a container to stop (its grace period, then SIGKILL).
     fn stop(&self, container: &str) -> Result<(), String>;
@@ -68,14 +78,18 @@ impl Runtime for ShimRuntime {
         self.puller.ensure_reporting(&store, image, policy, progress)
     }
 
-    fn start(&self, req: &wire::Launch) -> Result<String, String> {
+    fn start(&self, req: &wire::Launch, sandbox: &Path) -> Result<String, String> {
         let store = corral_image::Store::open(&self.root).map_err(|e| e.to_string())?;
         let image = req
             .image
             .as_deref()
             .map(|i| i.parse::<corral_image::Reference>().map_err(|e| e.to_string()))
             .transpose()?;
-        let mut volumes = Vec::new();
+        let mut env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let at = if req.image.is_some() { MESOS_SANDBOX } else { corral_runtime::spec::SANDBOX_PATH };
+        env.push(("MESOS_SANDBOX".into(), at.into()));
+        let mut volumes =
+            vec![corral_runtime::parse::Volume { host: sandbox.into(), container: at.into(), readonly: false }];
         for v in &req.volumes {
             if !std::path::Path::new(&v.host).exists() {
                 return Err(format!("volume host path {} does not exist on this agent", v.host));
@@ -92,7 +106,7 @@ impl Runtime for ShimRuntime {
             command: req.command.clone(),
             cpus: Some(req.cpus),
             mem_bytes: Some(req.mem_mb.max(6) << 20),
-            env: req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env,
             user: req.user,
             user_name: req.user_name.clone(),
             volumes,
@@ -106,6 +120,54 @@ impl Runtime for ShimRuntime {
         let dir = create::launch(&self.exe, &self.root, &store, request, &corral_runtime::now())
             .map_err(|e| e.to_string())?;
         Ok(dir.id())
+    }
+
+    fn remove(&self, container: &str, keep_output_in: &Path) -> Result<(), String> {
+        let containers = Containers::new(&self.root);
+        let dir = containers.dir_of(container);
+        let record = dir.read_record().map_err(|e| e.to_string())?;
+        if matches!(dir.state(), Ok(CState::Running { .. } | CState::Created)) {
+            return Err(format!("container {container} still runs"));
+        }
+        keep_output(&dir, keep_output_in).map_err(|e| format!("keeping the output of {container}: {e}"))?;
+        create::remove(&containers, &dir, &record.name);
+        Ok(())
+    }
+
+    fn collect_images(&self, policy: &GcPolicy) -> Result<Vec<String>, String> {
+        let store = corral_image::Store::open(&self.root).map_err(|e| e.to_string())?;
+        let containers = Containers::new(&self.root);
+        let used_manifests = create::manifests_in_use(&containers).map_err(|e| e.to_string())?;
+        let disk = nix::sys::statvfs::statvfs(&self.root).map_err(|e| e.to_string())?;
+        #[allow(clippy::unnecessary_cast)]
+        let (total, free) = (
+            disk.blocks() as u64 * disk.fragment_size() as u64,
+            disk.blocks_available() as u64 * disk.fragment_size() as u64,
+        );
+        let mut images = Vec::new();
+        for t in store.tags().map_err(|e| e.to_string())? {
+            let last_used_ms = store
+                .last_used(&t.manifest)
+                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as u64);
+            // Compressed layers, and about as much again unpacked.
+            let bytes = store.image(&t.manifest).and_then(|i| i.layers()).map_or(0, |layers| {
+                layers.iter().filter_map(|l| std::fs::metadata(store.blob_path(l)).ok()).map(|m| 2 * m.len()).sum()
+            });
+            let in_use = used_manifests.contains(&t.manifest);
+            images.push(gc::ImageUse { reference: t.name, last_used_ms, bytes, in_use });
+        }
+        let chosen = gc::images_to_remove(&images, total.saturating_sub(free), total, policy);
+        if chosen.is_empty() {
+            return Ok(chosen);
+        }
+        let layers = create::layers_in_use(&containers).map_err(|e| e.to_string())?;
+        for r in &chosen {
+            let reference = r.parse::<corral_image::Reference>().map_err(|e| e.to_string())?;
+            store.remove(&reference, &layers).map_err(|e| format!("removing image {r}: {e}"))?;
+            tracing::info!(image = %r, "removed an unused image: the disk passed its high-water mark");
+        }
+        Ok(chosen)
     }
 
     fn stop(&self, container: &str) -> Result<(), String> {
@@ -150,6 +212,21 @@ impl Runtime for ShimRuntime {
         let mut each = |e: &corral_runtime::logs::Entry| sink(&e.content);
         corral_runtime::logs::read(&dir.logs(), follow, done, &dir.dir, &mut each).map(|_| ())
     }
+}
+
+/// Where an image task finds its sandbox, as Mesos's Docker containerizer puts it.
+pub const MESOS_SANDBOX: &str = "/mnt/mesos/sandbox";
+
+/// Writes a container's output into `dir` as `stdout` and `stderr`.
+fn keep_output(container: &corral_runtime::state::ContainerDir, dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::fs::File::create(dir.join("stdout"))?;
+    let mut err = std::fs::File::create(dir.join("stderr"))?;
+    let mut each = |e: &corral_runtime::logs::Entry| match e.stream {
+        corral_runtime::logs::Stream::Stdout => out.write_all(&e.content),
+        corral_runtime::logs::Stream::Stderr => err.write_all(&e.content),
+    };
+    corral_runtime::logs::read(&container.logs(), false, || true, &container.dir, &mut each).map(|_| ())
 }
 
 /// How a fake container behaves (Nomad's mock driver has the same knobs).
@@ -245,6 +322,20 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
+    fn remove(&self, container: &str, keep_output_in: &Path) -> Result<(), String> {
+        if self.observe(container) == Observed::Running {
+            return Err(format!("container {container} still runs"));
+        }
+        std::fs::write(keep_output_in.join("stdout"), format!("fake container {container}\n"))
+            .map_err(|e| e.to_string())?;
+        self.containers.lock().expect("not poisoned").remove(container);
+        Ok(())
+    }
+
+    fn collect_images(&self, _policy: &GcPolicy) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+
     fn prepare(&self, req: &wire::Launch, progress: &(dyn Fn(&str) + Sync)) -> Result<(), String> {
         let Some(image) = &req.image else { return Ok(()) };
         let held = || self.pulls.lock().expect("not poisoned").held.contains(image);
@@ -261,7 +352,10 @@ impl Runtime for FakeRuntime {
         }
     }
 
-    fn start(&self, req: &wire::Launch) -> Result<String, String> {
+    fn start(&self, req: &wire::Launch, sandbox: &Path) -> Result<String, String> {
+        if !sandbox.is_dir() {
+            return Err(format!("no sandbox at {}", sandbox.display()));
+        }
         let run = FakeRun::from_command(&req.command);
         if let Some(e) = run.start_error {
             return Err(e);

@@ -29,6 +29,9 @@ pub(super) struct TaskEntry {
     /// Host ports forwarded into the task's network (BRIDGE).
     #[serde(default)]
     pub(super) port_forwards: Vec<wire::PortForward>,
+    /// When garbage collection first saw it ended, its end acknowledged (wall clock, ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) ended_ms: Option<u64>,
 }
 
 impl TaskEntry {
@@ -41,6 +44,7 @@ impl TaskEntry {
             health_checks: Vec::new(),
             readiness_checks: Vec::new(),
             port_forwards: Vec::new(),
+            ended_ms: None,
         }
     }
 }
@@ -72,6 +76,9 @@ pub(super) enum Effect {
     HealthChecks { task: String },
     /// Run its readiness checks until they pass.
     ReadinessChecks { task: String },
+    /// Remove its ended container (if it had one), keeping its output in its sandbox: the task
+    /// is forgotten.
+    Remove { task: String, container: String },
 }
 
 #[derive(Debug, Default)]
@@ -325,6 +332,30 @@ impl AgentState {
         }
     }
 
+    /// Ended tasks whose end the master acknowledged are forgotten after the retention (and at
+    /// once beyond the count, oldest first), their containers removed. Each is timed from when
+    /// this first saw it so.
+    pub(super) fn collect(&mut self, now_ms: u64, policy: &super::gc::GcPolicy) -> Vec<Effect> {
+        let unacked: HashSet<&str> = self.pending.updates.iter().map(|u| u.task_id.as_str()).collect();
+        let mut ended = Vec::new();
+        let mut marked = false;
+        for t in self.tasks.values_mut() {
+            if t.state.is_terminal() && !unacked.contains(t.task_id.as_str()) {
+                if t.ended_ms.is_none() {
+                    t.ended_ms = Some(now_ms);
+                    marked = true;
+                }
+                ended.push((t.task_id.clone(), t.ended_ms.unwrap_or(now_ms)));
+            }
+        }
+        let gone = super::gc::expired(&ended, now_ms, policy.container_retention, policy.max_ended_containers);
+        self.dirty |= marked || !gone.is_empty();
+        gone.into_iter()
+            .filter_map(|id| self.tasks.remove(&id))
+            .map(|t| Effect::Remove { task: t.task_id.to_string(), container: t.container_id })
+            .collect()
+    }
+
     /// The master acknowledged these updates.
     pub(super) fn acked(&mut self, seqs: &[u64]) {
         self.pending.updates.retain(|u| !seqs.contains(&u.seq));
@@ -493,6 +524,34 @@ mod tests {
         s.preparing("t", "pulling app:v1: 5/10 MiB".into());
         assert!(!s.prepared("t"));
         assert_eq!(states(&mut s), [("t".to_string(), TaskState::Killed)]);
+    }
+
+    #[test]
+    fn ended_tasks_are_forgotten_after_their_retention_once_acknowledged() {
+        let policy = crate::agent::GcPolicy {
+            container_retention: std::time::Duration::from_secs(1),
+            max_ended_containers: 10,
+            ..Default::default()
+        };
+        let mut s = AgentState::default();
+        for id in ["a", "b"] {
+            s.launch(launch(id));
+            assert!(s.may_start(id) && s.prepared(id));
+            s.started(id, &format!("c-{id}"));
+        }
+        s.observed("a", Observed::Exited { start_failed: false, code: 0, message: String::new() });
+        assert!(s.collect(1000, &policy).is_empty(), "its end is not acknowledged yet");
+        let seqs: Vec<u64> = s.pending.updates.iter().map(|u| u.seq).collect();
+        s.acked(&seqs);
+        assert!(s.collect(1000, &policy).is_empty(), "timed from when first seen acknowledged");
+        assert!(s.take_dirty(), "that time survives a restart");
+        assert!(s.collect(2000, &policy).is_empty());
+        let removed = s.collect(2001, &policy);
+        assert!(
+            matches!(&removed[..], [Effect::Remove { task, container }] if task == "a" && container == "c-a"),
+            "{removed:?}"
+        );
+        assert!(!s.tasks.contains_key("a") && s.tasks.contains_key("b"), "a running task is never collected");
     }
 
     #[test]

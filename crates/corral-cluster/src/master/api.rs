@@ -18,6 +18,7 @@ pub fn router(master: Master) -> Router {
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/tasks/{id}/kill", post(kill_task))
         .route("/api/v1/tasks/{id}/logs", get(task_logs))
+        .route("/api/v1/tasks/{id}/files", get(task_files))
         .route("/api/v1/agents", get(list_agents).post(register))
         .route("/api/v1/agents/{id}/heartbeat", post(heartbeat))
         .route("/api/v1/agents/{id}/updates", post(updates))
@@ -101,8 +102,22 @@ async fn task_logs(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
+    to_agent(&m, &id, &format!("logs?follow={}", q.follow))
+}
+
+/// Sends the client to the agent that has the task's sandbox, which serves its files.
+async fn task_files(
+    State(m): State<Master>,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    to_agent(&m, &id, &format!("files?{}", query.unwrap_or_default()))
+}
+
+/// A redirect to `what` under the task's path on its agent.
+fn to_agent(m: &Master, id: &str, what: &str) -> Result<Response, ApiError> {
     let c = m.view();
-    let t = c.core.task(&id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))?;
+    let t = c.core.task(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no such task: {id:?}")))?;
     let agent = t
         .agent
         .clone()
@@ -111,7 +126,7 @@ async fn task_logs(
         .core
         .agent_address(&agent)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("agent {agent} is unknown")))?;
-    let location = format!("{address}/api/v1/tasks/{id}/logs?follow={}", q.follow);
+    let location = format!("{address}/api/v1/tasks/{id}/{what}");
     Ok((StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]).into_response())
 }
 

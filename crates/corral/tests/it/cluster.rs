@@ -411,3 +411,86 @@ fn a_silent_agent_makes_its_tasks_unreachable_until_it_returns() {
     c.wait_state(&long, "RUNNING");
     assert!(c.agents_json().iter().all(|a| a["state"] == "active"));
 }
+
+#[test]
+fn sandboxes_keep_a_tasks_files_and_output_after_its_container_is_collected() {
+    crate::support::needs_root!();
+    let mut c = Cluster::new("15");
+    let work = c.env.root.path().join("agent-gc");
+    c.start_agent_with(free_port(), &work, "cpus:4;mem:4096", &["--container-retention", "0s"]);
+    // A host task works in its sandbox; an image task finds it at $MESOS_SANDBOX.
+    let host = c
+        .run(&[
+            "--",
+            "sh",
+            "-c",
+            "echo made > made.txt; mkdir out; echo deep > out/x; ln -s /etc/shadow leak; echo said; echo oops >&2",
+        ])
+        .remove(0);
+    let image = c.run(&["--image", "busybox", "--", "sh", "-c", "echo img > $MESOS_SANDBOX/f"]).remove(0);
+    c.wait_state(&host, "FINISHED");
+    c.wait_state(&image, "FINISHED");
+    assert_eq!(c.ok(&["task", "files", &host, "made.txt"]), "made\n");
+    assert_eq!(c.ok(&["task", "files", &host, "out/x"]), "deep\n");
+    assert_eq!(c.ok(&["task", "files", &image, "f"]), "img\n");
+    // A link the task planted is listed, never followed.
+    let out = c.cli(&["task", "files", &host, "leak"]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.cli(&["task", "files", &host, "../../agent_id"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("inside the sandbox"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Ended, acknowledged, past a retention of 0 s: the containers go (corral ps on the
+    // agent's machine no longer lists them), and the output stays in the sandbox.
+    eventually("the ended containers are removed", Duration::from_secs(30), || {
+        let names: Vec<String> = c.env.ps().iter().map(|p| p["name"].as_str().unwrap_or("").to_string()).collect();
+        !names.contains(&host) && !names.contains(&image)
+    });
+    assert_eq!(c.ok(&["task", "logs", &host]), "said\noops\n");
+    let listing = c.ok(&["task", "files", &host]);
+    for name in ["made.txt", "out", "leak", "stdout", "stderr"] {
+        assert!(listing.lines().any(|l| l.ends_with(&format!("  {name}"))), "{name}:\n{listing}");
+    }
+    assert_eq!(c.ok(&["task", "files", &host, "stderr"]), "oops\n");
+}
+
+#[test]
+fn unused_images_are_removed_when_the_disk_is_full_never_one_a_container_uses() {
+    crate::support::needs_root!();
+    let mut c = Cluster::new("15");
+    let spare = tempfile::tempdir().unwrap();
+    std::fs::write(spare.path().join("data"), "spare").unwrap();
+    c.env.ok(&["image", "import", spare.path().to_str().unwrap(), "spare:v1"]);
+    // A container on this machine uses busybox.
+    let user = c.env.ok(&["run", "-d", "--image", "busybox", "--", "sleep", "1000"]).trim().to_string();
+    let images = |c: &Cluster| -> String { c.env.ok(&["image", "ls"]) };
+    // A high-water mark of 0 %: the disk is always too full.
+    let work = c.env.root.path().join("agent-images");
+    c.start_agent_with(free_port(), &work, "cpus:4;mem:4096", &["--image-gc-high", "0", "--image-gc-low", "0"]);
+    eventually("the unused image is removed", Duration::from_secs(30), || !images(&c).contains("spare"));
+    assert!(images(&c).contains("busybox"), "an image in use stays: {}", images(&c));
+    c.env.ok(&["rm", "--force", &user]);
+    eventually("busybox goes once nothing uses it", Duration::from_secs(30), || !images(&c).contains("busybox"));
+}
+
+#[test]
+fn image_and_system_prune_remove_what_nothing_uses() {
+    crate::support::needs_root!();
+    let env = Env::new();
+    let spare = tempfile::tempdir().unwrap();
+    std::fs::write(spare.path().join("data"), "spare").unwrap();
+    env.ok(&["image", "import", spare.path().to_str().unwrap(), "spare:v1"]);
+    env.ok(&["run", "--image", "busybox", "--", "true"]);
+    let out = env.ok(&["image", "prune"]);
+    assert!(out.contains("removed 0 blobs"), "{out}");
+    let out = env.ok(&["image", "prune", "--all"]);
+    assert!(out.contains("removed image spare:v1") && !out.contains("busybox"), "{out}");
+    assert!(env.ok(&["image", "ls"]).contains("busybox"), "the ended container still uses it");
+    let out = env.ok(&["system", "prune", "--all"]);
+    assert!(out.contains("removed container") && out.contains("removed image busybox:latest"), "{out}");
+    assert!(env.ps().is_empty());
+}

@@ -312,6 +312,9 @@ fn agents_in_their_own_namespaces_pull_from_a_private_registry_once_each() {
 
     // The registry dies; an upgrade to an image no agent has fails with a clear message, and
     // recovers when the registry returns.
+    eventually("the deployment to finish", Duration::from_secs(30), || {
+        client.marathon("GET", "/v2/deployments", None).is_ok_and(|d| d.as_array().is_some_and(|d| d.is_empty()))
+    });
     reg.stop();
     client.marathon("PUT", "/v2/apps/pulled", Some(&app("team/app:v2"))).unwrap();
     eventually("a failure naming the registry", Duration::from_secs(120), || {
