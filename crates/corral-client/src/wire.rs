@@ -54,6 +54,22 @@ impl Pull {
     }
 }
 
+/// An artifact an agent downloads into a task's sandbox before the task starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fetch {
+    /// `http://` or `https://`.
+    pub uri: String,
+    /// Unpack it (tar, tar.gz, tgz, zip) into the sandbox instead of keeping the file.
+    #[serde(default)]
+    pub extract: bool,
+    #[serde(default)]
+    pub executable: bool,
+    /// Where in the sandbox (default: the URI's last path segment).
+    #[serde(default)]
+    pub dest_path: Option<String>,
+}
+
 /// A file or directory in a task's sandbox (`GET /api/v1/tasks/{id}/files?path=`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SandboxEntry {
@@ -210,6 +226,9 @@ pub struct Launch {
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Pull::is_missing")]
     pub pull: Pull,
+    /// Artifacts to download into its sandbox before it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch: Vec<Fetch>,
     pub command: Vec<String>,
     /// Environment variables (an app's `env`, plus `PORT0`, `HOST`, ...).
     #[serde(default)]

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::constraints::Constraint;
 use crate::wire::AppDefinition;
@@ -105,6 +106,8 @@ pub struct App {
     pub image: Option<String>,
     /// `container.docker.forcePullImage`: agents pull the image at every launch.
     pub force_pull: bool,
+    /// `fetch` (and the older `uris`): artifacts downloaded into the sandbox before the start.
+    pub fetch: Vec<Fetch>,
     pub cpus: f64,
     pub mem: f64,
     pub disk: f64,
@@ -218,6 +221,110 @@ fn parse_user(u: &str) -> Result<User, String> {
 
 fn seconds_ms(s: f64) -> u64 {
     (s * 1000.0).round().max(0.0) as u64
+}
+
+/// An artifact a task's agent downloads into its sandbox before the task starts (Marathon's
+/// `fetch` item; an `uris` entry is one with the defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    pub uri: String,
+    /// Unpack it (tar, tar.gz, tgz, zip) instead of keeping the file.
+    pub extract: bool,
+    /// Mark the file executable.
+    pub executable: bool,
+    /// Where in the sandbox (default: the URI's last path segment).
+    pub dest_path: Option<String>,
+}
+
+/// Archives an agent can unpack, by the URI's ending.
+const EXTRACTABLE: &[&str] = &[".tar", ".tar.gz", ".tgz", ".zip"];
+/// Archives it cannot yet: extracting them is refused rather than silently skipped.
+const NOT_EXTRACTABLE: &[&str] = &[".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".bz2", ".xz", ".gz"];
+
+impl Fetch {
+    /// Whether the agent unpacks it: asked to, and an archive it knows.
+    pub fn unpacks(&self) -> bool {
+        let path = self.uri.split(['?', '#']).next().unwrap_or("").to_ascii_lowercase();
+        self.extract && EXTRACTABLE.iter().any(|e| path.ends_with(e))
+    }
+}
+
+/// Reads `fetch` and `uris`, noting what is wrong with each item.
+fn fetch_items(fetch: &[Value], uris: &[String], p: &mut Problems) -> Vec<Fetch> {
+    let mut out = Vec::new();
+    for (i, uri) in uris.iter().enumerate() {
+        out.push(Fetch { uri: uri.clone(), extract: true, executable: false, dest_path: None });
+        check_fetch(out.last().expect("just pushed"), &format!("/uris({i})"), p);
+    }
+    for (i, item) in fetch.iter().enumerate() {
+        let at = format!("/fetch({i})");
+        let Some(o) = item.as_object() else {
+            p.add(&at, "expected an object with uri, extract, executable, cache, destPath");
+            continue;
+        };
+        for k in o.keys() {
+            if !["uri", "extract", "executable", "cache", "destPath"].contains(&k.as_str()) {
+                p.add(&format!("{at}/{k}"), "unknown field");
+            }
+        }
+        let flag = |k: &str, default: bool, p: &mut Problems| match o.get(k) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                p.add(&format!("{at}/{k}"), format!("{other}: expected true or false"));
+                default
+            }
+        };
+        let (extract, executable) = (flag("extract", true, p), flag("executable", false, p));
+        if flag("cache", false, p) {
+            p.add(&format!("{at}/cache"), "the fetcher cache is not supported: leave cache false");
+        }
+        let Some(uri) = o.get("uri").and_then(Value::as_str) else {
+            p.add(&format!("{at}/uri"), "a fetch item needs a uri");
+            continue;
+        };
+        let dest_path = match o.get("destPath") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                p.add(&format!("{at}/destPath"), format!("{other}: expected a path"));
+                None
+            }
+        };
+        let f = Fetch { uri: uri.to_string(), extract, executable, dest_path };
+        check_fetch(&f, &at, p);
+        out.push(f);
+    }
+    out
+}
+
+fn check_fetch(f: &Fetch, at: &str, p: &mut Problems) {
+    let (scheme, rest) = f.uri.split_once("://").unwrap_or(("", ""));
+    if !matches!(scheme, "http" | "https") || rest.is_empty() {
+        p.add(&format!("{at}/uri"), format!("{:?}: only http:// and https:// URIs are fetched", f.uri));
+    }
+    if f.uri.len() > 4096 {
+        p.add(&format!("{at}/uri"), "longer than 4096 characters");
+    }
+    let path = f.uri.split(['?', '#']).next().unwrap_or("").to_ascii_lowercase();
+    if f.extract && !f.unpacks() && NOT_EXTRACTABLE.iter().any(|e| path.ends_with(e)) {
+        p.add(
+            &format!("{at}/extract"),
+            "only tar, tar.gz, tgz and zip archives are unpacked: set extract to false to keep the file",
+        );
+    }
+    let name = f.dest_path.clone().unwrap_or_else(|| path.rsplit('/').next().unwrap_or("").to_string());
+    let bad = name.is_empty()
+        || name.len() > 255 * 4
+        || name.starts_with('/')
+        || name.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        let field = if f.dest_path.is_some() { "destPath" } else { "uri" };
+        p.add(
+            &format!("{at}/{field}"),
+            format!("{name:?}: the file needs a relative name inside the sandbox, without . or .. (set destPath)"),
+        );
+    }
 }
 
 #[derive(Default)]
@@ -515,6 +622,7 @@ impl App {
                 0
             }
         };
+        let fetch = fetch_items(d.fetch.as_deref().unwrap_or_default(), d.uris.as_deref().unwrap_or_default(), &mut p);
         if !p.0.is_empty() {
             return Err(Invalid(p.0));
         }
@@ -527,6 +635,7 @@ impl App {
             config_version,
             command,
             image: image.filter(|i| !i.is_empty()),
+            fetch,
             force_pull: d
                 .container
                 .as_ref()
@@ -627,6 +736,40 @@ mod tests {
         assert!(!a.force_pull);
         let a = check(r#"{"id":"img","container":{"docker":{"image":"busybox","forcePullImage":true}}}"#).unwrap();
         assert!(a.force_pull, "forcePullImage is honoured, not ignored");
+    }
+
+    #[test]
+    fn fetch_and_uris_are_artifacts_or_refused_naming_the_item() {
+        let a = check(
+            r#"{"id":"f","cmd":"x","uris":["http://h/app.tgz"],
+                "fetch":[{"uri":"https://h/tool?v=1","executable":true,"extract":false,"destPath":"bin/tool"},
+                         {"uri":"http://h/data.zip"},{"uri":"http://h/notes.txt","extract":true}]}"#,
+        )
+        .unwrap();
+        let uris: Vec<(&str, bool)> = a.fetch.iter().map(|f| (f.uri.as_str(), f.unpacks())).collect();
+        assert_eq!(
+            uris,
+            [
+                ("http://h/app.tgz", true),
+                ("https://h/tool?v=1", false),
+                ("http://h/data.zip", true),
+                ("http://h/notes.txt", false)
+            ]
+        );
+        assert!(a.fetch[1].executable && a.fetch[1].dest_path.as_deref() == Some("bin/tool"));
+        for (item, path) in [
+            (r#"{"uri":"file:///etc/shadow"}"#, "/fetch(0)/uri"),
+            (r#"{"uri":"http://h/x","cache":true}"#, "/fetch(0)/cache"),
+            (r#"{"uri":"http://h/x.tar.xz"}"#, "/fetch(0)/extract"),
+            (r#"{"uri":"http://h/x","destPath":"../x"}"#, "/fetch(0)/destPath"),
+            (r#"{"uri":"http://h/"}"#, "/fetch(0)/uri"),
+            (r#"{"uri":"http://h/x","outputFile":"y"}"#, "/fetch(0)/outputFile"),
+            (r#"{"extract":false}"#, "/fetch(0)/uri"),
+            (r#""http://h/x""#, "/fetch(0)"),
+        ] {
+            assert_eq!(paths(&format!(r#"{{"id":"f","cmd":"x","fetch":[{item}]}}"#)), [path], "{item}");
+        }
+        assert_eq!(paths(r#"{"id":"f","cmd":"x","uris":["ftp://h/x"]}"#), ["/uris(0)/uri"]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+mod fetch;
 mod forward;
 pub mod gc;
 mod health;
@@ -666,7 +667,8 @@ async fn start_task(agent: Agent, req: wire::Launch) {
             return;
         }
     };
-    // Its image first: progress comes back as STAGING with a reason; a failure fails the task.
+    // Its image and artifacts first: progress comes back as STAGING with a reason; a failure
+    // fails the task.
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let reporter = {
         let (agent, task_id) = (agent.clone(), task_id.clone());
@@ -678,15 +680,17 @@ async fn start_task(agent: Agent, req: wire::Launch) {
     };
     let launch = Arc::new(req);
     let prepared = {
-        let launch = launch.clone();
+        let (launch, sandbox) = (launch.clone(), sandbox.clone());
         agent
             .blocking(move |r| {
-                r.prepare(&launch, &|m: &str| {
+                let progress = |m: &str| {
                     let _ = progress_tx.send(m.to_string());
-                })
+                };
+                r.prepare(&launch, &progress)?;
+                fetch::fetch_all(&launch.fetch, &sandbox, &progress)
             })
             .await
-            .unwrap_or_else(|| Err("getting the task's image panicked".into()))
+            .unwrap_or_else(|| Err("getting the task's image and artifacts panicked".into()))
     };
     let _ = reporter.await;
     if let Err(message) = prepared {

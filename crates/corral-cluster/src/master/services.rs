@@ -1322,6 +1322,16 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
     wire::Launch {
         env,
         pull: if app.force_pull { wire::Pull::Always } else { wire::Pull::Missing },
+        fetch: app
+            .fetch
+            .iter()
+            .map(|f| wire::Fetch {
+                uri: f.uri.clone(),
+                extract: f.unpacks(),
+                executable: f.executable,
+                dest_path: f.dest_path.clone(),
+            })
+            .collect(),
         user: match &app.user {
             Some(corral_services::app::User::Ids(u, g)) => Some((*u, *g)),
             _ => None,

@@ -247,3 +247,73 @@ fn a_task_is_staging_while_its_image_is_pulled_and_a_failed_pull_fails_it() {
     fake.fail_pulls(image, None);
     wait_for("the app to recover", || get(m.addr, "/v2/apps/pulled")["app"]["tasksRunning"].as_u64() == Some(2));
 }
+
+/// A loopback HTTP server answering each path in `files` with its bytes, anything else 404.
+fn serve_files(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut line = String::new();
+            let _ = BufReader::new(&conn).read_line(&mut line);
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let _ =
+                        write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let _ = conn.write_all(body);
+                }
+                None => {
+                    let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn fetched_artifacts_land_in_the_sandbox_unpacked_and_a_missing_one_fails_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeRuntime::new();
+    let m = start_master(dir.path());
+    let _a = start_agent(m.addr, dir.path(), "a1", &fake);
+    let mut tgz = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(8);
+    header.set_mode(0o644);
+    tgz.append_data(&mut header, "conf/app.conf", &b"port=80\n"[..]).unwrap();
+    let tgz = tgz.into_inner().unwrap().finish().unwrap();
+    let server = serve_files(vec![("/app.tgz", tgz), ("/tool.sh", b"#!/bin/sh\necho tool\n".to_vec())]);
+
+    send(
+        m.addr,
+        "POST",
+        "/v2/apps",
+        json!({"id": "/fetched", "cmd": "fake serve", "cpus": 0.25, "mem": 32,
+               "uris": [format!("http://{server}/app.tgz")],
+               "fetch": [{"uri": format!("http://{server}/tool.sh"), "executable": true}]}),
+    );
+    wait_for("the app to run", || get(m.addr, "/v2/apps/fetched")["app"]["tasksRunning"] == 1);
+    let id = get(m.addr, "/v2/apps/fetched/tasks")["tasks"][0]["id"].as_str().unwrap().to_string();
+    let c = client(m.addr);
+    let top: Vec<(String, String)> = c.task_files(&id, "").unwrap().into_iter().map(|e| (e.path, e.mode)).collect();
+    assert_eq!(top, [("conf".into(), "drwxr-xr-x".into()), ("tool.sh".into(), "-rwxr-xr-x".into())]);
+    let mut conf = String::new();
+    std::io::Read::read_to_string(&mut c.task_file(&id, "conf/app.conf").unwrap(), &mut conf).unwrap();
+    assert_eq!(conf, "port=80\n");
+
+    // A missing artifact: the task fails naming it, and the app says so.
+    send(
+        m.addr,
+        "POST",
+        "/v2/apps",
+        json!({"id": "/missing", "cmd": "fake serve", "cpus": 0.25, "mem": 32,
+               "fetch": [{"uri": format!("http://{server}/nope.tgz")}]}),
+    );
+    let want = format!("fetching http://{server}/nope.tgz: not found: the server answered 404");
+    wait_for("the failure to name the artifact", || {
+        get(m.addr, "/v2/apps/missing")["app"]["lastTaskFailure"]["message"].as_str() == Some(want.as_str())
+    });
+}
