@@ -656,6 +656,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         jobs: usize,
     },
+    /// An app of 3 instances on 3 agents whose stores lack its image: from `POST /v2/apps` to all
+    /// RUNNING, against `skopeo copy` into each agent's store plus a start.
+    Pull {
+        /// Runs per case.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Size of the image's own layer, in MiB (above its base).
+        #[arg(long, default_value_t = 100)]
+        size_mib: u64,
+        /// The base image.
+        #[arg(long, default_value = "busybox:latest")]
+        image: String,
+    },
     Contention {
         #[arg(long, default_value_t = 1000)]
         apps: usize,

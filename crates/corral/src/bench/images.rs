@@ -166,13 +166,13 @@ pub fn run(root: &Path, runs: usize, size_mib: u64, image: &str) -> Result<()> {
     Ok(())
 }
 
-fn cmd(program: &str, args: &[&str]) -> Command {
+pub(super) fn cmd(program: &str, args: &[&str]) -> Command {
     let mut c = Command::new(program);
     c.args(args);
     c
 }
 
-fn checked(mut c: Command, what: &str) -> Result<()> {
+pub(super) fn checked(mut c: Command, what: &str) -> Result<()> {
     let out = c.stdin(Stdio::null()).output().with_context(|| what.to_string())?;
     if !out.status.success() {
         bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -180,7 +180,7 @@ fn checked(mut c: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn time(mut c: Command, what: &str) -> Result<Duration> {
+pub(super) fn time(mut c: Command, what: &str) -> Result<Duration> {
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let start = Instant::now();
     let out = c.output().with_context(|| what.to_string())?;
@@ -191,7 +191,7 @@ fn time(mut c: Command, what: &str) -> Result<Duration> {
     Ok(took)
 }
 
-fn write_noise(path: &Path, bytes: u64) -> Result<()> {
+pub(super) fn write_noise(path: &Path, bytes: u64) -> Result<()> {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(fs::File::create(path)?);
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -211,13 +211,13 @@ fn write_noise(path: &Path, bytes: u64) -> Result<()> {
     Ok(())
 }
 
-struct Registry {
+pub(super) struct Registry {
     child: Child,
-    addr: String,
+    pub(super) addr: String,
 }
 
 impl Registry {
-    fn start(dir: &Path) -> Result<Registry> {
+    pub(super) fn start(dir: &Path) -> Result<Registry> {
         fs::create_dir_all(dir)?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");

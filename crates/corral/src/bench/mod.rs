@@ -7,6 +7,7 @@ mod images;
 mod jobs;
 mod launch;
 mod lifecycle;
+mod pull;
 mod services;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub fn run(root: &Path, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Launch { runs } => launch::run(runs),
         BenchCommand::Services { apps, instances, requests, real } => services::run(apps, instances, requests, real),
         BenchCommand::Jobs { jobs } => jobs::run(jobs),
+        BenchCommand::Pull { runs, size_mib, image } => pull::run(root, runs, size_mib, &image),
         BenchCommand::Contention { apps, instances, requests, writes_per_sec, master_exe } => {
             contention::run(&contention::Config { apps, instances, requests, writes_per_sec, master_exe })
         }
