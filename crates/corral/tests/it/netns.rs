@@ -206,18 +206,24 @@ fn agents_in_their_own_namespaces_pull_from_a_private_registry_once_each() {
     let net = Net::new(4);
     // The registry in the fourth namespace, with basic auth: not on any agent's loopback.
     let reg_addr = format!("{}:5000", net.agent_ip(3));
-    let mut reg = Registry::start_at(Some(&net.namespaces[3]), &reg_addr, true);
+    let reg = Registry::start_at(Some(&net.namespaces[3]), &reg_addr, true);
     let ctx = tempfile::tempdir().unwrap();
-    for v in ["v1", "v2"] {
+    // v2 carries 24 MiB that do not compress: its pull takes a while through a slowed proxy.
+    let noise: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(ctx.path().join("noise.bin"), noise).unwrap();
+    for (v, extra) in [("v1", ""), ("v2", "COPY noise.bin /noise.bin\n")] {
         std::fs::write(
             ctx.path().join("Containerfile"),
-            format!("FROM busybox\nRUN echo {v} > /msg\nCMD [\"sh\", \"-c\", \"cat /msg; exec sleep 1000\"]\n"),
+            format!("FROM busybox\nRUN echo {v} > /msg\n{extra}CMD [\"sh\", \"-c\", \"cat /msg; exec sleep 1000\"]\n"),
         )
         .unwrap();
         env.ok(&["build", "-t", &format!("app:{v}"), ctx.path().to_str().unwrap()]);
         let dest = format!("{reg_addr}/team/app:{v}");
         env.ok(&["push", "--insecure", "--username", "corral", "--password", "s3cret", &format!("app:{v}"), &dest]);
     }
+    // The same registry through a proxy on the bridge that can be slowed down and cut off.
+    let proxy = Proxy::start(&net.master_ip(), reg_addr.clone());
+    let proxy_addr = proxy.addr.clone();
 
     // Without credentials the pull fails, saying so.
     let files = tempfile::tempdir().unwrap();
@@ -240,8 +246,9 @@ fn agents_in_their_own_namespaces_pull_from_a_private_registry_once_each() {
     std::fs::write(
         &config,
         format!(
-            r#"{{"unqualified-search-registries": ["{reg_addr}"], "insecure-registries": ["{reg_addr}"],
-                "auths": {{"{reg_addr}": {{"auth": "Y29ycmFsOnMzY3JldA=="}}}}}}"#
+            r#"{{"unqualified-search-registries": ["{reg_addr}"], "insecure-registries": ["{reg_addr}", "{proxy_addr}"],
+                "auths": {{"{reg_addr}": {{"auth": "Y29ycmFsOnMzY3JldA=="}},
+                          "{proxy_addr}": {{"username": "corral", "password": "s3cret"}}}}}}"#
         ),
     )
     .unwrap();
@@ -310,22 +317,119 @@ fn agents_in_their_own_namespaces_pull_from_a_private_registry_once_each() {
         assert_eq!(pulls, 1, "agent {i} pulled once for its two tasks:\n{log}");
     }
 
-    // The registry dies; an upgrade to an image no agent has fails with a clear message, and
-    // recovers when the registry returns.
+    // The registry dies in the middle of an upgrade's pulls (seen as STAGING with progress):
+    // the tasks fail naming it, and the app recovers when it returns.
     eventually("the deployment to finish", Duration::from_secs(30), || {
         client.marathon("GET", "/v2/deployments", None).is_ok_and(|d| d.as_array().is_some_and(|d| d.is_empty()))
     });
-    reg.stop();
-    client.marathon("PUT", "/v2/apps/pulled", Some(&app("team/app:v2"))).unwrap();
+    proxy.throttle(Some(4 << 20));
+    let v2 = format!("{proxy_addr}/team/app:v2");
+    client.marathon("PUT", "/v2/apps/pulled", Some(&app(&v2))).unwrap();
+    eventually("a pull under way", Duration::from_secs(60), || {
+        client.tasks().unwrap_or_default().iter().any(|t| {
+            let m = t.message.as_deref().unwrap_or_default();
+            let done =
+                m.strip_prefix(&format!("pulling {v2}: ")).and_then(|r| r.split('/').next()?.parse::<u64>().ok());
+            t.state.as_str() == "STAGING" && done.is_some_and(|d| d >= 2)
+        })
+    });
+    proxy.kill();
     eventually("a failure naming the registry", Duration::from_secs(120), || {
         let m = app_state()["lastTaskFailure"]["message"].as_str().unwrap_or_default().to_string();
-        m.contains(&format!("pulling team/app:v2 from {reg_addr}: unreachable"))
+        m.contains(&format!("pulling {v2} from {proxy_addr}: unreachable"))
     });
-    reg.resume();
+    proxy.revive();
     eventually("six instances of v2", Duration::from_secs(180), || {
         let tasks = client.marathon("GET", "/v2/apps/pulled/tasks", None).unwrap_or_default();
         let v2 = app_state()["version"].clone();
         let all = tasks["tasks"].as_array().cloned().unwrap_or_default();
         all.len() == 6 && all.iter().all(|t| t["state"] == "TASK_RUNNING" && t["version"] == v2)
     });
+}
+
+/// A TCP proxy that can be slowed down and cut off: a registry that dies in the middle of a
+/// transfer, and comes back.
+struct Proxy {
+    addr: String,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    dead: bool,
+    /// Bytes per second towards the client.
+    rate: Option<u64>,
+    open: Vec<std::net::TcpStream>,
+}
+
+impl Proxy {
+    fn start(ip: &str, target: String) -> Proxy {
+        let listener = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if st.lock().unwrap().dead {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else { continue };
+                {
+                    let mut s = st.lock().unwrap();
+                    s.open.push(client.try_clone().unwrap());
+                    s.open.push(server.try_clone().unwrap());
+                }
+                let (c, s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pump(c, s, None));
+                let st = st.clone();
+                std::thread::spawn(move || pump(server, client, Some(st)));
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    fn throttle(&self, bytes_per_sec: Option<u64>) {
+        self.state.lock().unwrap().rate = bytes_per_sec;
+    }
+
+    /// Every connection cut, new ones refused.
+    fn kill(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.dead = true;
+        for c in s.open.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Back, at full speed.
+    fn revive(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.dead = false;
+        s.rate = None;
+    }
+}
+
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    throttled: Option<std::sync::Arc<std::sync::Mutex<ProxyState>>>,
+) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(rate) = throttled.as_ref().and_then(|s| s.lock().unwrap().rate) {
+            let until = std::time::Instant::now() + Duration::from_secs_f64(n as f64 / rate as f64);
+            while std::time::Instant::now() < until {
+                std::thread::park_timeout(until - std::time::Instant::now());
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
