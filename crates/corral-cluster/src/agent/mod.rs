@@ -722,6 +722,23 @@ async fn kill(State(agent): State<Agent>, UrlPath(id): UrlPath<String>) -> impl 
     (StatusCode::ACCEPTED, String::new())
 }
 
+/// A response whose body `produce` writes, off the async workers, as it goes; an error ends
+/// the body.
+fn streamed(
+    produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> + Send + 'static,
+) -> axum::response::Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = |bytes: &[u8]| -> std::io::Result<()> {
+            tx.blocking_send(Ok(bytes.to_vec())).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        };
+        if let Err(e) = produce(&mut sink) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    axum::response::Response::new(axum::body::Body::from_stream(crate::chunks::ChunkStream(rx)))
+}
+
 #[derive(Deserialize)]
 struct FilesQuery {
     #[serde(default)]
@@ -758,28 +775,15 @@ async fn files(
     .await;
     match found {
         Ok(Ok(Err(entries))) => Json(entries).into_response(),
-        Ok(Ok(Ok(file))) => {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
-            tokio::task::spawn_blocking(move || {
-                let mut file = file;
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match std::io::Read::read(&mut file, &mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            if tx.blocking_send(Ok(buf[..n].to_vec())).is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(e));
-                            break;
-                        }
-                    }
+        Ok(Ok(Ok(mut file))) => streamed(move |sink| {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match std::io::Read::read(&mut file, &mut buf)? {
+                    0 => return Ok(()),
+                    n => sink(&buf[..n])?,
                 }
-            });
-            axum::response::Response::new(axum::body::Body::from_stream(crate::chunks::ChunkStream(rx)))
-        }
+            }
+        }),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             (StatusCode::NOT_FOUND, format!("no such file in the sandbox of {id}")).into_response()
         }
@@ -819,13 +823,6 @@ async fn logs(
             None => (StatusCode::NOT_FOUND, format!("no such task on this agent: {id:?}")).into_response(),
         };
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     let runtime = agent.runtime.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut sink = |bytes: &[u8]| -> std::io::Result<()> {
-            tx.blocking_send(Ok(bytes.to_vec())).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
-        };
-        let _ = runtime.logs(&container, q.follow, &mut sink);
-    });
-    axum::response::Response::new(axum::body::Body::from_stream(crate::chunks::ChunkStream(rx)))
+    streamed(move |sink| runtime.logs(&container, q.follow, sink))
 }
