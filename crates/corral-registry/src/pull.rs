@@ -119,6 +119,14 @@ fn pull_blob(session: &Session<'_>, digest: &Digest, size: u64, is_layer: bool) 
     }
     let what = format!("pulling blob {digest}");
     let partial = partial_path(store, digest);
+    // Another process (an agent and `corral run` on one machine) may be pulling this blob into
+    // the same store: one download at a time, and who waited finds it there.
+    let _lock =
+        lock(&partial).map_err(|e| session.client.error(&what, format!("locking {}: {e}", partial.display())))?;
+    if store.has_blob(digest) && store.verify_blob(digest).is_ok() {
+        events.blob_skipped(digest, size);
+        return Ok(());
+    }
     let mut last_err = None;
     for _ in 0..ATTEMPTS {
         match download(session, digest, size, is_layer, &partial, &what) {
@@ -139,6 +147,19 @@ fn pull_blob(session: &Session<'_>, digest: &Digest, size: u64, is_layer: bool) 
         }
     }
     Err(last_err.expect("at least one attempt"))
+}
+
+/// An exclusive lock beside a partial download (released when the file is dropped).
+fn lock(partial: &std::path::Path) -> io::Result<fs::File> {
+    if let Some(dir) = partial.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(partial.with_extension("lock"))?;
+    // SAFETY: flock on a descriptor we own; released when it is closed.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(f)
 }
 
 /// Where an interrupted download waits to be resumed.

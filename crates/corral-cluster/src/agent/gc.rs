@@ -51,6 +51,19 @@ pub fn expired<T: Clone>(items: &[(T, u64)], now_ms: u64, retention: Duration, m
         .collect()
 }
 
+/// Whether `used` of `total` bytes is at or above the image high-water mark.
+pub fn above_high_water(used: u64, total: u64, policy: &GcPolicy) -> bool {
+    percent(used, total) >= policy.image_high_water as u64
+}
+
+fn percent(bytes: u64, total: u64) -> u64 {
+    if total == 0 {
+        0
+    } else {
+        (bytes as u128 * 100 / total as u128) as u64
+    }
+}
+
 /// An image in the store, as image collection sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageUse {
@@ -67,10 +80,10 @@ pub struct ImageUse {
 /// high-water mark; above it, the least recently used images no container uses, until the
 /// estimate reaches the low-water mark.
 pub fn images_to_remove(images: &[ImageUse], used: u64, total: u64, policy: &GcPolicy) -> Vec<String> {
-    let percent = |bytes: u64| if total == 0 { 0 } else { (bytes as u128 * 100 / total as u128) as u64 };
-    if percent(used) < policy.image_high_water as u64 {
+    if !above_high_water(used, total, policy) {
         return Vec::new();
     }
+    let percent = |bytes: u64| percent(bytes, total);
     let mut candidates: Vec<&ImageUse> = images.iter().filter(|i| !i.in_use).collect();
     candidates.sort_by(|a, b| a.last_used_ms.cmp(&b.last_used_ms).then(a.reference.cmp(&b.reference)));
     let mut left = used;

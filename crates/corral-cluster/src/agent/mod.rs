@@ -739,6 +739,13 @@ fn streamed(
     axum::response::Response::new(axum::body::Body::from_stream(crate::chunks::ChunkStream(rx)))
 }
 
+/// What a sandbox request is answered with.
+enum Served {
+    Entries(Vec<wire::SandboxEntry>),
+    File(std::fs::File),
+    Bytes(Vec<u8>),
+}
+
 #[derive(Deserialize)]
 struct FilesQuery {
     #[serde(default)]
@@ -758,24 +765,60 @@ async fn files(
     let Some(dir) = sandbox::of(&agent.work_dir, &id).filter(|d| d.is_dir()) else {
         return (StatusCode::NOT_FOUND, format!("no sandbox for task {id:?} on this agent")).into_response();
     };
-    let found = tokio::task::spawn_blocking(move || {
-        let found = sandbox::open(&dir, &q.path)?;
-        Ok::<_, std::io::Error>(match found {
+    // While its container is there, its output is `stdout` and `stderr` (as Mesos sandboxes
+    // have them); once removed, those files are in the sandbox itself.
+    let container =
+        agent.inner.lock().await.state.tasks.get(&id).map(|t| t.container_id.clone()).filter(|c| !c.is_empty());
+    let runtime = agent.runtime.clone();
+    let found = tokio::task::spawn_blocking(move || -> std::io::Result<Served> {
+        let path = q.path.trim_matches('/');
+        let output = match &container {
+            Some(c) if matches!(path, "" | "stdout" | "stderr") => Some(runtime.output(c)?),
+            _ => None,
+        };
+        let virtual_entry = |name: &str, size: usize| wire::SandboxEntry {
+            path: name.to_string(),
+            size: size as u64,
+            mode: "-r--r--r--".into(),
+            mtime: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+        };
+        if let Some((out, err)) = &output {
+            if matches!(path, "stdout" | "stderr") && dir.join(path).symlink_metadata().is_err() {
+                let bytes = if path == "stdout" { out.clone() } else { err.clone() };
+                return Ok(if q.download {
+                    Served::Bytes(bytes)
+                } else {
+                    Served::Entries(vec![virtual_entry(path, bytes.len())])
+                });
+            }
+        }
+        Ok(match sandbox::open(&dir, &q.path)? {
             sandbox::Found::Dir(_) if q.download => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
                     "a directory has no bytes to download",
                 ))
             }
-            sandbox::Found::Dir(entries) => Err(entries),
-            sandbox::Found::File(_, entry) if !q.download => Err(vec![entry]),
-            sandbox::Found::File(f, _) => Ok(f),
+            sandbox::Found::Dir(mut entries) => {
+                if let (Some((out, err)), "") = (&output, path) {
+                    for (name, bytes) in [("stdout", out), ("stderr", err)] {
+                        if !entries.iter().any(|e| e.path == name) {
+                            entries.push(virtual_entry(name, bytes.len()));
+                        }
+                    }
+                    entries.sort_by(|a, b| a.path.cmp(&b.path));
+                }
+                Served::Entries(entries)
+            }
+            sandbox::Found::File(_, entry) if !q.download => Served::Entries(vec![entry]),
+            sandbox::Found::File(f, _) => Served::File(f),
         })
     })
     .await;
     match found {
-        Ok(Ok(Err(entries))) => Json(entries).into_response(),
-        Ok(Ok(Ok(mut file))) => streamed(move |sink| {
+        Ok(Ok(Served::Entries(entries))) => Json(entries).into_response(),
+        Ok(Ok(Served::Bytes(bytes))) => (StatusCode::OK, bytes).into_response(),
+        Ok(Ok(Served::File(mut file))) => streamed(move |sink| {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match std::io::Read::read(&mut file, &mut buf)? {

@@ -26,6 +26,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// `/mnt/mesos/sandbox`; returns its id.
     fn start(&self, launch: &wire::Launch, sandbox: &Path) -> Result<String, String>;
 
+    /// A container's output so far: stdout and stderr, apart.
+    fn output(&self, container: &str) -> std::io::Result<(Vec<u8>, Vec<u8>)>;
+
     /// Removes an ended container, first writing its output into `keep_output_in` as `stdout`
     /// and `stderr` files.
     fn remove(&self, container: &str, keep_output_in: &Path) -> Result<(), String>;
@@ -122,6 +125,10 @@ impl Runtime for ShimRuntime {
         Ok(dir.id())
     }
 
+    fn output(&self, container: &str) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+        output_of(&Containers::new(&self.root).dir_of(container))
+    }
+
     fn remove(&self, container: &str, keep_output_in: &Path) -> Result<(), String> {
         let containers = Containers::new(&self.root);
         let dir = containers.dir_of(container);
@@ -135,15 +142,19 @@ impl Runtime for ShimRuntime {
     }
 
     fn collect_images(&self, policy: &GcPolicy) -> Result<Vec<String>, String> {
-        let store = corral_image::Store::open(&self.root).map_err(|e| e.to_string())?;
-        let containers = Containers::new(&self.root);
-        let used_manifests = create::manifests_in_use(&containers).map_err(|e| e.to_string())?;
         let disk = nix::sys::statvfs::statvfs(&self.root).map_err(|e| e.to_string())?;
         #[allow(clippy::unnecessary_cast)]
         let (total, free) = (
             disk.blocks() as u64 * disk.fragment_size() as u64,
             disk.blocks_available() as u64 * disk.fragment_size() as u64,
         );
+        // Most of the time there is room: nothing to read.
+        if !gc::above_high_water(total.saturating_sub(free), total, policy) {
+            return Ok(Vec::new());
+        }
+        let store = corral_image::Store::open(&self.root).map_err(|e| e.to_string())?;
+        let containers = Containers::new(&self.root);
+        let used_manifests = create::manifests_in_use(&containers).map_err(|e| e.to_string())?;
         let mut images = Vec::new();
         for t in store.tags().map_err(|e| e.to_string())? {
             let last_used_ms = store
@@ -219,14 +230,23 @@ pub const MESOS_SANDBOX: &str = "/mnt/mesos/sandbox";
 
 /// Writes a container's output into `dir` as `stdout` and `stderr`.
 fn keep_output(container: &corral_runtime::state::ContainerDir, dir: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::fs::File::create(dir.join("stdout"))?;
-    let mut err = std::fs::File::create(dir.join("stderr"))?;
-    let mut each = |e: &corral_runtime::logs::Entry| match e.stream {
-        corral_runtime::logs::Stream::Stdout => out.write_all(&e.content),
-        corral_runtime::logs::Stream::Stderr => err.write_all(&e.content),
+    let (out, err) = output_of(container)?;
+    std::fs::write(dir.join("stdout"), out)?;
+    std::fs::write(dir.join("stderr"), err)
+}
+
+/// A container's output so far, stdout and stderr apart.
+fn output_of(container: &corral_runtime::state::ContainerDir) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut each = |e: &corral_runtime::logs::Entry| {
+        match e.stream {
+            corral_runtime::logs::Stream::Stdout => out.extend_from_slice(&e.content),
+            corral_runtime::logs::Stream::Stderr => err.extend_from_slice(&e.content),
+        }
+        Ok(())
     };
-    corral_runtime::logs::read(&container.logs(), false, || true, &container.dir, &mut each).map(|_| ())
+    corral_runtime::logs::read(&container.logs(), false, || true, &container.dir, &mut each)?;
+    Ok((out, err))
 }
 
 /// How a fake container behaves (Nomad's mock driver has the same knobs).
@@ -322,6 +342,10 @@ impl FakeRuntime {
 }
 
 impl Runtime for FakeRuntime {
+    fn output(&self, container: &str) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+        Ok((format!("fake container {container}\n").into_bytes(), Vec::new()))
+    }
+
     fn remove(&self, container: &str, keep_output_in: &Path) -> Result<(), String> {
         if self.observe(container) == Observed::Running {
             return Err(format!("container {container} still runs"));

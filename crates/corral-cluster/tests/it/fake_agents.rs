@@ -299,7 +299,20 @@ fn fetched_artifacts_land_in_the_sandbox_unpacked_and_a_missing_one_fails_the_ta
     let id = get(m.addr, "/v2/apps/fetched/tasks")["tasks"][0]["id"].as_str().unwrap().to_string();
     let c = client(m.addr);
     let top: Vec<(String, String)> = c.task_files(&id, "").unwrap().into_iter().map(|e| (e.path, e.mode)).collect();
-    assert_eq!(top, [("conf".into(), "drwxr-xr-x".into()), ("tool.sh".into(), "-rwxr-xr-x".into())]);
+    let ro = "-r--r--r--".to_string();
+    assert_eq!(
+        top,
+        [
+            ("conf".into(), "drwxr-xr-x".into()),
+            ("stderr".into(), ro.clone()),
+            ("stdout".into(), ro),
+            ("tool.sh".into(), "-rwxr-xr-x".into())
+        ],
+        "its output is there while it runs"
+    );
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut c.task_file(&id, "stdout").unwrap(), &mut out).unwrap();
+    assert!(out.starts_with("fake container "), "{out}");
     let mut conf = String::new();
     std::io::Read::read_to_string(&mut c.task_file(&id, "conf/app.conf").unwrap(), &mut conf).unwrap();
     assert_eq!(conf, "port=80\n");

@@ -175,3 +175,21 @@ fn on_demand_pulls_use_the_search_list_and_credentials_once_per_image() {
     let e = p.ensure(&s, "team/nope:v1", PullPolicy::Missing).unwrap_err();
     assert!(e.contains(": not found: "), "{e}");
 }
+
+#[test]
+fn two_pullers_of_one_store_download_each_blob_once() {
+    use corral_registry::{PullPolicy, Puller};
+    // As an agent and `corral run` on one machine: separate pullers (no shared lock map).
+    let fake = Fake::start();
+    let (layer, _) = fake.add_image("team/app", "v1", 2_000_000);
+    let (_t, s) = store();
+    let image = format!("{}/team/app:v1", fake.addr());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| Puller::default().ensure(&s, &image, PullPolicy::Missing).unwrap());
+        }
+    });
+    let layer_gets = fake.requests().iter().filter(|r| r.starts_with("GET") && r.contains(&layer.to_string())).count();
+    assert_eq!(layer_gets, 1, "{:?}", fake.requests());
+    assert!(s.resolve(&image.parse().unwrap()).is_ok());
+}
