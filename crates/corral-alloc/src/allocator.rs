@@ -15,6 +15,9 @@ pub type AgentId = String;
 pub type FrameworkId = String;
 pub type OfferId = u64;
 
+/// The largest role weight: shares times weights stay far from overflowing.
+pub const MAX_WEIGHT: f64 = 1_000_000.0;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
     pub id: OfferId,
@@ -48,7 +51,7 @@ pub enum AllocError {
     AgentExists(String),
     #[error("operation on offer {offer}: {reason}")]
     BadOperation { offer: OfferId, reason: String },
-    #[error("weight for role {role} must be a positive number, not {weight}")]
+    #[error("weight for role {role} must be a positive number up to {MAX_WEIGHT}, not {}", crate::resources::show(*weight))]
     BadWeight { role: String, weight: f64 },
 }
 
@@ -234,7 +237,7 @@ impl Allocator {
     }
 
     pub fn set_role(&mut self, role: &Role, config: RoleConfig) -> Result<(), AllocError> {
-        if !(config.weight.is_finite() && config.weight > 0.0) {
+        if !(config.weight.is_finite() && config.weight > 0.0 && config.weight <= MAX_WEIGHT) {
             return Err(AllocError::BadWeight { role: role.to_string(), weight: config.weight });
         }
         self.ensure_role(role);

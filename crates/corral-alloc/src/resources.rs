@@ -12,6 +12,24 @@ use crate::roles::{Role, RoleError};
 pub type Milli = u64;
 const SCALE: u64 = 1000;
 
+/// The most one task (an app's instance, a job's run, a one-off task) may ask for: far beyond any
+/// machine, so that a typo (`1e300`) is refused instead of queued forever.
+pub const MAX_TASK_CPUS: f64 = 4096.0;
+/// 16 TiB, in MiB.
+pub const MAX_TASK_MEM_MIB: f64 = 16.0 * 1024.0 * 1024.0;
+/// 1 PiB, in MiB.
+pub const MAX_TASK_DISK_MIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// A number for a message: as written when ordinary, in exponent form when huge (`1e308`, not
+/// 309 digits).
+pub fn show(v: f64) -> String {
+    if v.is_finite() && v.abs() >= 1e15 {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Value {
     Scalar(Milli),
@@ -336,6 +354,14 @@ impl fmt::Display for Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_in_messages_stay_short() {
+        assert_eq!(show(-1.0), "-1");
+        assert_eq!(show(0.25), "0.25");
+        assert_eq!(show(1e308), "1e308");
+        assert_eq!(show(f64::NAN), "NaN");
+    }
     use proptest::prelude::*;
 
     fn r(s: &str) -> Resources {

@@ -143,16 +143,17 @@ impl Job {
         }
         // Missing or 0: the default, as Chronos has it.
         let cpus = d.cpus.filter(|c| *c != 0.0).unwrap_or(DEFAULT_CPUS);
-        if !(cpus.is_finite() && cpus > 0.0) {
-            bad("cpus", format!("must be a positive number, not {cpus}"));
+        use corral_alloc::resources::{show, MAX_TASK_CPUS, MAX_TASK_DISK_MIB, MAX_TASK_MEM_MIB};
+        if !(cpus.is_finite() && cpus > 0.0 && cpus <= MAX_TASK_CPUS) {
+            bad("cpus", format!("must be a positive number up to {MAX_TASK_CPUS}, not {}", show(cpus)));
         }
         let mem = d.mem.filter(|m| *m != 0.0).unwrap_or(DEFAULT_MEM);
-        if !(mem.is_finite() && mem >= 1.0) {
-            bad("mem", format!("must be at least 1 (MiB), not {mem}"));
+        if !(mem.is_finite() && (1.0..=MAX_TASK_MEM_MIB).contains(&mem)) {
+            bad("mem", format!("must be 1 to {MAX_TASK_MEM_MIB} (MiB), not {}", show(mem)));
         }
         let disk = d.disk.filter(|m| *m != 0.0).unwrap_or(DEFAULT_DISK);
-        if !(disk.is_finite() && disk >= 0.0) {
-            bad("disk", format!("must be 0 or more (MiB), not {disk}"));
+        if !(disk.is_finite() && (0.0..=MAX_TASK_DISK_MIB).contains(&disk)) {
+            bad("disk", format!("must be 0 to {MAX_TASK_DISK_MIB} (MiB), not {}", show(disk)));
         }
         let epsilon_ms = match d.epsilon.as_deref() {
             None | Some("") => DEFAULT_EPSILON_MS,
@@ -307,6 +308,10 @@ mod tests {
         check(
             serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1M", "scheduleTimeZone": "Europe/Pariss", "retries": -1, "cpus": -1, "mem": 0.5, "uris": ["http://x"], "cron": "* * * * *"}),
             &["scheduleTimeZone", "cron", "retries", "cpus", "mem", "uris"],
+        );
+        check(
+            serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1M", "cpus": 1e300, "mem": 1e20, "disk": 1e300}),
+            &["cpus", "mem", "disk"],
         );
         check(
             serde_json::json!({"name": "a", "command": "x", "schedule": "R//PT1M", "constraints": [["rack", "GROUP_BY"], ["rack", "NEAR", "1"]]}),

@@ -140,6 +140,11 @@ pub struct App {
 /// The largest app corral accepts: more instances than this is a typo.
 pub const MAX_INSTANCES: i64 = 10_000;
 
+/// The longest app id: a task's id (the id, `/` as `_`, and a UUID) must still name a file.
+pub const MAX_ID_LEN: usize = 200;
+
+const DAY_SECS: f64 = 86_400.0;
+
 /// `web` → `/web`; `/a//b/` → `/a/b`.
 pub fn absolute_id(id: &str) -> String {
     let parts: Vec<&str> = id.split('/').filter(|p| !p.is_empty()).collect();
@@ -178,6 +183,9 @@ fn valid_segment(s: &str) -> bool {
 pub fn check_id(id: &str) -> Result<(), String> {
     if id == "/" || id.is_empty() {
         return Err("an app needs an id".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!("the id is {} characters long; at most {MAX_ID_LEN}", id.len()));
     }
     for seg in id.split('/').skip(1) {
         if seg == "." || seg == ".." {
@@ -348,17 +356,18 @@ impl App {
         if let Err(e) = check_id(&d.id) {
             p.add("/id", e);
         }
-        let num = |p: &mut Problems, path: &str, v: f64, min: f64, what: &str| {
-            if !v.is_finite() || v < min {
-                p.add(path, format!("got {v}, expected {min} or more ({what})"));
+        let num = |p: &mut Problems, path: &str, v: f64, min: f64, max: f64, what: &str| {
+            if !v.is_finite() || v < min || v > max {
+                p.add(path, format!("got {}, expected {min} to {max} ({what})", corral_alloc::resources::show(v)));
             }
         };
         let cpus = d.cpus.unwrap_or(crate::wire::DEFAULT_CPUS);
         let mem = d.mem.unwrap_or(crate::wire::DEFAULT_MEM);
         let disk = d.disk.unwrap_or(0.0);
-        num(&mut p, "/cpus", cpus, 0.001, "cpus");
-        num(&mut p, "/mem", mem, 4.0, "MiB");
-        num(&mut p, "/disk", disk, 0.0, "MiB");
+        use corral_alloc::resources::{MAX_TASK_CPUS, MAX_TASK_DISK_MIB, MAX_TASK_MEM_MIB};
+        num(&mut p, "/cpus", cpus, 0.001, MAX_TASK_CPUS, "cpus");
+        num(&mut p, "/mem", mem, 4.0, MAX_TASK_MEM_MIB, "MiB");
+        num(&mut p, "/disk", disk, 0.0, MAX_TASK_DISK_MIB, "MiB");
         let instances = d.instances.unwrap_or(1);
         if !(0..=MAX_INSTANCES).contains(&instances) {
             p.add("/instances", format!("got {instances}, expected 0 to {MAX_INSTANCES}"));
@@ -518,8 +527,8 @@ impl App {
             };
             let secs = |v: Option<f64>, name: &str, p: &mut Problems| -> u64 {
                 let v = v.unwrap_or(0.0);
-                if !v.is_finite() || v < 0.0 {
-                    p.add(&format!("{path}/{name}"), format!("got {v}, expected 0 or more"));
+                if !v.is_finite() || !(0.0..=DAY_SECS).contains(&v) {
+                    p.add(&format!("{path}/{name}"), format!("got {v}, expected 0 to {DAY_SECS} (seconds)"));
                 }
                 seconds_ms(v)
             };
@@ -545,9 +554,9 @@ impl App {
         let backoff = d.backoff_seconds.unwrap_or(1.0);
         let factor = d.backoff_factor.unwrap_or(1.15);
         let max_delay = d.max_launch_delay_seconds.unwrap_or(300.0);
-        num(&mut p, "/backoffSeconds", backoff, 0.0, "seconds");
-        num(&mut p, "/backoffFactor", factor, 1.0, "a factor");
-        num(&mut p, "/maxLaunchDelaySeconds", max_delay, 0.0, "seconds");
+        num(&mut p, "/backoffSeconds", backoff, 0.0, DAY_SECS, "seconds");
+        num(&mut p, "/backoffFactor", factor, 1.0, 100.0, "a factor");
+        num(&mut p, "/maxLaunchDelaySeconds", max_delay, 0.0, 7.0 * DAY_SECS, "seconds");
         let kill_selection = match d.kill_selection.as_deref().unwrap_or("YOUNGEST_FIRST") {
             "YOUNGEST_FIRST" => KillSelection::YoungestFirst,
             "OLDEST_FIRST" => KillSelection::OldestFirst,
@@ -557,7 +566,7 @@ impl App {
             }
         };
         if let Some(g) = d.task_kill_grace_period_seconds {
-            num(&mut p, "/taskKillGracePeriodSeconds", g, 0.0, "seconds");
+            num(&mut p, "/taskKillGracePeriodSeconds", g, 0.0, DAY_SECS, "seconds");
         }
         let mut env = BTreeMap::new();
         for (k, v) in d.env.iter().flatten() {
@@ -736,6 +745,30 @@ mod tests {
         assert!(!a.force_pull);
         let a = check(r#"{"id":"img","container":{"docker":{"image":"busybox","forcePullImage":true}}}"#).unwrap();
         assert!(a.force_pull, "forcePullImage is honoured, not ignored");
+    }
+
+    #[test]
+    fn absurd_values_are_refused_naming_the_field() {
+        for (field, value, path) in [
+            ("cpus", "1e300", "/cpus"),
+            ("mem", "1e20", "/mem"),
+            ("disk", "1e300", "/disk"),
+            ("backoffFactor", "1e9", "/backoffFactor"),
+            ("backoffSeconds", "1e12", "/backoffSeconds"),
+            ("maxLaunchDelaySeconds", "1e12", "/maxLaunchDelaySeconds"),
+            ("taskKillGracePeriodSeconds", "1e12", "/taskKillGracePeriodSeconds"),
+        ] {
+            assert_eq!(paths(&format!(r#"{{"id":"a","cmd":"x","{field}":{value}}}"#)), [path], "{field}");
+        }
+        let long = format!("/{}", "a".repeat(300));
+        let e = check(&format!(r#"{{"id":"{long}","cmd":"x"}}"#)).unwrap_err();
+        assert_eq!(e.0[0].path, "/id");
+        assert!(e.0[0].errors[0].contains("at most 200"), "{:?}", e.0);
+        assert!(check(&format!(r#"{{"id":"/{}","cmd":"x"}}"#, "a".repeat(199))).is_ok(), "200 is fine");
+        assert_eq!(
+            paths(r#"{"id":"a","cmd":"x","healthChecks":[{"protocol":"TCP","intervalSeconds":1e12}]}"#),
+            ["/healthChecks(0)/intervalSeconds"]
+        );
     }
 
     #[test]

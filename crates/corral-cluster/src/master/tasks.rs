@@ -61,11 +61,21 @@ impl Tasks {
         if req.command.is_empty() {
             return Err(MasterError::BadRequest("command: a task needs a command".into()));
         }
-        if !(req.cpus.is_finite() && req.cpus > 0.0) {
-            return Err(MasterError::BadRequest(format!("cpus: must be a positive number, not {}", req.cpus)));
+        use corral_alloc::resources::{MAX_TASK_CPUS, MAX_TASK_MEM_MIB};
+        if !(req.cpus.is_finite() && req.cpus > 0.0 && req.cpus <= MAX_TASK_CPUS) {
+            return Err(MasterError::BadRequest(format!(
+                "cpus: must be a positive number up to {MAX_TASK_CPUS}, not {}",
+                corral_alloc::resources::show(req.cpus)
+            )));
         }
-        if !(req.mem.is_finite() && req.mem >= 1.0) {
-            return Err(MasterError::BadRequest(format!("mem: must be at least 1 (MiB), not {}", req.mem)));
+        if !(req.mem.is_finite() && (1.0..=MAX_TASK_MEM_MIB).contains(&req.mem)) {
+            return Err(MasterError::BadRequest(format!(
+                "mem: must be 1 to {MAX_TASK_MEM_MIB} (MiB), not {}",
+                corral_alloc::resources::show(req.mem)
+            )));
+        }
+        if req.name.as_ref().is_some_and(|n| n.len() > 200) {
+            return Err(MasterError::BadRequest("name: at most 200 characters".into()));
         }
         if req.count == 0 || req.count > 10_000 {
             return Err(MasterError::BadRequest(format!("count: must be 1 to 10000, not {}", req.count)));

@@ -250,6 +250,9 @@ fn tasks_run_finish_fail_and_are_killed() {
         (vec!["task", "run", "--role", "a b", "--", "true"], "invalid role \"a b\""),
         (vec!["role", "set", "web", "--quota", "cpus:x"], "quota: invalid resources \"cpus:x\""),
         (vec!["role", "set", "web", "--weight=-1"], "weight for role web must be a positive number"),
+        (vec!["role", "set", "web", "--weight=1e308"], "up to 1000000, not 1e308"),
+        (vec!["task", "run", "--cpus", "1e300", "--", "true"], "cpus: must be a positive number up to 4096, not 1e300"),
+        (vec!["task", "run", "--mem", "1e20", "--", "true"], "mem: must be 1 to 16777216 (MiB)"),
         (vec!["task", "kill", "nope"], "no such task: \"nope\""),
     ] {
         let out = c.cli(&args);
