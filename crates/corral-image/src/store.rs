@@ -100,6 +100,12 @@ impl Store {
         for dir in [store.blobs_dir(), store.layers_dir(), store.tmp_dir()] {
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
+        // Closed to other users: unpacked layers keep their setuid bits and world-writable
+        // directories, which must work inside containers only, never for a host user who
+        // walks in by path.
+        for dir in [store.images_dir(), store.root.join("layers"), store.tmp_dir()] {
+            close_to_others(&dir)?;
+        }
         let layout = store.images_dir().join("oci-layout");
         if !layout.exists() {
             write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -528,6 +534,16 @@ fn rand_u64() -> u64 {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers see old or new.
+/// Makes a directory of ours reachable by its owner only (0700), if it is not already.
+pub fn close_to_others(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dir).map_err(io_err("reading", dir))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("closing", dir))?;
+    }
+    Ok(())
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     // Unique per process and per call: two threads opening a fresh store at once each write
     // their own file and rename it into place.

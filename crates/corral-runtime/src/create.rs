@@ -106,6 +106,9 @@ pub fn create(
     let dir = containers.dir_of(&id);
     let result = (|| {
         fs::create_dir_all(dir.bundle()).map_err(io_err("creating", &dir.bundle()))?;
+        // Root filesystems (overlay upper directories, host tasks' sandboxes) are the
+        // containers' alone.
+        corral_image::store::close_to_others(&state_root.join("containers"))?;
         let (base_passwd, base_group) = if image.is_some() {
             (rootfs::read_from_layers(&layer_dirs, "/etc/passwd"), rootfs::read_from_layers(&layer_dirs, "/etc/group"))
         } else {

@@ -51,3 +51,42 @@ fn a_corrupted_blob_is_reported_not_used() {
     let err = env.fails(&["run", "--image", "busybox", "--", "true"], 125);
     assert!(err.contains("is corrupt"), "{err}");
 }
+
+#[test]
+fn host_users_cannot_reach_setuid_binaries_or_open_directories_in_the_store() {
+    crate::support::needs_root!();
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    // The state root itself is open, as /var/lib/corral usually is.
+    std::fs::set_permissions(env.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::copy("/usr/bin/id", src.path().join("suid-id")).unwrap();
+    std::fs::set_permissions(src.path().join("suid-id"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::create_dir(src.path().join("open")).unwrap();
+    std::fs::set_permissions(src.path().join("open"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    env.ok(&["image", "import", src.path().to_str().unwrap(), "suid:v1"]);
+    env.ok(&["run", "--image", "busybox", "--", "true"]);
+    let unpacked: Vec<std::path::PathBuf> = std::fs::read_dir(env.root.path().join("layers/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("suid-id"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(unpacked.len(), 1);
+    let mode = std::fs::metadata(&unpacked[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o4000, 0o4000, "the layer keeps its setuid bit, for containers");
+    // A host user walking in by path gets nowhere: not the setuid binary, not the open directory.
+    // (Not setpriv: it keeps its capabilities until after the exec's path lookup.)
+    let as_nobody = |program: &str, args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(program).args(args).uid(65534).gid(65534).output()
+    };
+    let ran = as_nobody(unpacked[0].to_str().unwrap(), &["-u"]);
+    assert!(ran.as_ref().map_or(true, |o| !o.status.success()), "ran it: {ran:?}");
+    let open = unpacked[0].with_file_name("open").join("planted");
+    let out = as_nobody("touch", &[open.to_str().unwrap()]).unwrap();
+    assert!(!out.status.success(), "wrote into the store's open directory");
+    for dir in ["layers", "images", "containers", "tmp"] {
+        let mode = std::fs::metadata(env.root.path().join(dir)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{dir} is {mode:o}");
+    }
+}
