@@ -727,7 +727,8 @@ impl Builder<'_> {
             let matches: Vec<PathBuf> = matches
                 .into_iter()
                 .filter(|m| !(from_context && self.ignore.excludes(&m.to_string_lossy())))
-                .filter(|m| fs::symlink_metadata(root.join(m)).is_ok())
+                .filter_map(|m| source_in(&root, &m))
+                .filter(|m| fs::symlink_metadata(m).is_ok())
                 .collect();
             if matches.is_empty() {
                 return Err(self.step_err(
@@ -738,7 +739,7 @@ impl Builder<'_> {
                     ),
                 ));
             }
-            sources.extend(matches.into_iter().map(|m| root.join(m)));
+            sources.extend(matches);
         }
         let dest_raw = expand(&spec.dest)?;
         let workdir = state.config.workdir.clone().unwrap_or_else(|| "/".into());
@@ -850,7 +851,14 @@ impl Builder<'_> {
             let mut next = Vec::new();
             for base in &found {
                 if ignore::has_glob(part) {
-                    let Ok(rd) = fs::read_dir(root.join(base)) else { continue };
+                    // Listed inside the root, as a source is (see `source_in`).
+                    let dir = if base.as_os_str().is_empty() {
+                        Some(root.to_path_buf())
+                    } else {
+                        corral_image::layer::lookup_in_root(root, base)
+                    };
+                    let Some(dir) = dir else { continue };
+                    let Ok(rd) = fs::read_dir(dir) else { continue };
                     let mut names: Vec<String> =
                         rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
                     names.sort();
@@ -986,6 +994,18 @@ fn hash_entries(
 }
 
 /// A source path relative to its root, or `None` when it would leave it.
+/// Where `rel` is inside `root` (a build context, a stage's or an image's root filesystem): its
+/// directories resolved as the root's own, so a symlink to `/` leads to the root, never to the
+/// host's `/`. The last component is not followed (a symlink is copied as one).
+fn source_in(root: &Path, rel: &Path) -> Option<PathBuf> {
+    let Some(name) = rel.file_name() else { return Some(root.to_path_buf()) };
+    let parent = match rel.parent() {
+        Some(p) if !p.as_os_str().is_empty() => corral_image::layer::lookup_in_root(root, p)?,
+        _ => root.to_path_buf(),
+    };
+    Some(parent.join(name))
+}
+
 fn clean_relative(src: &str) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in Path::new(src).components() {

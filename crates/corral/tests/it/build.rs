@@ -235,3 +235,34 @@ fn exported_images_are_valid_oci_layouts_for_other_tools() {
     let err = env.fails(&["image", "export", "oci:v1", layout.to_str().unwrap()], 125);
     assert!(err.contains("is not empty"), "{err}");
 }
+
+#[test]
+fn copy_sources_resolve_inside_their_root_never_on_the_host() {
+    crate::support::needs_root!();
+    let env = Env::new();
+    let host_file = "/etc/debian_version";
+    assert!(Path::new(host_file).exists(), "the host has {host_file}");
+    // A context symlink to `/`: what it leads to is the context's own root.
+    let ctx = context(&[("Containerfile", "FROM busybox\nCOPY rootlink/etc/debian_version /x\n")]);
+    std::os::unix::fs::symlink("/", ctx.path().join("rootlink")).unwrap();
+    let out = build(&env, ctx.path(), "leak:ctx", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "copied the host's file through a context symlink");
+    assert!(err.contains("no such file in the build context"), "{err}");
+    // Globs list inside the root too.
+    let ctx = context(&[("Containerfile", "FROM busybox\nCOPY rootlink/etc/debian_vers* /x\n")]);
+    std::os::unix::fs::symlink("/", ctx.path().join("rootlink")).unwrap();
+    assert!(!build(&env, ctx.path(), "leak:glob", &[]).status.success());
+    // An image's absolute symlink leads into the image, not the host.
+    let ctx = context(&[(
+        "Containerfile",
+        "FROM busybox AS stage\nRUN ln -s / /hostroot\nFROM busybox\nCOPY --from=stage /hostroot/etc/debian_version /x\n",
+    )]);
+    let out = build(&env, ctx.path(), "leak:from", &[]);
+    assert!(!out.status.success(), "copied the host's file through an image's symlink");
+    // A link inside the context still leads where it points.
+    let ctx = context(&[("Containerfile", "FROM busybox\nCOPY dirlink/f /x\n"), ("real/f", "in ctx\n")]);
+    std::os::unix::fs::symlink("real", ctx.path().join("dirlink")).unwrap();
+    build_ok(&env, ctx.path(), "ok:link", &[]);
+    assert_eq!(env.ok(&["run", "--image", "ok:link", "--", "cat", "/x"]), "in ctx\n");
+}
