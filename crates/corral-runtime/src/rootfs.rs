@@ -242,6 +242,78 @@ pub fn apply_cpu_quota(id: &str, cpus: f64) -> Result<(), StateError> {
     fs::write(&max, format!("{quota} {period}")).map_err(io_err("writing", &max))
 }
 
+/// The mount points under `/sys/fs/cgroup` in a mountinfo table (pure).
+pub fn cgroup_mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    let mut points: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with("/sys/fs/cgroup"))
+        .collect();
+    points.dedup();
+    points
+}
+
+/// Mountinfo escapes spaces, tabs, newlines and backslashes as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push(u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap_or(b'?'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes the cgroup filesystems inside a created (not yet started) container read-only, so that
+/// not even its root can raise its own limits: the runtime mounts cgroup v1 hierarchies
+/// read-write whatever the spec asks. A child process enters the container's mount namespace and
+/// remounts each mount under `/sys/fs/cgroup` read-only.
+///
+/// Forks: call it only from a single-threaded process (the shim).
+pub fn seal_cgroups(pid: i32) -> Result<(), StateError> {
+    let info_path = PathBuf::from(format!("/proc/{pid}/mountinfo"));
+    let info = fs::read_to_string(&info_path).map_err(io_err("reading", &info_path))?;
+    let points = cgroup_mount_points(&info);
+    if points.is_empty() {
+        return Ok(());
+    }
+    let ns_path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
+    let ns = fs::File::open(&ns_path).map_err(io_err("opening", &ns_path))?;
+    // SAFETY: the caller is single-threaded; the child only makes syscalls and exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let ok = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).is_ok()
+                && points.iter().all(|p| {
+                    let flags = MsFlags::MS_REMOUNT
+                        | MsFlags::MS_BIND
+                        | MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC;
+                    mount(None::<&str>, p.as_path(), None::<&str>, flags, None::<&str>).is_ok()
+                });
+            // SAFETY: leaving the forked child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => match nix::sys::wait::waitpid(child, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+            other => Err(StateError::Io {
+                action: "making the cgroup filesystems read-only in",
+                path: ns_path,
+                source: io::Error::other(format!("{other:?}")),
+            }),
+        },
+        Err(e) => Err(StateError::Io { action: "forking to seal the cgroups of", path: ns_path, source: e.into() }),
+    }
+}
+
 /// Whether the kernel OOM killer acted in the container's memory cgroup (v1 or v2).
 pub fn oom_killed(id: &str) -> bool {
     let rel = crate::spec::cgroup_path(id);
@@ -258,6 +330,23 @@ fn oom_kill_count(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_mount_points_from_mountinfo() {
+        let info = "\
+22 1 0:21 / / rw,relatime - overlay overlay rw
+30 22 0:26 / /sys ro,nosuid - sysfs sysfs ro
+31 30 0:27 / /sys/fs/cgroup rw - tmpfs tmpfs rw
+32 31 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+33 31 0:29 / /sys/fs/cgroup/cpu\\040x rw - cgroup cgroup rw,cpu
+34 22 0:30 / /sys/fs/cgroupx rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            cgroup_mount_points(info),
+            [PathBuf::from("/sys/fs/cgroup"), "/sys/fs/cgroup/memory".into(), "/sys/fs/cgroup/cpu x".into()]
+        );
+        assert!(cgroup_mount_points("").is_empty());
+    }
 
     #[test]
     fn unknown_uids_get_passwd_and_group_entries() {

@@ -188,6 +188,13 @@ fn start(state_root: &Path, dir: &ContainerDir, record: &ContainerRecord) -> Res
             return Err(ShimError::Start(format!("setting the cpu limit: {e}")));
         }
     }
+    // Before the task's first instruction: its cgroup files are read-only, even to its root.
+    if let Some(pid) = container.pid() {
+        if let Err(e) = rootfs::seal_cgroups(pid.as_raw()) {
+            let _ = container.delete(true);
+            return Err(ShimError::Start(format!("making the cgroup filesystems read-only: {e}")));
+        }
+    }
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         return Err(lc(e));

@@ -477,3 +477,27 @@ fn bad_input_is_refused_with_one_line_naming_it_and_nothing_left() {
     let err = env.fails(&["kill", "--signal", "NOPE", "taken"], 125);
     assert!(err.contains("invalid signal \"NOPE\""), "{err}");
 }
+
+#[test]
+fn a_root_container_cannot_raise_its_own_cgroup_limits() {
+    crate::support::needs_root!();
+    let env = Env::new();
+    let (mem, pids) = if crate::support::cgroup_v1() {
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max")
+    } else {
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max")
+    };
+    let script =
+        format!("echo 1073741824 > {mem} && echo raised-mem; echo max > {pids} && echo raised-pids; cat {mem} {pids}");
+    let out = env.corral(&[
+        "run", "--user", "0", "--mem", "32", "--pids", "64", "--image", "busybox", "--", "sh", "-c", &script,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("raised"), "{stdout}");
+    assert_eq!(stdout, "33554432\n64\n", "the limits are readable, and unchanged");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
