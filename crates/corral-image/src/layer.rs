@@ -33,6 +33,66 @@ pub enum LayerError {
     },
     #[error("reading layer archive: {0}")]
     Archive(#[source] io::Error),
+    #[error("it unpacks to more than {what} ({var}); refused")]
+    TooLarge { what: String, var: &'static str },
+}
+
+/// How much one archive may unpack to: a 2 MB gzip of zeros must not become a 2 GiB layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of file content (`CORRAL_MAX_LAYER_SIZE`, e.g. `10g`; default 10 GiB).
+    pub max_bytes: u64,
+    /// Entries (`CORRAL_MAX_LAYER_ENTRIES`; default 1,000,000).
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_bytes: 10 << 30, max_entries: 1_000_000 }
+    }
+}
+
+impl Limits {
+    /// The defaults, or what `CORRAL_MAX_LAYER_SIZE` and `CORRAL_MAX_LAYER_ENTRIES` say (an
+    /// unreadable value keeps the default, with a warning).
+    pub fn from_env() -> Limits {
+        let mut l = Limits::default();
+        if let Ok(v) = std::env::var("CORRAL_MAX_LAYER_SIZE") {
+            match parse_size(&v) {
+                Some(n) => l.max_bytes = n,
+                None => tracing::warn!(value = %v, "CORRAL_MAX_LAYER_SIZE is not a size like 512m or 10g; ignored"),
+            }
+        }
+        if let Ok(v) = std::env::var("CORRAL_MAX_LAYER_ENTRIES") {
+            match v.trim().parse() {
+                Ok(n) => l.max_entries = n,
+                Err(_) => tracing::warn!(value = %v, "CORRAL_MAX_LAYER_ENTRIES is not a number; ignored"),
+            }
+        }
+        l
+    }
+}
+
+/// `1048576`, `512k`, `100m`, `10g` (powers of 1024).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'k' => (&s[..s.len() - 1], 10),
+        b'm' => (&s[..s.len() - 1], 20),
+        b'g' => (&s[..s.len() - 1], 30),
+        b't' => (&s[..s.len() - 1], 40),
+        _ => (&s[..], 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
 }
 
 impl LayerError {
@@ -49,8 +109,14 @@ pub struct UnpackStats {
     pub whiteouts: u64,
 }
 
-/// Unpacks an uncompressed tar stream into `dest`, an existing directory.
+/// Unpacks an uncompressed tar stream into `dest`, an existing directory, within the limits the
+/// environment sets ([`Limits::from_env`]).
 pub fn unpack<R: Read>(archive: R, dest: &Path) -> Result<UnpackStats, LayerError> {
+    unpack_within(archive, dest, Limits::from_env())
+}
+
+/// Unpacks within `limits`: past them, the unpack stops with [`LayerError::TooLarge`].
+pub fn unpack_within<R: Read>(archive: R, dest: &Path, limits: Limits) -> Result<UnpackStats, LayerError> {
     let mut ar = tar::Archive::new(archive);
     let chown = nix::unistd::geteuid().is_root();
     let mut stats = UnpackStats::default();
@@ -65,6 +131,12 @@ pub fn unpack<R: Read>(archive: R, dest: &Path) -> Result<UnpackStats, LayerErro
         let parent =
             resolve_in_root(dest, rel.parent().unwrap_or(Path::new("")), true).map_err(|e| resolve_error(&raw, e))?;
         stats.entries += 1;
+        if stats.entries > limits.max_entries {
+            return Err(LayerError::TooLarge {
+                what: format!("{} entries", limits.max_entries),
+                var: "CORRAL_MAX_LAYER_ENTRIES",
+            });
+        }
 
         if let Some(hidden) = name.to_str().and_then(|n| n.strip_prefix(WHITEOUT_PREFIX)) {
             stats.whiteouts += 1;
@@ -106,7 +178,11 @@ pub fn unpack<R: Read>(archive: R, dest: &Path) -> Result<UnpackStats, LayerErro
                     .mode(0o600)
                     .open(&target)
                     .map_err(io_err)?;
-                stats.bytes += io::copy(&mut entry, &mut f).map_err(io_err)?;
+                let room = limits.max_bytes.saturating_sub(stats.bytes);
+                stats.bytes += io::copy(&mut (&mut entry).take(room.saturating_add(1)), &mut f).map_err(io_err)?;
+                if stats.bytes > limits.max_bytes {
+                    return Err(LayerError::TooLarge { what: human(limits.max_bytes), var: "CORRAL_MAX_LAYER_SIZE" });
+                }
                 f.flush().map_err(io_err)?;
                 drop(f);
                 finish(&target, chown, uid, gid, Some(mode)).map_err(io_err)?;
@@ -428,6 +504,43 @@ mod tests {
             other => panic!("expected {entry:?} to be rejected ({reason}), got {other:?}"),
         }
         assert_eq!(fs::read_dir(tmp.path().join("outside")).unwrap().count(), 0, "nothing written outside");
+    }
+
+    #[test]
+    fn bombs_stop_at_the_limits() {
+        // 3 MiB of zeros, gzipped to a few KiB.
+        let zeros = vec![0u8; 3 << 20];
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(zeros.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "zeros", &zeros[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < 64 << 10);
+        let tmp = tempfile::tempdir().unwrap();
+        let limits = Limits { max_bytes: 1 << 20, max_entries: 10 };
+        let e = unpack_within(gunzip_if_gzip(&gz[..]).unwrap(), tmp.path(), limits).unwrap_err();
+        assert_eq!(e.to_string(), "it unpacks to more than 1 MiB (CORRAL_MAX_LAYER_SIZE); refused");
+        let written = fs::metadata(tmp.path().join("zeros")).unwrap().len();
+        assert!(written <= (1 << 20) + 1, "it stopped at the limit: {written}");
+        // Within the limit it unpacks.
+        let roomy = Limits { max_bytes: 3 << 20, max_entries: 10 };
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(unpack_within(gunzip_if_gzip(&gz[..]).unwrap(), tmp.path(), roomy).unwrap().bytes, 3 << 20);
+        // Too many entries.
+        let many: Vec<E> = vec![E::Dir("a/"), E::Dir("b/"), E::Dir("c/")];
+        let tmp = tempfile::tempdir().unwrap();
+        let e = unpack_within(&archive(&many)[..], tmp.path(), Limits { max_bytes: 1, max_entries: 2 }).unwrap_err();
+        assert!(e.to_string().contains("more than 2 entries (CORRAL_MAX_LAYER_ENTRIES)"), "{e}");
+        assert_eq!(parse_size("512k"), Some(512 << 10));
+        assert_eq!(parse_size("10G"), Some(10 << 30));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("ten"), None);
+        assert_eq!(parse_size("99999999999t"), None, "overflow is not a size");
     }
 
     #[test]

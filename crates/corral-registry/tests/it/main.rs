@@ -193,3 +193,18 @@ fn two_pullers_of_one_store_download_each_blob_once() {
     assert_eq!(layer_gets, 1, "{:?}", fake.requests());
     assert!(s.resolve(&image.parse().unwrap()).is_ok());
 }
+
+#[test]
+fn a_layer_past_the_size_limit_is_refused_naming_it() {
+    // SAFETY: nextest runs each test in a process of its own; nothing else reads the environment
+    // concurrently here.
+    unsafe { std::env::set_var("CORRAL_MAX_LAYER_SIZE", "100k") };
+    let fake = Fake::start();
+    let (layer, _) = fake.add_image("big", "v1", 400_000);
+    let target = Target::parse(&format!("{}/big:v1", fake.addr())).unwrap();
+    let (_t, s) = store();
+    let err = corral_registry::pull::pull(&s, &target, config(None), &Quiet).unwrap_err().to_string();
+    assert!(err.contains(&layer.to_string()), "names the layer: {err}");
+    assert!(err.contains("it unpacks to more than 100 KiB (CORRAL_MAX_LAYER_SIZE)"), "{err}");
+    assert!(s.resolve(&target.local_reference()).is_err(), "nothing tagged");
+}
