@@ -77,7 +77,8 @@ pub fn export(store: &Store, reference: &Reference, dir: &Path) -> Result<Image,
 pub fn load(store: &Store, dir: &Path, name: Option<&Reference>) -> Result<Vec<(Reference, Image)>, LayoutError> {
     let not_layout = |reason: String| LayoutError::NotALayout { path: dir.to_path_buf(), reason };
     let index_bytes = fs::read(dir.join("index.json")).map_err(|e| not_layout(format!("index.json: {e}")))?;
-    let index = ImageIndex::from_reader(&index_bytes[..]).map_err(|e| not_layout(format!("index.json: {e}")))?;
+    let index =
+        serde_json::from_slice::<ImageIndex>(&index_bytes).map_err(|e| not_layout(format!("index.json: {e}")))?;
     if index.manifests().is_empty() {
         return Err(not_layout("index.json lists no images".into()));
     }
@@ -106,8 +107,8 @@ pub fn load(store: &Store, dir: &Path, name: Option<&Reference>) -> Result<Vec<(
         };
         copy(&manifest_digest)?;
         let manifest_bytes = store.read_blob(&manifest_digest)?;
-        let manifest =
-            oci_spec::image::ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| not_layout(e.to_string()))?;
+        let manifest = serde_json::from_slice::<oci_spec::image::ImageManifest>(&manifest_bytes)
+            .map_err(|e| not_layout(format!("manifest {manifest_digest}: {e}")))?;
         copy(&Digest::from_str(manifest.config().digest().as_ref()).map_err(|e| not_layout(e.to_string()))?)?;
         for l in manifest.layers() {
             let d = Digest::from_str(l.digest().as_ref()).map_err(|e| not_layout(e.to_string()))?;
@@ -120,4 +121,25 @@ pub fn load(store: &Store, dir: &Path, name: Option<&Reference>) -> Result<Vec<(
         out.push((reference, image));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layout_with_a_hostile_digest_says_which_and_where() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        fs::write(
+            dir.path().join("index.json"),
+            r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:../../../etc/passwd","size":10}]}"#,
+        )
+        .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let e = load(&store, dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("index.json: ") && e.contains("../../../etc/passwd") && e.contains("line 1"), "{e}");
+        assert!(!e.contains("serde failed"), "{e}");
+    }
 }

@@ -283,17 +283,16 @@ impl Store {
     /// Loads the image whose manifest has this digest.
     pub fn image(&self, manifest_digest: &Digest) -> Result<Image, StoreError> {
         let manifest_bytes = self.read_blob(manifest_digest)?;
-        let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| StoreError::BadDocument {
-            digest: manifest_digest.clone(),
-            what: "an image manifest",
-            reason: e.to_string(),
-        })?;
+        let manifest =
+            serde_json::from_slice::<ImageManifest>(&manifest_bytes).map_err(|e| StoreError::BadDocument {
+                digest: manifest_digest.clone(),
+                what: "an image manifest",
+                reason: e.to_string(),
+            })?;
         let config_digest = oci_digest(manifest.config(), manifest_digest)?;
         let config_bytes = self.read_blob(&config_digest)?;
-        let config = ImageConfiguration::from_reader(&config_bytes[..]).map_err(|e| StoreError::BadDocument {
-            digest: config_digest.clone(),
-            what: "an image config",
-            reason: e.to_string(),
+        let config = serde_json::from_slice::<ImageConfiguration>(&config_bytes).map_err(|e| {
+            StoreError::BadDocument { digest: config_digest.clone(), what: "an image config", reason: e.to_string() }
         })?;
         Ok(Image { manifest_digest: manifest_digest.clone(), manifest, config_digest, config })
     }
@@ -425,7 +424,7 @@ impl Store {
     fn read_index(&self) -> Result<ImageIndex, StoreError> {
         let path = self.index_path();
         let bytes = fs::read(&path).map_err(io_err("reading", &path))?;
-        ImageIndex::from_reader(&bytes[..]).map_err(|e| bad_index(e.to_string()))
+        serde_json::from_slice::<ImageIndex>(&bytes).map_err(|e| bad_index(e.to_string()))
     }
 
     fn update_index(&self, change: impl FnOnce(&mut BTreeMap<String, (Digest, u64)>)) -> Result<(), StoreError> {
