@@ -26,6 +26,9 @@ pub struct RunTasks {
     pub cpus: f64,
     /// MiB.
     pub mem: f64,
+    /// MiB of disk each may write (0: not limited).
+    #[serde(default)]
+    pub disk: f64,
     #[serde(default)]
     pub image: Option<String>,
     pub command: Vec<String>,
@@ -52,6 +55,10 @@ impl Pull {
     pub fn is_missing(&self) -> bool {
         *self == Pull::Missing
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An artifact an agent downloads into a task's sandbox before the task starts.
@@ -222,6 +229,9 @@ pub struct Launch {
     pub role: String,
     pub cpus: f64,
     pub mem_mb: u64,
+    /// Disk it may write, MiB (0: no limit): the agent measures it and kills it past this.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disk_mb: u64,
     #[serde(default)]
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Pull::is_missing")]

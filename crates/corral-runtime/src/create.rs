@@ -40,6 +40,10 @@ pub struct CreateRequest {
     pub log_max_files: u32,
     /// Share the caller's network namespace (Marathon's `HOST` networking).
     pub host_network: bool,
+    /// Disk it may use, in bytes: its writable root layer (or sandbox) and `disk_paths`.
+    pub disk_bytes: Option<u64>,
+    /// More directories that count toward its disk use (an agent's task sandbox).
+    pub disk_paths: Vec<PathBuf>,
 }
 
 /// The default user: nobody.
@@ -173,6 +177,11 @@ pub fn create(
             log_max_files: req.log_max_files,
             etc: req.etc,
             host_network: req.host_network,
+            disk_bytes: req.disk_bytes,
+            disk_paths: [if image.is_some() { dir.upper() } else { dir.sandbox() }]
+                .into_iter()
+                .chain(req.disk_paths.iter().cloned())
+                .collect(),
         };
         let kind = if image.is_some() {
             RootKind::Image

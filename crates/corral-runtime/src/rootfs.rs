@@ -242,6 +242,28 @@ pub fn apply_cpu_quota(id: &str, cpus: f64) -> Result<(), StateError> {
     fs::write(&max, format!("{quota} {period}")).map_err(io_err("writing", &max))
 }
 
+/// Disk used under `paths`: allocated blocks (a sparse file counts what it holds), each file
+/// counted once (hard links), symbolic links not followed.
+pub fn disk_usage(paths: &[PathBuf]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            for e in fs::read_dir(&p).into_iter().flatten().flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
 /// The mount points under `/sys/fs/cgroup` in a mountinfo table (pure).
 pub fn cgroup_mount_points(mountinfo: &str) -> Vec<PathBuf> {
     let mut points: Vec<PathBuf> = mountinfo

@@ -196,6 +196,8 @@ mod tests {
             log_max_files: 2,
             etc: EtcFiles::All,
             host_network: false,
+            disk_bytes: None,
+            disk_paths: Vec::new(),
         }
     }
 

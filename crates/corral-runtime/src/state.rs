@@ -64,6 +64,12 @@ pub struct ContainerRecord {
     /// Shares the network namespace of whoever starts it (an agent's), instead of its own.
     #[serde(default)]
     pub host_network: bool,
+    /// Disk the container may use (bytes); its shim measures `disk_paths` and kills it past this.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+    /// What counts as its disk use: its root filesystem's writable layer, its sandbox.
+    #[serde(default)]
+    pub disk_paths: Vec<PathBuf>,
 }
 
 /// Which `/etc` files corral generates and binds (read-only) over the image's.
@@ -102,6 +108,9 @@ pub struct ExitStatus {
     pub finished: String,
     /// Set when the container never ran: why it could not start.
     pub error: Option<String>,
+    /// Set when its shim killed it for using more disk than it may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_exceeded: Option<String>,
 }
 
 impl ExitStatus {
@@ -123,10 +132,10 @@ impl ExitStatus {
             (None, Some(s)) => format!("killed by {}", crate::parse::signal_name(s)),
             (None, None) => "ended".to_string(),
         };
-        if self.oom_killed {
-            format!("{base}, oom-killed")
-        } else {
-            base
+        match (&self.disk_exceeded, self.oom_killed) {
+            (Some(why), _) => format!("{base}: {why}"),
+            (None, true) => format!("{base}, oom-killed"),
+            (None, false) => base,
         }
     }
 }
@@ -396,7 +405,7 @@ mod tests {
     use super::*;
 
     fn status(code: Option<i32>, signal: Option<i32>, oom: bool) -> ExitStatus {
-        ExitStatus { code, signal, oom_killed: oom, finished: String::new(), error: None }
+        ExitStatus { code, signal, oom_killed: oom, finished: String::new(), error: None, disk_exceeded: None }
     }
 
     #[test]

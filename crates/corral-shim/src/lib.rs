@@ -28,6 +28,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
+/// How often a container with a disk limit has its disk use measured.
+const DISK_CHECK: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
     #[error(transparent)]
@@ -218,6 +221,9 @@ impl Running {
         let mut kill_at: Option<Instant> = None;
         let mut exited: Option<WaitStatus> = None;
         let mut drain_until: Option<Instant> = None;
+        // Mesos's `disk/du`: its disk use measured every few seconds; past its limit it is killed.
+        let mut disk_check = record.disk_bytes.map(|_| Instant::now() + DISK_CHECK);
+        let mut disk_exceeded = None;
         loop {
             if exited.is_some() && self.stdout.is_none() && self.stderr.is_none() {
                 break;
@@ -231,7 +237,23 @@ impl Running {
                 let _ = pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
                 kill_at = None;
             }
-            let deadline = [kill_at, drain_until].into_iter().flatten().min();
+            if let (Some(at), Some(limit)) = (disk_check.filter(|at| now >= *at), record.disk_bytes) {
+                let used = corral_runtime::rootfs::disk_usage(&record.disk_paths);
+                if used > limit && exited.is_none() {
+                    let why = format!(
+                        "it used {} MiB of disk, past its limit of {} MiB",
+                        used.div_ceil(1 << 20),
+                        limit.div_ceil(1 << 20)
+                    );
+                    tracing::warn!(container = record.id, used, limit, "over its disk limit: killing it");
+                    let _ = pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+                    disk_exceeded = Some(why);
+                    disk_check = None;
+                } else {
+                    disk_check = Some(at + DISK_CHECK);
+                }
+            }
+            let deadline = [kill_at, drain_until, disk_check.filter(|_| exited.is_none())].into_iter().flatten().min();
             let timeout = deadline.map_or(PollTimeout::NONE, |d| {
                 PollTimeout::try_from(d.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1)
                     .unwrap_or(PollTimeout::MAX)
@@ -294,7 +316,7 @@ impl Running {
             Some(WaitStatus::Signaled(_, s, _)) => (None, Some(s as i32)),
             _ => (None, None),
         };
-        ExitStatus { code, signal, oom_killed, finished: corral_runtime::now(), error: None }
+        ExitStatus { code, signal, oom_killed, finished: corral_runtime::now(), error: None, disk_exceeded }
     }
 
     fn answer(&mut self, mut conn: UnixStream, record: &ContainerRecord, kill_at: &mut Option<Instant>) {

@@ -115,6 +115,10 @@ pub struct RunArgs {
     /// The most processes and threads.
     #[arg(long)]
     pub pids: Option<String>,
+    /// Disk it may write (its root filesystem's changes, or its sandbox without an image), in
+    /// MiB or with a k, m or g suffix; measured every 2 s, and past it the container is killed.
+    #[arg(long)]
+    pub disk: Option<String>,
     /// UID[:GID] to run as (default: the image's numeric USER, else 65534).
     #[arg(long)]
     pub user: Option<String>,
@@ -498,6 +502,9 @@ pub enum TaskCommand {
         /// Memory per task, MiB.
         #[arg(long, default_value_t = 32.0)]
         mem: f64,
+        /// Disk each task may write, MiB (0: not limited); past it the task is killed.
+        #[arg(long, default_value_t = 0.0)]
+        disk: f64,
         /// The image to run (without it, the command runs on the agent's filesystem).
         #[arg(long)]
         image: Option<String>,

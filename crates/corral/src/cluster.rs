@@ -174,8 +174,8 @@ pub fn role(cmd: RoleCommand) -> Result<()> {
 
 pub fn task(cmd: TaskCommand) -> Result<u8> {
     match cmd {
-        TaskCommand::Run { role, name, count, cpus, mem, image, pull, command } => {
-            let req = wire::RunTasks { role, name, count, cpus, mem, image, pull, command };
+        TaskCommand::Run { role, name, count, cpus, mem, disk, image, pull, command } => {
+            let req = wire::RunTasks { role, name, count, cpus, mem, disk, image, pull, command };
             for id in client().run_tasks(&req).context("submitting tasks")? {
                 println!("{id}");
             }

@@ -98,6 +98,8 @@ fn run(root: &Path, args: RunArgs) -> Result<u8> {
         cpus: args.cpus.as_deref().map(parse::cpus).transpose()?,
         mem_bytes: args.mem.as_deref().map(parse::mem_bytes).transpose()?,
         pids: args.pids.as_deref().map(parse::pids).transpose()?,
+        disk_bytes: args.disk.as_deref().map(parse::mem_bytes).transpose().context("--disk")?,
+        disk_paths: Vec::new(),
         volumes: args.volumes.iter().map(|v| parse::volume(v)).collect::<Result<_, _>>()?,
         stop_grace_secs: args.stop_timeout,
         log_max_bytes: args.log_max_size,

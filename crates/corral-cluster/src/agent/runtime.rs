@@ -115,6 +115,8 @@ impl Runtime for ShimRuntime {
             volumes,
             host_network: req.host_network,
             stop_grace_secs: req.kill_grace_secs.unwrap_or(10),
+            disk_bytes: (req.disk_mb > 0).then_some(req.disk_mb << 20),
+            disk_paths: vec![sandbox.to_path_buf()],
             log_max_bytes: 10 << 20,
             log_max_files: 3,
             etc: EtcFiles::All,

@@ -64,6 +64,9 @@ pub struct TaskRecord {
     pub resources: String,
     pub cpus: f64,
     pub mem_mb: u64,
+    /// Disk it may write, MiB (0: not limited).
+    #[serde(default)]
+    pub disk_mb: u64,
     pub image: Option<String>,
     pub command: Vec<String>,
     pub exit_code: Option<i32>,
@@ -256,6 +259,7 @@ pub(super) fn launch_of(t: &TaskRecord) -> wire::Launch {
         role: t.role.clone(),
         cpus: t.cpus,
         mem_mb: t.mem_mb,
+        disk_mb: t.disk_mb,
         image: t.image.clone(),
         pull: t.pull,
         command: t.command.clone(),

@@ -109,6 +109,7 @@ mod tests {
             resources: "cpus:1;mem:64".into(),
             cpus: 1.0,
             mem_mb: 64,
+            disk_mb: 0,
             image: None,
             command: vec!["true".into()],
             exit_code: None,

@@ -178,6 +178,7 @@ fn run_tasks(role: &str, count: u32, cpus: f64, mem: f64) -> wire::RunTasks {
         count,
         cpus,
         mem,
+        disk: 0.0,
         image: None,
         pull: Default::default(),
         command: vec!["sleep".into(), "1000".into()],

@@ -848,6 +848,7 @@ impl Services {
                 resources: app.resources_spec(),
                 cpus: app.cpus,
                 mem_mb: app.mem.ceil() as u64,
+                disk_mb: app.disk.ceil() as u64,
                 image: app.image.clone(),
                 command: app.argv(),
                 exit_code: None,
@@ -1322,6 +1323,7 @@ fn launch_of(app: &App, t: &TaskRecord, hostname: &str) -> wire::Launch {
     wire::Launch {
         env,
         pull: if app.force_pull { wire::Pull::Always } else { wire::Pull::Missing },
+        disk_mb: t.disk_mb,
         fetch: app
             .fetch
             .iter()

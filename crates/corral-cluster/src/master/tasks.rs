@@ -80,8 +80,18 @@ impl Tasks {
         if req.count == 0 || req.count > 10_000 {
             return Err(MasterError::BadRequest(format!("count: must be 1 to 10000, not {}", req.count)));
         }
-        let resources = Resources::parse(&format!("cpus:{:.3};mem:{}", req.cpus, req.mem.ceil() as u64))
-            .map_err(|e| MasterError::BadRequest(e.to_string()))?;
+        if !(req.disk.is_finite() && (0.0..=corral_alloc::resources::MAX_TASK_DISK_MIB).contains(&req.disk)) {
+            return Err(MasterError::BadRequest(format!(
+                "disk: must be 0 to {} (MiB), not {}",
+                corral_alloc::resources::MAX_TASK_DISK_MIB,
+                corral_alloc::resources::show(req.disk)
+            )));
+        }
+        let mut spec = format!("cpus:{:.3};mem:{}", req.cpus, req.mem.ceil() as u64);
+        if req.disk > 0.0 {
+            spec.push_str(&format!(";disk:{}", req.disk.ceil() as u64));
+        }
+        let resources = Resources::parse(&spec).map_err(|e| MasterError::BadRequest(e.to_string()))?;
         let name = req.name.clone().unwrap_or_else(|| req.command[0].rsplit('/').next().unwrap_or("task").to_string());
         let prefix: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(20).collect();
         core.add_framework(FrameworkId::Tasks(role.clone()));
@@ -98,6 +108,7 @@ impl Tasks {
                 resources: resources.to_string(),
                 cpus: req.cpus,
                 mem_mb: req.mem.ceil() as u64,
+                disk_mb: req.disk.ceil() as u64,
                 image: req.image.clone(),
                 command: req.command.clone(),
                 exit_code: None,

@@ -51,6 +51,7 @@ pub fn run(runs: usize) -> Result<()> {
             count: 1,
             cpus: 0.01,
             mem: 16.0,
+            disk: 0.0,
             image: None,
             pull: Default::default(),
             command: vec!["sleep".into(), "1000".into()],

@@ -176,6 +176,8 @@ fn bench_spec() -> oci_spec::runtime::Spec {
         log_max_files: 0,
         etc: corral_runtime::state::EtcFiles::All,
         host_network: false,
+        disk_bytes: None,
+        disk_paths: Vec::new(),
     };
     let dir = ContainerDir { dir: PathBuf::from("/nonexistent") };
     let mut spec = spec::build(&record, &dir, &RootKind::Image);

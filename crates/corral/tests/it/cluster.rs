@@ -497,3 +497,23 @@ fn image_and_system_prune_remove_what_nothing_uses() {
     assert!(out.contains("removed container") && out.contains("removed image busybox:latest"), "{out}");
     assert!(env.ps().is_empty());
 }
+
+#[test]
+fn tasks_and_apps_past_their_disk_are_killed_with_the_reason() {
+    crate::support::needs_root!();
+    let mut c = Cluster::new("15");
+    c.start_agent("one", "cpus:4;mem:4096;disk:10000");
+    let fill = "dd if=/dev/zero of=$MESOS_SANDBOX/big bs=1M count=40 2>/dev/null; sleep 60";
+    let id = c.run(&["--disk", "10", "--image", "busybox", "--", "sh", "-c", fill]).remove(0);
+    c.wait_state(&id, "FAILED");
+    let message = c.task(&id)["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("past its limit of 10 MiB"), "{message}");
+    // A Marathon app's `disk`, for a task without an image (its sandbox is its working directory).
+    let app = serde_json::json!({"id": "/filler", "cmd": "dd if=/dev/zero of=big bs=1M count=40; sleep 60", "cpus": 0.1, "mem": 32, "disk": 10});
+    client(&c).marathon("POST", "/v2/apps", Some(&app)).unwrap();
+    eventually("the app's failure to say why", Duration::from_secs(60), || {
+        client(&c).marathon("GET", "/v2/apps/filler", None).is_ok_and(|v| {
+            v["app"]["lastTaskFailure"]["message"].as_str().is_some_and(|m| m.contains("past its limit of 10 MiB"))
+        })
+    });
+}

@@ -501,3 +501,41 @@ fn a_root_container_cannot_raise_its_own_cgroup_limits() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_container_past_its_disk_limit_is_killed_saying_why() {
+    crate::support::needs_root!();
+    let env = Env::new();
+    let out = env.corral(&[
+        "run",
+        "--disk",
+        "10m",
+        "--name",
+        "filler",
+        "--image",
+        BB,
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/tmp/big bs=1M count=50 2>/dev/null; sleep 60",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    let filler = env.ps().into_iter().find(|c| c["name"] == "filler").unwrap();
+    let status = filler["status"].as_str().unwrap().to_string();
+    assert!(status.contains("of disk, past its limit of 10 MiB"), "{status}");
+    // Within its limit it runs to the end.
+    assert_eq!(
+        env.ok(&[
+            "run",
+            "--disk",
+            "100m",
+            "--image",
+            BB,
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/tmp/f bs=1M count=5 2>/dev/null; echo ok"
+        ]),
+        "ok\n"
+    );
+}

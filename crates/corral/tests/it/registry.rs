@@ -204,6 +204,7 @@ fn images_are_pulled_on_demand_by_run_and_by_agents() {
         count: 3,
         cpus: 0.1,
         mem: 32.0,
+        disk: 0.0,
         image: Some(dest.clone()),
         pull: Default::default(),
         command: vec!["cat".into(), "/msg".into()],
