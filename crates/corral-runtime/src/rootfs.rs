@@ -308,18 +308,26 @@ pub fn seal_cgroups(pid: i32) -> Result<(), StateError> {
     }
     let ns_path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
     let ns = fs::File::open(&ns_path).map_err(io_err("opening", &ns_path))?;
-    // SAFETY: the caller is single-threaded; the child only makes syscalls and exits.
+    // Everything the child needs is made before the fork: it only makes system calls.
+    let points: Vec<std::ffi::CString> = points
+        .iter()
+        .filter_map(|p| std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).ok())
+        .collect();
+    let flags = (MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC)
+        .bits();
+    let ns_fd = std::os::fd::AsRawFd::as_raw_fd(&ns);
+    // SAFETY: the caller is single-threaded; the child makes only system calls, then exits.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
-            let ok = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).is_ok()
-                && points.iter().all(|p| {
-                    let flags = MsFlags::MS_REMOUNT
-                        | MsFlags::MS_BIND
-                        | MsFlags::MS_RDONLY
-                        | MsFlags::MS_NOSUID
-                        | MsFlags::MS_NODEV
-                        | MsFlags::MS_NOEXEC;
-                    mount(None::<&str>, p.as_path(), None::<&str>, flags, None::<&str>).is_ok()
+            // SAFETY: raw system calls on a descriptor and C strings that outlive them.
+            let ok = unsafe { libc::setns(ns_fd, libc::CLONE_NEWNS) } == 0
+                && points.iter().all(|p| unsafe {
+                    libc::mount(std::ptr::null(), p.as_ptr(), std::ptr::null(), flags, std::ptr::null()) == 0
                 });
             // SAFETY: leaving the forked child without running the parent's destructors.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
