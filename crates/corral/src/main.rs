@@ -37,8 +37,52 @@ fn main() -> ExitCode {
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("corral: {e:#}");
+            eprintln!("corral: {}", describe(&e));
             ExitCode::from(EXIT_CORRAL_ERROR)
         }
+    }
+}
+
+/// An error and its causes on one line, each said once: a message that already ends with its
+/// cause's text (`unpacking layer X: <the cause>`) does not repeat it.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// As libraries' errors are: the message includes the cause, which is also its source.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "unpacking layer x: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let e = anyhow::Error::new(Outer(std::io::Error::other("path contains '..'"))).context("loading ./l");
+        assert_eq!(super::describe(&e), "loading ./l: unpacking layer x: path contains '..'");
+        let e = anyhow::anyhow!("plain").context("outer");
+        assert_eq!(super::describe(&e), "outer: plain");
     }
 }
