@@ -280,8 +280,9 @@ fn describe(image: &str, failures: &[(String, RegistryError)]) -> String {
     failures.iter().map(each).collect::<Vec<_>>().join("; ")
 }
 
-/// Waits without sleeping a whole thread's worth of wake-ups away (unparks are spurious).
-fn pause(d: Duration) {
+/// Waits out `d` on this thread (a retry's back-off; unparks are spurious, so it parks until
+/// the time is up).
+pub fn pause(d: Duration) {
     let until = Instant::now() + d;
     while let Some(left) = until.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) {
         std::thread::park_timeout(left);

@@ -51,7 +51,7 @@ fn fetch_one(item: &wire::Fetch, n: usize, sandbox: &Path, progress: &(dyn Fn(&s
                     attempt + 1,
                     wait.as_secs()
                 ));
-                pause(wait);
+                corral_registry::demand::pause(wait);
                 wait *= 2;
                 attempt += 1;
             }
@@ -211,14 +211,6 @@ fn unzip(part: &Path, into: &Path) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Waits (unparks are spurious: wait out the whole time).
-fn pause(d: Duration) {
-    let until = Instant::now() + d;
-    while let Some(left) = until.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) {
-        std::thread::park_timeout(left);
-    }
 }
 
 #[cfg(test)]
