@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use corral_image::{Digest, Reference, Store};
@@ -44,6 +45,33 @@ pub struct CreateRequest {
     pub disk_bytes: Option<u64>,
     /// More directories that count toward its disk use (an agent's task sandbox).
     pub disk_paths: Vec<PathBuf>,
+    /// Whether it gets a user namespace of its own.
+    pub userns: Userns,
+}
+
+/// Whether a container's root is the host's root (`--userns`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Userns {
+    /// A user namespace of its own when it can have one: it has an image, its own network, a
+    /// user below 65536, and the kernel and filesystem support idmapped mounts.
+    Auto,
+    /// A user namespace of its own, or an error saying why not.
+    Private,
+    /// The host's ids (the builder's RUN steps, host tasks).
+    #[default]
+    Host,
+}
+
+impl std::str::FromStr for Userns {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Userns::Auto),
+            "private" => Ok(Userns::Private),
+            "host" => Ok(Userns::Host),
+            other => Err(format!("unknown user namespace mode {other:?}: expected auto, private or host")),
+        }
+    }
 }
 
 /// The default user: nobody.
@@ -59,6 +87,8 @@ pub enum CreateError {
     UnknownUser(String),
     #[error("volume host path {0} does not exist")]
     MissingVolume(PathBuf),
+    #[error("no user namespace for this container: {0}")]
+    NoUserns(String),
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -111,8 +141,11 @@ pub fn create(
     let result = (|| {
         fs::create_dir_all(dir.bundle()).map_err(io_err("creating", &dir.bundle()))?;
         // Root filesystems (overlay upper directories, host tasks' sandboxes) are the
-        // containers' alone.
-        corral_image::store::close_to_others(&state_root.join("containers"))?;
+        // containers' alone: `containers/` cannot be listed, and each container's directory is
+        // closed to others (see `open_to_its_root`).
+        let all = state_root.join("containers");
+        fs::set_permissions(&all, fs::Permissions::from_mode(0o711)).map_err(io_err("closing", &all))?;
+        fs::set_permissions(&dir.dir, fs::Permissions::from_mode(0o700)).map_err(io_err("closing", &dir.dir))?;
         let (base_passwd, base_group) = if image.is_some() {
             (rootfs::read_from_layers(&layer_dirs, "/etc/passwd"), rootfs::read_from_layers(&layer_dirs, "/etc/group"))
         } else {
@@ -132,6 +165,10 @@ pub fn create(
                 None => (DEFAULT_UID, DEFAULT_UID),
             },
         };
+        let userns = user_namespace(state_root, &containers, &id, &req, image.is_some(), uid, gid)?;
+        if let Some(root) = userns {
+            open_to_its_root(&dir, root)?;
+        }
         let home = rootfs::home_of(&base_passwd, uid).unwrap_or_else(|| "/".to_string());
         let hostname = req
             .hostname
@@ -182,6 +219,7 @@ pub fn create(
                 .into_iter()
                 .chain(req.disk_paths.iter().cloned())
                 .collect(),
+            userns,
         };
         let kind = if image.is_some() {
             RootKind::Image
@@ -202,6 +240,51 @@ pub fn create(
         return Err(e);
     }
     Ok(dir)
+}
+
+/// The host id of the container's root, if it gets a user namespace (see [`Userns`]).
+fn user_namespace(
+    state_root: &std::path::Path,
+    containers: &Containers,
+    id: &str,
+    req: &CreateRequest,
+    has_image: bool,
+    uid: u32,
+    gid: u32,
+) -> Result<Option<u32>, CreateError> {
+    let why_not = if req.userns == Userns::Host {
+        return Ok(None);
+    } else if !has_image {
+        Some("a host task (no image) runs as the host's users".to_string())
+    } else if req.host_network {
+        Some("it shares the host's network, which a user namespace cannot own".to_string())
+    } else if uid >= crate::userns::SIZE || gid >= crate::userns::SIZE {
+        Some(format!("its user {uid}:{gid} is past the namespace's ids (0 to {})", crate::userns::SIZE - 1))
+    } else if !crate::userns::supported(&state_root.join("layers")) {
+        Some("this kernel or filesystem has no idmapped mounts".to_string())
+    } else {
+        None
+    };
+    match (why_not, req.userns) {
+        (Some(why), Userns::Private) => Err(CreateError::NoUserns(why)),
+        (Some(_), _) => Ok(None),
+        (None, _) => {
+            let taken: Vec<u32> = containers
+                .ids()?
+                .iter()
+                .filter_map(|other| containers.dir_of(other).read_record().ok()?.userns)
+                .collect();
+            Ok(Some(crate::userns::choose_base(id, &taken)))
+        }
+    }
+}
+
+/// Lets the container's root (a host id of its own) walk through its directory, as its init
+/// does by path to join its namespaces and pivot into its root: group-searchable by its group,
+/// closed to everyone else.
+fn open_to_its_root(dir: &ContainerDir, root: u32) -> Result<(), StateError> {
+    std::os::unix::fs::chown(&dir.dir, Some(0), Some(root)).map_err(io_err("chown", &dir.dir))?;
+    fs::set_permissions(&dir.dir, fs::Permissions::from_mode(0o710)).map_err(io_err("opening", &dir.dir))
 }
 
 /// The environment: the image's, then the user's (which wins), plus HOSTNAME and HOME unless

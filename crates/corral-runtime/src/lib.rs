@@ -12,6 +12,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod userns;
 
 /// Now, as RFC 3339 with nanoseconds, the form every record uses.
 pub fn now() -> String {

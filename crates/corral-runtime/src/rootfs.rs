@@ -54,10 +54,27 @@ pub fn prepare_host_root(dir: &ContainerDir, uid: u32, gid: u32) -> Result<(), S
     Ok(())
 }
 
-/// Mounts the overlay of `layers` (bottom first) at the bundle's rootfs.
-pub fn mount_overlay(dir: &ContainerDir, layers: &[PathBuf]) -> Result<(), StateError> {
+/// Mounts the overlay of `layers` (bottom first) at the bundle's rootfs. With a user namespace
+/// (`userns`: the pinned namespace and the host id of its root) the layers are first bound
+/// idmapped under `lower/`, and the writable layer belongs to the container's root.
+pub fn mount_overlay(
+    dir: &ContainerDir,
+    layers: &[PathBuf],
+    userns: Option<(&std::os::fd::OwnedFd, u32)>,
+) -> Result<(), StateError> {
     for d in [dir.rootfs(), dir.upper(), dir.work()] {
         fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
+    }
+    let mut layers = layers.to_vec();
+    if let Some((ns, root)) = userns {
+        let upper = dir.upper();
+        std::os::unix::fs::chown(&upper, Some(root), Some(root)).map_err(io_err("chown", &upper))?;
+        for (i, layer) in layers.iter_mut().enumerate() {
+            let at = dir.lower().join(i.to_string());
+            fs::create_dir_all(&at).map_err(io_err("creating", &at))?;
+            crate::userns::bind_idmapped(layer, &at, ns).map_err(io_err("binding (idmapped) the layer at", &at))?;
+            *layer = at;
+        }
     }
     let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
     let data =
@@ -67,9 +84,38 @@ pub fn mount_overlay(dir: &ContainerDir, layers: &[PathBuf]) -> Result<(), State
         .map_err(|e| io_err("mounting the overlay at", &rootfs)(e.into()))
 }
 
-/// Unmounts the rootfs and the network namespace, if mounted. Idempotent.
+/// Binds each volume's host path at `volume(i)` in the container's directory. A container with
+/// a user namespace opens its mounts' sources from inside it, as its own root, which may not
+/// walk the host's paths (an agent's sandboxes are in a directory closed to all but root); it
+/// may walk its own directory.
+pub fn bind_volumes(dir: &ContainerDir, record: &ContainerRecord) -> Result<(), StateError> {
+    for (i, v) in record.volumes.iter().enumerate() {
+        let at = dir.volume(i);
+        if let Some(parent) = at.parent() {
+            fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+        }
+        if v.host.is_dir() {
+            fs::create_dir_all(&at).map_err(io_err("creating", &at))?;
+        } else {
+            fs::File::create(&at).map_err(io_err("creating", &at))?;
+        }
+        mount(Some(&v.host), &at, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(|e| io_err("binding the volume at", &at)(e.into()))?;
+    }
+    Ok(())
+}
+
+/// Unmounts the rootfs, the idmapped layers, the volumes' first binds and the namespaces, if
+/// mounted. Idempotent.
 pub fn teardown(dir: &ContainerDir) -> Result<(), StateError> {
-    for path in [dir.rootfs(), dir.netns()] {
+    let listed = |d: PathBuf| fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path());
+    let paths: Vec<PathBuf> = [dir.rootfs()]
+        .into_iter()
+        .chain(listed(dir.lower()))
+        .chain(listed(dir.dir.join("volumes")))
+        .chain([dir.netns(), dir.userns()])
+        .collect();
+    for path in paths {
         if let Err(e) = umount2(&path, MntFlags::MNT_DETACH) {
             // EINVAL: not a mount point; ENOENT: never made. Both mean nothing to undo.
             if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {

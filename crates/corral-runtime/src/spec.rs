@@ -91,9 +91,10 @@ pub fn build(record: &ContainerRecord, dir: &ContainerDir, root: &RootKind) -> S
             &["bind", "ro", "nosuid", "nodev", "noexec"],
         ));
     }
-    for v in &record.volumes {
+    for (i, v) in record.volumes.iter().enumerate() {
         let mode = if v.readonly { "ro" } else { "rw" };
-        mounts.push(bind(&v.host, &v.container, &["rbind", mode]));
+        let source = if record.userns.is_some() { dir.volume(i) } else { v.host.clone() };
+        mounts.push(bind(&source, &v.container, &["rbind", mode]));
     }
     spec.set_mounts(Some(mounts));
 
@@ -116,6 +117,12 @@ pub fn build(record: &ContainerRecord, dir: &ContainerDir, root: &RootKind) -> S
         }
         ns
     })
+    .chain(record.userns.map(|_| {
+        let mut ns = LinuxNamespace::default();
+        ns.set_typ(LinuxNamespaceType::User);
+        ns.set_path(Some(dir.userns()));
+        ns
+    }))
     .collect();
     linux.set_namespaces(Some(namespaces));
     linux.set_cgroups_path(Some(cgroup_path(&record.id)));
@@ -198,6 +205,7 @@ mod tests {
             host_network: false,
             disk_bytes: None,
             disk_paths: Vec::new(),
+            userns: None,
         }
     }
 

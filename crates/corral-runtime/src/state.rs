@@ -4,7 +4,8 @@
 //! `container.json` (the record, written once at create), `bundle/config.json` (the OCI spec),
 //! `bundle/rootfs` (the mounted root), `upper/` and `work/` (the overlay's writable part),
 //! `etc/` (generated passwd, group, hosts, hostname), `sandbox/` (host tasks' working directory),
-//! `netns` (the bind-mounted network namespace), `shim.pid`, `init.pid`, `shim.sock`,
+//! `netns` (the bind-mounted network namespace), `userns`, `lower/N` and `volumes/N` (its
+//! pinned user namespace, idmapped layers and volumes, when it has one), `shim.pid`, `init.pid`, `shim.sock`,
 //! `shim.log`, `logs/container.log*` and, once the container has ended, `status.json`.
 //! Names are reserved atomically as files under `<root>/names/`.
 
@@ -70,6 +71,10 @@ pub struct ContainerRecord {
     /// What counts as its disk use: its root filesystem's writable layer, its sandbox.
     #[serde(default)]
     pub disk_paths: Vec<PathBuf>,
+    /// The host id of its root when it has a user namespace of its own: its ids 0 to 65535
+    /// are host ids `userns..userns + 65536`. `None`: its ids are the host's.
+    #[serde(default)]
+    pub userns: Option<u32>,
 }
 
 /// Which `/etc` files corral generates and binds (read-only) over the image's.
@@ -198,6 +203,19 @@ impl ContainerDir {
     }
     pub fn netns(&self) -> PathBuf {
         self.dir.join("netns")
+    }
+    /// The pinned user namespace, when it has one.
+    pub fn userns(&self) -> PathBuf {
+        self.dir.join("userns")
+    }
+    /// Idmapped binds of its image layers (`lower/0` the bottom), when it has a user namespace.
+    pub fn lower(&self) -> PathBuf {
+        self.dir.join("lower")
+    }
+    /// Where volume `i` is bound first when it has a user namespace: its init reaches it by
+    /// a path it may walk (see `rootfs::bind_volumes`).
+    pub fn volume(&self, i: usize) -> PathBuf {
+        self.dir.join("volumes").join(i.to_string())
     }
     pub fn shim_pid(&self) -> PathBuf {
         self.dir.join("shim.pid")

@@ -136,7 +136,17 @@ fn start(state_root: &Path, dir: &ContainerDir, record: &ContainerRecord) -> Res
                     l.parse().map_err(|e: corral_image::digest::ParseDigestError| ShimError::Start(e.to_string()))?;
                 layers.push(store.unpacked_layer(&d).map_err(|e| ShimError::Start(e.to_string()))?);
             }
-            rootfs::mount_overlay(dir, &layers)?;
+            match record.userns {
+                Some(root) => {
+                    corral_runtime::userns::pin(root, &dir.userns(), &dir.netns())
+                        .map_err(io_err("making the user namespace"))?;
+                    let ns =
+                        corral_runtime::userns::open(&dir.userns()).map_err(io_err("opening the user namespace"))?;
+                    rootfs::mount_overlay(dir, &layers, Some((&ns, root)))?;
+                    rootfs::bind_volumes(dir, record)?;
+                }
+                None => rootfs::mount_overlay(dir, &layers, None)?,
+            }
             rootfs_path.clone()
         }
         None => PathBuf::from("/"),
@@ -145,7 +155,7 @@ fn start(state_root: &Path, dir: &ContainerDir, record: &ContainerRecord) -> Res
     if !rootfs::find_program(&check_root, program, &record.env, &record.cwd) {
         return Err(ShimError::Start(format!("command not found in the container: {program}")));
     }
-    if !record.host_network {
+    if !record.host_network && record.userns.is_none() {
         corral_runtime::netns::create(&dir.netns()).map_err(io_err("creating the network namespace"))?;
     }
 

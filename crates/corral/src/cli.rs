@@ -119,6 +119,10 @@ pub struct RunArgs {
     /// MiB or with a k, m or g suffix; measured every 2 s, and past it the container is killed.
     #[arg(long)]
     pub disk: Option<String>,
+    /// Whether its root is the host's root: auto (a user namespace of its own when the kernel
+    /// allows it and it has an image and a user below 65536), private (or fail) or host.
+    #[arg(long, default_value = "auto", value_parser = parse_userns)]
+    pub userns: corral_runtime::create::Userns,
     /// UID[:GID] to run as (default: the image's numeric USER, else 65534).
     #[arg(long)]
     pub user: Option<String>,
@@ -250,6 +254,10 @@ pub struct AgentArgs {
     pub registries: PullFrom,
     #[command(flatten)]
     pub gc: GcArgs,
+    /// Whether tasks with an image get a user namespace of their own (their root is not the
+    /// host's root): auto (when the kernel allows it), private (or fail) or host.
+    #[arg(long, default_value = "auto", value_parser = parse_userns)]
+    pub userns: corral_runtime::create::Userns,
 }
 
 /// What an agent keeps of what ended, and for how long.
@@ -297,6 +305,10 @@ impl GcArgs {
 }
 
 /// `90`, `30s`, `10m`, `1h`, `7d`: seconds unless a unit says otherwise.
+pub fn parse_userns(s: &str) -> Result<corral_runtime::create::Userns, String> {
+    s.parse()
+}
+
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
     let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 1h or 7d"))?;
@@ -363,6 +375,9 @@ pub struct UpArgs {
     pub attributes: String,
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Whether tasks with an image get a user namespace of their own: auto, private or host.
+    #[arg(long, default_value = "auto", value_parser = parse_userns)]
+    pub userns: corral_runtime::create::Userns,
 }
 
 #[derive(Debug, Args)]

@@ -55,6 +55,7 @@ fn agent_config(root: &Path, args: &AgentArgs) -> Result<AgentConfig> {
         corral_exe: std::env::current_exe().context("finding the corral executable")?,
         registries: args.registries.load()?,
         gc: args.gc.policy()?,
+        userns: args.userns,
     })
 }
 
@@ -90,6 +91,7 @@ pub fn up(root: &Path, args: UpArgs) -> Result<()> {
             work_dir: args.work_dir.clone(),
             registries: Default::default(),
             gc: Default::default(),
+            userns: args.userns,
         },
     )?;
     runtime()?.block_on(async move {

@@ -104,6 +104,7 @@ fn run(root: &Path, args: RunArgs) -> Result<u8> {
         stop_grace_secs: args.stop_timeout,
         log_max_bytes: args.log_max_size,
         log_max_files: args.log_max_files,
+        userns: args.userns,
     };
     let store = open_store(root)?;
     if let Some(image) = &args.image {

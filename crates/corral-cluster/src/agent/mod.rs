@@ -57,6 +57,8 @@ pub struct AgentConfig {
     pub registries: corral_registry::Registries,
     /// What ended is kept how long: containers, sandboxes, images.
     pub gc: GcPolicy,
+    /// Whether tasks with an image get a user namespace of their own (`--userns`).
+    pub userns: corral_runtime::create::Userns,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +187,7 @@ pub async fn serve(listener: tokio::net::TcpListener, config: AgentConfig) -> Re
         root: config.state_root.clone(),
         exe: config.corral_exe.clone(),
         puller: corral_registry::Puller::new(config.registries.clone()),
+        userns: config.userns,
     };
     serve_with(listener, config, Arc::new(runtime)).await
 }

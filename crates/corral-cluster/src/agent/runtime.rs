@@ -67,6 +67,7 @@ pub struct ShimRuntime {
     pub root: PathBuf,
     pub exe: PathBuf,
     pub puller: corral_registry::Puller,
+    pub userns: corral_runtime::create::Userns,
 }
 
 impl Runtime for ShimRuntime {
@@ -120,6 +121,7 @@ impl Runtime for ShimRuntime {
             log_max_bytes: 10 << 20,
             log_max_files: 3,
             etc: EtcFiles::All,
+            userns: self.userns,
             ..CreateRequest::default()
         };
         let dir = create::launch(&self.exe, &self.root, &store, request, &corral_runtime::now())

@@ -62,6 +62,7 @@ pub fn start_agent(master: SocketAddr, dir: &Path, name: &str, fake: &FakeRuntim
         corral_exe: "/nonexistent".into(),
         registries: Default::default(),
         gc: Default::default(),
+        userns: Default::default(),
     };
     std::fs::create_dir_all(&config.state_root).unwrap();
     rt.spawn(agent::serve_with(listener, config, Arc::new(fake.clone())));

@@ -36,6 +36,7 @@ pub fn run(runs: usize) -> Result<()> {
         corral_exe: std::env::current_exe()?,
         registries: Default::default(),
         gc: Default::default(),
+        userns: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.spawn(corral_cluster::master::run(master));

@@ -1,8 +1,9 @@
-//! `corral bench lifecycle`: times create, start, `/bin/true`, wait and delete of one bundle with corral's
-//! runtime layer (`corral oci-run`, youki's libcontainer), crun and runc, round-robin so that
-//! drift hits every runtime alike, plus the whole `corral run` path (image store, overlay,
-//! network namespace, shim, logs). It runs in a private mount namespace with the cgroup v2
-//! mount of a hybrid host hidden, which crun needs there.
+//! `corral bench lifecycle`: times create, start, `/bin/true`, wait and delete of one bundle
+//! with corral's runtime layer (`corral oci-run`, youki's libcontainer), crun and runc, with a
+//! user namespace and without, round-robin so that drift hits every runtime alike, plus the
+//! whole `corral run` path (image store, overlay, network namespace, shim, logs) with its
+//! defaults on and off. It runs in a private mount namespace with the cgroup v2 mount of a
+//! hybrid host hidden, which crun needs there.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,14 +47,26 @@ pub fn run(root: &Path, runs: usize, image: &str, blocks: bool) -> Result<()> {
             bail!("copying layer {layer} into the bundle failed");
         }
     }
-    fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&bench_spec())?)?;
+    fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&bench_spec(false))?)?;
+    // The same bundle with a user namespace: its root filesystem owned by the namespace's root,
+    // as a runtime without idmapped mounts needs it (made once, not timed).
+    let userns_bundle = work.join("bundle-userns");
+    fs::create_dir_all(&userns_bundle)?;
+    let st = Command::new("cp").arg("-a").arg(&rootfs).arg(&userns_bundle).status()?;
+    let owner = format!("{USERNS_ROOT}:{USERNS_ROOT}");
+    if !st.success()
+        || !Command::new("chown").args(["-R", &owner]).arg(userns_bundle.join("rootfs")).status()?.success()
+    {
+        bail!("making the user namespace bundle failed");
+    }
+    fs::write(userns_bundle.join("config.json"), serde_json::to_vec_pretty(&bench_spec(true))?)?;
 
     let exe = std::env::current_exe()?;
     let mut runtimes: Vec<Runtime> = Vec::new();
-    {
-        let (bundle, state, exe) = (bundle.clone(), work.join("corral-state"), exe.clone());
+    for (bundle, suffix) in [(&bundle, ""), (&userns_bundle, ", user namespace")] {
+        let (bundle, state, exe) = (bundle.clone(), work.join(format!("corral-state{suffix}")), exe.clone());
         runtimes.push(Runtime {
-            name: "corral oci-run (libcontainer)".into(),
+            name: format!("corral oci-run (libcontainer){suffix}"),
             command: Box::new(move |i| {
                 let mut c = Command::new(&exe);
                 c.arg("oci-run")
@@ -67,15 +80,16 @@ pub fn run(root: &Path, runs: usize, image: &str, blocks: bool) -> Result<()> {
             samples: Vec::new(),
         });
     }
-    for peer in ["crun", "runc"] {
+    let peers = [("crun", &bundle, ""), ("crun", &userns_bundle, ", user namespace"), ("runc", &bundle, "")];
+    for (peer, bundle, suffix) in peers {
         if which(peer).is_none() {
             eprintln!("bench: {peer} is not installed (apt-get install {peer}); skipping it");
             continue;
         }
-        let (bundle, state) = (bundle.clone(), work.join(format!("{peer}-state")));
+        let (bundle, state) = (bundle.clone(), work.join(format!("{peer}-state{suffix}")));
         let peer_name = peer.to_string();
         runtimes.push(Runtime {
-            name: peer.into(),
+            name: format!("{peer}{suffix}"),
             command: Box::new(move |i| {
                 let mut c = Command::new(&peer_name);
                 c.arg("--root")
@@ -89,13 +103,25 @@ pub fn run(root: &Path, runs: usize, image: &str, blocks: bool) -> Result<()> {
             samples: Vec::new(),
         });
     }
-    {
+    // The whole path, with corral's defaults (a user namespace when the kernel allows it) and
+    // with each of them off or on.
+    let variants: [(&str, &[&str]); 3] = [
+        ("corral run --rm --userns host (image, overlay, netns, shim, logs)", &["--userns", "host"]),
+        ("corral run --rm (the default: a user namespace)", &[]),
+        ("corral run --rm --disk 1g (the default, and a disk limit)", &["--disk", "1g"]),
+    ];
+    for (name, flags) in variants {
         let (root, exe, image) = (root.to_path_buf(), exe.clone(), image.to_string());
         runtimes.push(Runtime {
-            name: "corral run --rm (image, overlay, netns, shim, logs)".into(),
+            name: name.into(),
             command: Box::new(move |_| {
                 let mut c = Command::new(&exe);
-                c.arg("--root").arg(&root).args(["run", "--rm", "--image", &image, "--", "/bin/true"]);
+                c.arg("--root").arg(&root).args(["run", "--rm"]).args(flags).args([
+                    "--image",
+                    &image,
+                    "--",
+                    "/bin/true",
+                ]);
                 c
             }),
             samples: Vec::new(),
@@ -153,9 +179,13 @@ fn time_one(rt: &mut Runtime, i: usize) -> Result<()> {
     Ok(())
 }
 
+/// The host id of the user namespace bundle's root.
+const USERNS_ROOT: u32 = corral_runtime::userns::FIRST;
+
 /// The bundle's spec: corral's defaults (namespaces, seccomp, masked paths, nobody) for
-/// `/bin/true`, with a fresh network namespace and no generated /etc files.
-fn bench_spec() -> oci_spec::runtime::Spec {
+/// `/bin/true`, with a fresh network namespace and no generated /etc files; with `userns`, a new
+/// user namespace mapping its ids 0-65535 to `USERNS_ROOT`...
+fn bench_spec(userns: bool) -> oci_spec::runtime::Spec {
     let record = ContainerRecord {
         id: "bench".into(),
         name: "bench".into(),
@@ -178,6 +208,7 @@ fn bench_spec() -> oci_spec::runtime::Spec {
         host_network: false,
         disk_bytes: None,
         disk_paths: Vec::new(),
+        userns: None,
     };
     let dir = ContainerDir { dir: PathBuf::from("/nonexistent") };
     let mut spec = spec::build(&record, &dir, &RootKind::Image);
@@ -194,6 +225,21 @@ fn bench_spec() -> oci_spec::runtime::Spec {
                     })
                     .collect(),
             ));
+        }
+        if userns {
+            let mut ns = linux.namespaces().clone().unwrap_or_default();
+            let mut user = oci_spec::runtime::LinuxNamespace::default();
+            user.set_typ(oci_spec::runtime::LinuxNamespaceType::User);
+            ns.push(user);
+            linux.set_namespaces(Some(ns));
+            let map = oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(0u32)
+                .host_id(USERNS_ROOT)
+                .size(corral_runtime::userns::SIZE)
+                .build()
+                .expect("an id mapping");
+            linux.set_uid_mappings(Some(vec![map]));
+            linux.set_gid_mappings(Some(vec![map]));
         }
         linux.set_cgroups_path(Some(PathBuf::from("/corral-bench")));
         spec.set_linux(Some(linux));

@@ -45,6 +45,7 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
             corral_exe: std::env::current_exe()?,
             registries: Default::default(),
             gc: Default::default(),
+            userns: Default::default(),
         }));
     }
     let master = Client::new(&base).timeout(Some(Duration::from_secs(120)));

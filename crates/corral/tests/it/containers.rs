@@ -405,6 +405,8 @@ fn volumes_are_bound_read_write_or_read_only() {
             BB,
             "--user",
             "0",
+            "--userns",
+            "host",
             "-v",
             &rw,
             "--",
@@ -489,17 +491,63 @@ fn a_root_container_cannot_raise_its_own_cgroup_limits() {
     };
     let script =
         format!("echo 1073741824 > {mem} && echo raised-mem; echo max > {pids} && echo raised-pids; cat {mem} {pids}");
-    let out = env.corral(&[
-        "run", "--user", "0", "--mem", "32", "--pids", "64", "--image", "busybox", "--", "sh", "-c", &script,
-    ]);
+    // With its own user namespace (the default) and without: the cgroup files are read-only.
+    for userns in ["auto", "host"] {
+        let out = env.corral(&[
+            "run", "--userns", userns, "--user", "0", "--mem", "32", "--pids", "64", "--image", "busybox", "--", "sh",
+            "-c", &script,
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("raised"), "{userns}: {stdout}");
+        assert_eq!(stdout, "33554432\n64\n", "{userns}: the limits are readable, and unchanged");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+            "{userns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_containers_root_is_not_the_hosts_root() {
+    crate::support::needs_root!();
+    if !crate::support::idmapped_mounts() {
+        eprintln!("skipped: this kernel or filesystem has no idmapped mounts, so no user namespaces");
+        return;
+    }
+    let env = Env::new();
+    let host = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/data", host.path().display());
+    // Root inside: owns the image's files, writes its root filesystem, but is not the host's root.
+    let script = "cat /proc/self/uid_map; stat -c %u /bin/busybox; echo made > /etc/made && echo wrote-root; \
+                  echo x > /data/planted && echo wrote-host; true";
+    let out =
+        env.corral(&["run", "--name", "ns", "--user", "0", "-v", &volume, "--image", BB, "--", "sh", "-c", script]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!stdout.contains("raised"), "{stdout}");
-    assert_eq!(stdout, "33554432\n64\n", "the limits are readable, and unchanged");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let map: Vec<u64> =
+        stdout.lines().next().unwrap_or_default().split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(map.len(), 3, "{stdout}");
+    assert_eq!((map[0], map[2]), (0, 65536), "{stdout}");
+    assert!(map[1] >= 1 << 30, "container root is host uid {}: {stdout}", map[1]);
+    assert!(stdout.contains("\n0\nwrote-root\n"), "the image's files are its root's: {stdout}");
+    assert!(!stdout.contains("wrote-host"), "wrote into a directory only the host's root may write: {stdout}");
+    assert!(!host.path().join("planted").exists());
+    // What it made belongs to its host id, not to root.
+    let upper = std::fs::read_dir(env.root.path().join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("upper/etc/made"))
+        .find(|p| p.exists())
+        .expect("the container's writable layer");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(u64::from(std::fs::metadata(&upper).unwrap().uid()), map[1]);
+    env.ok(&["rm", "ns"]);
+    // Without one, as asked; and a user the namespace cannot hold, refused when it must have one.
+    let out = env.ok(&["run", "--userns", "host", "--user", "0", "--image", BB, "--", "cat", "/proc/self/uid_map"]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "0", "4294967295"]);
+    let err = env.fails(&["run", "--userns", "private", "--user", "70000", "--image", BB, "--", "true"], 125);
+    assert!(err.contains("no user namespace") && err.contains("70000"), "{err}");
+    let err = env.fails(&["run", "--userns", "sometimes", "--image", BB, "--", "true"], 125);
+    assert!(err.contains("auto, private or host"), "{err}");
 }
 
 #[test]

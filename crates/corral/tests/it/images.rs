@@ -85,8 +85,20 @@ fn host_users_cannot_reach_setuid_binaries_or_open_directories_in_the_store() {
     let open = unpacked[0].with_file_name("open").join("planted");
     let out = as_nobody("touch", &[open.to_str().unwrap()]).unwrap();
     assert!(!out.status.success(), "wrote into the store's open directory");
-    for dir in ["layers", "images", "containers", "tmp"] {
+    for dir in ["layers", "images", "tmp"] {
         let mode = std::fs::metadata(env.root.path().join(dir)).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{dir} is {mode:o}");
     }
+    // Containers' directories may be walked into by their own root (a host id of their own) but
+    // not listed; each is closed to everyone else.
+    let containers = env.root.path().join("containers");
+    let mode = std::fs::metadata(&containers).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0o011, "containers is {mode:o}");
+    env.ok(&["run", "--name", "kept", "--image", "busybox", "--", "true"]);
+    for entry in std::fs::read_dir(&containers).unwrap() {
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o007, 0, "a container's directory is {mode:o}");
+    }
+    let out = as_nobody("ls", &[containers.to_str().unwrap()]).unwrap();
+    assert!(!out.status.success(), "listed the containers");
 }

@@ -144,3 +144,9 @@ macro_rules! needs_root {
     };
 }
 pub(crate) use needs_root;
+
+/// Whether containers here can have user namespaces (idmapped mounts on the temporary
+/// directory's filesystem, where the tests' state roots live).
+pub fn idmapped_mounts() -> bool {
+    corral_runtime::userns::supported(&std::env::temp_dir())
+}
