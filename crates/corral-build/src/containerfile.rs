@@ -615,12 +615,4 @@ mod tests {
         assert!(expand("${A", &vars).is_err());
         assert_eq!(references("$A ${B:-$C} \\$D"), ["A", "B", "C"]);
     }
-
-    proptest::proptest! {
-        #[test]
-        fn parsing_never_panics(s in "\\PC{0,200}") {
-            let _ = parse(&s);
-            let _ = expand(&s, &|_| Some("v".into()));
-        }
-    }
 }

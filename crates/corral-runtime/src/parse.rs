@@ -320,17 +320,48 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever is typed: a value within bounds, or an error naming the input.
         #[test]
-        fn parsers_never_panic(s in "\\PC{0,40}") {
-            let _ = mem_bytes(&s);
-            let _ = cpus(&s);
-            let _ = pids(&s);
-            let _ = user(&s);
-            let _ = env(&s, |_| None);
-            let _ = volume(&s);
-            let _ = signal(&s);
-            let _ = name(&s);
-            let _ = hostname(&s);
+        fn parsers_accept_within_bounds_or_name_the_input(
+            s in prop_oneof!["\\PC{0,40}", "[0-9a-zA-Z.:/_ =-]{0,24}", "(/[a-z.]{0,6}){1,3}:(/[a-z.]{0,6}){1,3}(:ro|:rw|:x)?"],
+        ) {
+            let named = |e: ParseError| e.input == s && !e.reason.is_empty();
+            match mem_bytes(&s) {
+                Ok(n) => prop_assert!(n >= MIN_MEM_BYTES),
+                Err(e) => prop_assert!(named(e)),
+            }
+            match cpus(&s) {
+                Ok(c) => prop_assert!((0.01..=1024.0).contains(&c)),
+                Err(e) => prop_assert!(named(e)),
+            }
+            match pids(&s) {
+                Ok(p) => prop_assert!(p >= 1),
+                Err(e) => prop_assert!(named(e)),
+            }
+            match user(&s) {
+                Ok((u, g)) => prop_assert!(s.starts_with(&u.to_string()) && (s.contains(':') || u == g)),
+                Err(e) => prop_assert!(named(e)),
+            }
+            match env(&s, |_| None) {
+                Ok((k, v)) => prop_assert!(!k.is_empty() && s.starts_with(&k) && s.ends_with(&v)),
+                Err(e) => prop_assert!(named(e)),
+            }
+            match volume(&s) {
+                Ok(v) => prop_assert!(v.host.is_absolute() && v.container.is_absolute() && (v.readonly == s.ends_with(":ro"))),
+                Err(e) => prop_assert!(named(e)),
+            }
+            match signal(&s) {
+                Ok(n) => prop_assert!((1..=64).contains(&n)),
+                Err(e) => prop_assert!(named(e)),
+            }
+            match name(&s) {
+                Ok(n) => prop_assert!(n == s && !n.is_empty() && n.len() <= 64 && !n.contains('/')),
+                Err(e) => prop_assert!(named(e)),
+            }
+            match hostname(&s) {
+                Ok(h) => prop_assert!(h == s && !h.is_empty() && !h.starts_with('-') && !h.contains("..")),
+                Err(e) => prop_assert!(named(e)),
+            }
         }
 
         #[test]

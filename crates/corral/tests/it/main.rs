@@ -5,6 +5,7 @@ mod support;
 mod build;
 mod cluster;
 mod containers;
+mod fuzz;
 mod images;
 mod jobs;
 mod netns;
