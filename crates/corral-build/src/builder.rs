@@ -53,6 +53,8 @@ pub trait Progress {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("build context {context}: more than {} of files (CORRAL_MAX_CONTEXT_SIZE); exclude what the build does not need in .dockerignore, or raise the limit", corral_image::layer::human(*.limit))]
+    ContextTooLarge { context: PathBuf, limit: u64 },
     #[error("{file}:{}: {}", .source.line, .source.message)]
     Parse {
         file: String,
@@ -127,17 +129,15 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &mut dyn Progress) ->
         .iter()
         .find_map(|n| fs::read_to_string(opts.context.join(n)).ok())
         .unwrap_or_default();
+    let ignore = Ignore::parse(&ignore_text);
+    let limit = corral_image::layer::size_limit("CORRAL_MAX_CONTEXT_SIZE", 10 << 30);
+    let kept = |rel: &Path| !ignore.excludes(&rel.to_string_lossy());
+    if corral_image::layer::content_bytes(&opts.context, limit, &kept) > limit {
+        return Err(BuildError::ContextTooLarge { context: opts.context.clone(), limit });
+    }
     let cache_dir = opts.state_root.join("build-cache");
     fs::create_dir_all(&cache_dir).map_err(io_err(&cache_dir))?;
-    let mut b = Builder {
-        store,
-        opts,
-        file,
-        progress,
-        ignore: Ignore::parse(&ignore_text),
-        cache_dir,
-        now: corral_runtime::now(),
-    };
+    let mut b = Builder { store, opts, file, progress, ignore, cache_dir, now: corral_runtime::now() };
     let total: usize = parsed.stages.iter().map(|s| s.steps.len() + 1).sum();
     let mut number = 0;
     let global: HashMap<String, String> = parsed

@@ -57,12 +57,7 @@ impl Limits {
     /// unreadable value keeps the default, with a warning).
     pub fn from_env() -> Limits {
         let mut l = Limits::default();
-        if let Ok(v) = std::env::var("CORRAL_MAX_LAYER_SIZE") {
-            match parse_size(&v) {
-                Some(n) => l.max_bytes = n,
-                None => tracing::warn!(value = %v, "CORRAL_MAX_LAYER_SIZE is not a size like 512m or 10g; ignored"),
-            }
-        }
+        l.max_bytes = size_limit("CORRAL_MAX_LAYER_SIZE", l.max_bytes);
         if let Ok(v) = std::env::var("CORRAL_MAX_LAYER_ENTRIES") {
             match v.trim().parse() {
                 Ok(n) => l.max_entries = n,
@@ -71,6 +66,93 @@ impl Limits {
         }
         l
     }
+}
+
+/// A size limit from the environment variable `var` (`512m`, `10g`), else `default`; a value
+/// that is not a size keeps the default, with a warning.
+pub fn size_limit(var: &str, default: u64) -> u64 {
+    match std::env::var(var) {
+        Ok(v) => parse_size(&v).unwrap_or_else(|| {
+            tracing::warn!(value = %v, var, "not a size like 512m or 10g; the default applies");
+            default
+        }),
+        Err(_) => default,
+    }
+}
+
+/// How large one image may be: what its manifest declares, checked before anything is
+/// downloaded, and what its layers unpack to together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Bytes, of its layers as stored and as unpacked (`CORRAL_MAX_IMAGE_SIZE`; default 20 GiB).
+    pub max_bytes: u64,
+    /// Layers (`CORRAL_MAX_IMAGE_LAYERS`; default 125, as Docker's overlay driver allows).
+    pub max_layers: usize,
+}
+
+impl ImageLimits {
+    pub fn from_env() -> ImageLimits {
+        let max_layers =
+            std::env::var("CORRAL_MAX_IMAGE_LAYERS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(125);
+        ImageLimits { max_bytes: size_limit("CORRAL_MAX_IMAGE_SIZE", 20 << 30), max_layers }
+    }
+
+    /// Whether a manifest's layer sizes are within the limits; the reason when not.
+    pub fn check_declared(&self, layer_sizes: &[u64]) -> Result<(), String> {
+        if layer_sizes.len() > self.max_layers {
+            return Err(format!(
+                "it has {} layers, past the limit of {} (CORRAL_MAX_IMAGE_LAYERS); refused",
+                layer_sizes.len(),
+                self.max_layers
+            ));
+        }
+        let total = layer_sizes.iter().fold(0u64, |a, b| a.saturating_add(*b));
+        if total > self.max_bytes {
+            return Err(format!(
+                "its layers are {}, past the limit of {} (CORRAL_MAX_IMAGE_SIZE); refused",
+                human(total),
+                human(self.max_bytes)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether what its layers unpacked to is within the limit; the reason when not.
+    pub fn check_unpacked(&self, bytes: u64) -> Result<(), String> {
+        if bytes > self.max_bytes {
+            return Err(format!(
+                "its layers unpack to more than {} (CORRAL_MAX_IMAGE_SIZE); refused",
+                human(self.max_bytes)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of file content under `dir` (links not followed) whose paths relative to `dir` `keep`
+/// lets through, counted up to just past `stop_after`.
+pub fn content_bytes(dir: &Path, stop_after: u64, keep: &dyn Fn(&Path) -> bool) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(dir.join(&rel)) else { continue };
+        for e in entries.flatten() {
+            let child = rel.join(e.file_name());
+            if !keep(&child) {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(child);
+            } else if m.is_file() {
+                total = total.saturating_add(m.len());
+                if total > stop_after {
+                    return total;
+                }
+            }
+        }
+    }
+    total
 }
 
 /// `1048576`, `512k`, `100m`, `10g` (powers of 1024).
@@ -86,11 +168,14 @@ pub fn parse_size(s: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
-fn human(bytes: u64) -> String {
+/// `10 GiB`, `512 KiB`, `1.5 GiB`: sizes in messages.
+pub fn human(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
         b => format!("{b} bytes"),
     }
 }
@@ -504,6 +589,27 @@ mod tests {
             other => panic!("expected {entry:?} to be rejected ({reason}), got {other:?}"),
         }
         assert_eq!(fs::read_dir(tmp.path().join("outside")).unwrap().count(), 0, "nothing written outside");
+    }
+
+    #[test]
+    fn images_past_their_limits_are_refused_saying_which() {
+        let limits = ImageLimits { max_bytes: 10 << 20, max_layers: 3 };
+        assert_eq!(limits.check_declared(&[1 << 20, 2 << 20]), Ok(()));
+        assert_eq!(limits.check_declared(&[10 << 20]), Ok(()), "the limit itself is fine");
+        let e = limits.check_declared(&[6 << 20, 5 << 20]).unwrap_err();
+        assert!(e.contains("11 MiB, past the limit of 10 MiB (CORRAL_MAX_IMAGE_SIZE)"), "{e}");
+        let e = limits.check_declared(&[1, 1, 1, 1]).unwrap_err();
+        assert!(e.contains("4 layers, past the limit of 3 (CORRAL_MAX_IMAGE_LAYERS)"), "{e}");
+        assert!(limits.check_declared(&[u64::MAX, u64::MAX]).is_err(), "sums saturate");
+        assert!(limits.check_unpacked(10 << 20).is_ok());
+        assert!(limits.check_unpacked((10 << 20) + 1).unwrap_err().contains("unpack to more than 10 MiB"));
+        assert_eq!(human((3 << 30) / 2 + 1), "1.5 GiB");
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("skip")).unwrap();
+        fs::write(dir.path().join("a"), [0u8; 100]).unwrap();
+        fs::write(dir.path().join("skip/b"), [0u8; 50]).unwrap();
+        assert_eq!(content_bytes(dir.path(), u64::MAX, &|_| true), 150);
+        assert_eq!(content_bytes(dir.path(), u64::MAX, &|p| !p.starts_with("skip")), 100);
     }
 
     #[test]

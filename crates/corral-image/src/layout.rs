@@ -20,6 +20,8 @@ pub enum LayoutError {
     NotALayout { path: PathBuf, reason: String },
     #[error("the layout names its image {name:?}, which is only a tag: give NAME:TAG")]
     NeedsName { name: String },
+    #[error("image {image}: {why}")]
+    TooLarge { image: String, why: String },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -109,12 +111,19 @@ pub fn load(store: &Store, dir: &Path, name: Option<&Reference>) -> Result<Vec<(
         let manifest_bytes = store.read_blob(&manifest_digest)?;
         let manifest = serde_json::from_slice::<oci_spec::image::ImageManifest>(&manifest_bytes)
             .map_err(|e| not_layout(format!("manifest {manifest_digest}: {e}")))?;
+        let limits = crate::layer::ImageLimits::from_env();
+        let too_large = |why: String| LayoutError::TooLarge { image: reference.to_string(), why };
+        let sizes: Vec<u64> = manifest.layers().iter().map(|l| l.size()).collect();
+        limits.check_declared(&sizes).map_err(too_large)?;
         copy(&Digest::from_str(manifest.config().digest().as_ref()).map_err(|e| not_layout(e.to_string()))?)?;
+        let mut unpacked = 0u64;
         for l in manifest.layers() {
             let d = Digest::from_str(l.digest().as_ref()).map_err(|e| not_layout(e.to_string()))?;
             copy(&d)?;
             // Unpack now: a hostile layer is refused at load, not at first run.
-            store.unpacked_layer(&d)?;
+            let dir = store.unpacked_layer(&d)?;
+            unpacked = unpacked.saturating_add(crate::layer::content_bytes(&dir, limits.max_bytes, &|_| true));
+            limits.check_unpacked(unpacked).map_err(too_large)?;
         }
         let image = store.image(&manifest_digest)?;
         store.tag(&reference, &manifest_digest)?;

@@ -380,6 +380,18 @@ impl Store {
         Ok(removed)
     }
 
+    /// Whether layer `digest` is unpacked in the cache.
+    pub fn has_layer(&self, digest: &Digest) -> bool {
+        self.layers_dir().join(digest.hex()).is_dir()
+    }
+
+    /// Drops layer `digest`, unpacked and as a blob: a layer just pulled for an image that was
+    /// then refused. Best effort; `gc` collects what is left.
+    pub fn forget_layer(&self, digest: &Digest) {
+        let _ = fs::remove_dir_all(self.layers_dir().join(digest.hex()));
+        let _ = fs::remove_file(self.blob_path(digest));
+    }
+
     /// The directory holding the unpacked content of layer `digest`, unpacking it first if this is
     /// its first use. Unpacked layers are shared by every container that uses them, read-only.
     pub fn unpacked_layer(&self, digest: &Digest) -> Result<PathBuf, StoreError> {

@@ -45,12 +45,26 @@ pub fn pull(store: &Store, target: &Target, config: ClientConfig, events: &dyn E
         let (d, size) = desc(l)?;
         blobs.push((d, size, true));
     }
+    // Too large as declared: refused before a byte is downloaded.
+    let limits = corral_image::layer::ImageLimits::from_env();
+    let sizes: Vec<u64> = blobs.iter().filter(|b| b.2).map(|b| b.1).collect();
+    limits.check_declared(&sizes).map_err(|why| client.error(&format!("image {}", target.repository), why))?;
+    let fresh: Vec<Digest> = blobs.iter().filter(|b| b.2 && !store.has_layer(&b.0)).map(|b| b.0.clone()).collect();
     events.planned(&blobs.iter().map(|(d, size, _)| (d.clone(), *size)).collect::<Vec<_>>());
     for_each_parallel(&blobs, |(d, size, is_layer)| pull_blob(&session, d, *size, *is_layer))?;
     let image = store.image(&manifest_digest)?;
+    let mut unpacked = 0u64;
     for layer in image.layers()? {
         // Already unpacked as it arrived, unless it was there before or resumed.
-        store.unpacked_layer(&layer)?;
+        let dir = store.unpacked_layer(&layer)?;
+        unpacked = unpacked.saturating_add(corral_image::layer::content_bytes(&dir, limits.max_bytes, &|_| true));
+    }
+    if let Err(why) = limits.check_unpacked(unpacked) {
+        // What this pull unpacked goes again; layers other images share stay.
+        for d in &fresh {
+            store.forget_layer(d);
+        }
+        return Err(client.error(&format!("image {}", target.repository), why));
     }
     store.tag(&target.local_reference(), &manifest_digest)?;
     Ok(image)

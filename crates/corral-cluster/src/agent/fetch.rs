@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 
 use crate::wire;
 
-/// The most one artifact may be.
-pub(super) const MAX_BYTES: u64 = 2 << 30;
+/// The most one artifact may be, downloaded or unpacked (`CORRAL_MAX_FETCH_SIZE`; default 2 GiB).
+pub(super) fn max_bytes() -> u64 {
+    corral_image::layer::size_limit("CORRAL_MAX_FETCH_SIZE", 2 << 30)
+}
+
+fn limit_text() -> String {
+    format!("the {} limit (CORRAL_MAX_FETCH_SIZE)", corral_image::layer::human(max_bytes()))
+}
 /// Tries for a download that fails for a reason that may pass.
 const ATTEMPTS: u32 = 3;
 const FIRST_WAIT: Duration = Duration::from_secs(1);
@@ -66,7 +72,7 @@ fn fetch_one(item: &wire::Fetch, n: usize, sandbox: &Path, progress: &(dyn Fn(&s
     placed.map_err(|e| format!("fetching {uri}: {e}"))
 }
 
-/// Downloads `uri` into `part` (from scratch), at most [`MAX_BYTES`].
+/// Downloads `uri` into `part` (from scratch), at most [`max_bytes`].
 fn download(uri: &str, part: &Path, progress: &(dyn Fn(&str) + Sync)) -> Result<(), Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -88,8 +94,9 @@ fn download(uri: &str, part: &Path, progress: &(dyn Fn(&str) + Sync)) -> Result<
         };
         return Err(Failure { cause, detail: format!("the server answered {status}"), transient });
     }
+    let max = max_bytes();
     let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if total.is_some_and(|t| t > MAX_BYTES) {
+    if total.is_some_and(|t| t > max) {
         return Err(too_big());
     }
     let mut file =
@@ -98,7 +105,7 @@ fn download(uri: &str, part: &Path, progress: &(dyn Fn(&str) + Sync)) -> Result<
             detail: format!("{}: {e}", part.display()),
             transient: false,
         })?;
-    let mut reader = resp.body_mut().with_config().limit(MAX_BYTES + 1).reader();
+    let mut reader = resp.body_mut().with_config().limit(max + 1).reader();
     let mut buf = vec![0u8; 256 * 1024];
     let (mut done, mut last) = (0u64, Instant::now());
     loop {
@@ -108,7 +115,7 @@ fn download(uri: &str, part: &Path, progress: &(dyn Fn(&str) + Sync)) -> Result<
             Err(e) => return Err(unreachable(&e)),
         };
         done += n as u64;
-        if done > MAX_BYTES {
+        if done > max {
             return Err(too_big());
         }
         file.write_all(&buf[..n]).map_err(|e| Failure {
@@ -133,7 +140,7 @@ fn download(uri: &str, part: &Path, progress: &(dyn Fn(&str) + Sync)) -> Result<
 }
 
 fn too_big() -> Failure {
-    Failure { cause: "too large", detail: format!("larger than the {} GiB limit", MAX_BYTES >> 30), transient: false }
+    Failure { cause: "too large", detail: format!("larger than {}", limit_text()), transient: false }
 }
 
 /// Puts a downloaded artifact in place: unpacked into the sandbox (or `dest_path` in it), or
@@ -174,11 +181,12 @@ fn untar(part: &Path, into: &Path) -> Result<(), String> {
 }
 
 /// A zip: every entry by its enclosed name; links and entries escaping `into` are refused;
-/// at most [`MAX_BYTES`] unpacked.
+/// at most [`max_bytes`] unpacked.
 fn unzip(part: &Path, into: &Path) -> Result<(), String> {
     let file = File::open(part).map_err(|e| e.to_string())?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("not a zip archive: {e}"))?;
     let mut written = 0u64;
+    let max = max_bytes();
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(|e| format!("zip entry {i}: {e}"))?;
         let name = entry.name().map(|n| n.to_string()).unwrap_or_else(|e| format!("#{i} ({e})"));
@@ -203,11 +211,11 @@ fn unzip(part: &Path, into: &Path) -> Result<(), String> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&dest)
             .map_err(|e| format!("zip entry {name:?}: {e}"))?;
-        let copied = io::copy(&mut (&mut entry).take(MAX_BYTES + 1 - written), &mut out)
+        let copied = io::copy(&mut (&mut entry).take(max + 1 - written), &mut out)
             .map_err(|e| format!("zip entry {name:?}: {e}"))?;
         written += copied;
-        if written > MAX_BYTES {
-            return Err(format!("unpacked, it is larger than the {} GiB limit", MAX_BYTES >> 30));
+        if written > max {
+            return Err(format!("unpacked, it is larger than {}", limit_text()));
         }
     }
     Ok(())

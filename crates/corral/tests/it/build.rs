@@ -187,6 +187,23 @@ fn build_errors_name_the_containerfile_line() {
     }
     assert!(!env.ok(&["image", "ls"]).contains("bad:1"));
     assert!(env.container_ids().is_empty(), "failed RUN steps leave no container");
+
+    // A build context past its limit is refused before any step; what .dockerignore excludes
+    // does not count.
+    let big = "x".repeat(4096);
+    let ctx = context(&[("Containerfile", "FROM busybox\nCOPY small /small\n"), ("small", "s"), ("big/data", &big)]);
+    let limited = |ctx: &Path| {
+        let mut c = env.cmd(&["build", "-t", "ctx:1", ctx.to_str().unwrap()]);
+        c.env("CORRAL_MAX_CONTEXT_SIZE", "2k").output().unwrap()
+    };
+    let out = limited(ctx.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("more than 2 KiB of files (CORRAL_MAX_CONTEXT_SIZE)"), "{err}");
+    assert!(err.contains(&format!("build context {}", ctx.path().display())), "{err}");
+    fs::write(ctx.path().join(".dockerignore"), "big\n").unwrap();
+    let out = limited(ctx.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -230,6 +247,16 @@ fn exported_images_are_valid_oci_layouts_for_other_tools() {
     assert!(st.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&st.stderr));
     let err = env.fails(&["image", "load", copy.to_str().unwrap()], 125);
     assert!(err.contains("only a tag: give NAME:TAG"), "{err}");
+    // Past an image size limit, as declared: refused naming the image, nothing tagged.
+    let out = env
+        .cmd(&["image", "load", copy.to_str().unwrap(), "copied:v1"])
+        .env("CORRAL_MAX_IMAGE_SIZE", "1k")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("image copied:v1: its layers are"), "{err}");
+    assert!(err.contains("past the limit of 1 KiB (CORRAL_MAX_IMAGE_SIZE)"), "{err}");
+    assert!(!env.ok(&["image", "ls"]).contains("copied"));
     env.ok(&["image", "load", copy.to_str().unwrap(), "copied:v1"]);
     assert_eq!(env.ok(&["run", "--image", "copied:v1"]), "data\n");
     let err = env.fails(&["image", "export", "oci:v1", layout.to_str().unwrap()], 125);

@@ -126,8 +126,35 @@ fn push_and_pull_through_a_real_registry_and_skopeo() {
     let big_dest = format!("{}/big:v1", reg.addr);
     env.ok(&["push", "--insecure", "big:v1", &big_dest]);
 
-    // Pull into a fresh store and run.
+    // Pull into a fresh store and run; first past an image size limit, as declared (nothing is
+    // downloaded) and as unpacked (what was unpacked goes again).
     let other = Env::new();
+    let layers = || -> Vec<_> {
+        fs::read_dir(other.root.path().join("layers/sha256"))
+            .map_or(Vec::new(), |d| d.map(|e| e.unwrap().path()).collect())
+    };
+    let limited = |limit: &str| {
+        let out = other.cmd(&["pull", "--insecure", &big_dest]).env("CORRAL_MAX_IMAGE_SIZE", limit).output().unwrap();
+        assert_eq!(out.status.code(), Some(125));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let before = layers();
+    let err = limited("1m");
+    assert!(err.contains("image big") && err.contains("past the limit of 1 MiB (CORRAL_MAX_IMAGE_SIZE)"), "{err}");
+    assert_eq!(layers(), before, "nothing was downloaded");
+    // Zeros: a few KiB as declared, 8 MiB unpacked.
+    let zeros = tempfile::tempdir().unwrap();
+    fs::write(zeros.path().join("zeros"), vec![0u8; 8 << 20]).unwrap();
+    env.ok(&["image", "import", zeros.path().to_str().unwrap(), "zeros:v1"]);
+    let zeros_dest = format!("{}/zeros:v1", reg.addr);
+    env.ok(&["push", "--insecure", "zeros:v1", &zeros_dest]);
+    let out = other.cmd(&["pull", "--insecure", &zeros_dest]).env("CORRAL_MAX_IMAGE_SIZE", "1m").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("image zeros: its layers unpack to more than 1 MiB"), "{err}");
+    assert_eq!(layers(), before, "the refused image's layers go again");
+    let listed = other.ok(&["image", "ls"]);
+    assert!(!listed.contains("big") && !listed.contains("zeros"), "{listed}");
+    other.ok(&["pull", "--insecure", &zeros_dest]);
     other.ok(&["pull", "--insecure", &dest]);
     assert_eq!(other.ok(&["run", "--image", &dest]), "pushed\n");
     other.ok(&["pull", "--insecure", &big_dest]);
