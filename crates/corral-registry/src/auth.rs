@@ -20,7 +20,9 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
     }
     let params = parse_params(rest);
     let get = |k: &str| params.iter().find(|(pk, _)| pk.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
-    Some(Challenge::Bearer { realm: get("realm")?, service: get("service"), scope: get("scope") })
+    // Without a realm there is nowhere to ask for a token: not a challenge corral can answer.
+    let realm = get("realm").filter(|r| !r.trim().is_empty())?;
+    Some(Challenge::Bearer { realm, service: get("service"), scope: get("scope") })
 }
 
 /// `k="v", k2=v2` pairs; quoted values may contain commas and escaped quotes.
@@ -135,6 +137,7 @@ mod tests {
             })
         );
         assert_eq!(parse_challenge("Bearer service=x"), None, "a bearer challenge needs a realm");
+        assert_eq!(parse_challenge("Bearer realm= "), None, "found by fuzzing: an empty realm is none");
         assert_eq!(parse_challenge("Negotiate"), None);
     }
 

@@ -190,7 +190,11 @@ proptest! {
         use corral_services::app::{App, MAX_ID_LEN, MAX_INSTANCES};
         use corral_services::wire::AppDefinition;
         let body = serde_json::to_vec(&app).unwrap();
-        let keys: Vec<&String> = app.as_object().unwrap().keys().collect();
+        // The legacy `ports` is read as `portDefinitions`: its errors may be reported there.
+        let mut keys: Vec<&str> = app.as_object().unwrap().keys().map(String::as_str).collect();
+        if keys.contains(&"ports") {
+            keys.push("portDefinitions");
+        }
         let definition = match AppDefinition::decode(&body, false) {
             Ok(d) => d,
             Err(e) => {
