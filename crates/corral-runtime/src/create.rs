@@ -265,17 +265,15 @@ fn user_namespace(
     } else {
         None
     };
-    match (why_not, req.userns) {
-        (Some(why), Userns::Private) => Err(CreateError::NoUserns(why)),
-        (Some(_), _) => Ok(None),
-        (None, _) => {
-            let taken: Vec<u32> = containers
-                .ids()?
-                .iter()
-                .filter_map(|other| containers.dir_of(other).read_record().ok()?.userns)
-                .collect();
-            Ok(Some(crate::userns::choose_base(id, &taken)))
-        }
+    let base = match why_not {
+        Some(why) => Err(why),
+        None => crate::userns::choose_base(id, |base| containers.reserve_id_range(base, id))?
+            .ok_or_else(|| format!("all {} id ranges are in use", crate::userns::RANGES)),
+    };
+    match (base, req.userns) {
+        (Ok(base), _) => Ok(Some(base)),
+        (Err(why), Userns::Private) => Err(CreateError::NoUserns(why)),
+        (Err(_), _) => Ok(None),
     }
 }
 
@@ -349,9 +347,13 @@ pub fn launch(
     Ok(dir)
 }
 
-/// Removes everything a container left: mounts, cgroups, its directory and its name.
+/// Removes everything a container left: mounts, cgroups, its directory, its name and its id
+/// range.
 pub fn remove(containers: &Containers, dir: &ContainerDir, name: &str) {
     let id = dir.id();
+    if let Some(base) = dir.read_record().ok().and_then(|r| r.userns) {
+        containers.release_id_range(base, &id);
+    }
     let _ = rootfs::teardown(dir);
     let _ = rootfs::remove_cgroups(&id);
     let _ = fs::remove_dir_all(&dir.dir);

@@ -27,7 +27,9 @@ pub fn create(path: &Path) -> io::Result<()> {
     result
 }
 
-fn loopback_up() -> io::Result<()> {
+/// Brings `lo` up in the calling thread's network namespace. System calls only (no allocation),
+/// so a forked child may call it.
+pub(crate) fn loopback_up() -> io::Result<()> {
     // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo"; the fd is closed below.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);

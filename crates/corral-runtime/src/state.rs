@@ -7,7 +7,8 @@
 //! `netns` (the bind-mounted network namespace), `userns`, `lower/N` and `volumes/N` (its
 //! pinned user namespace, idmapped layers and volumes, when it has one), `shim.pid`, `init.pid`, `shim.sock`,
 //! `shim.log`, `logs/container.log*` and, once the container has ended, `status.json`.
-//! Names are reserved atomically as files under `<root>/names/`.
+//! Names are reserved atomically as files under `<root>/names/`, user id ranges under
+//! `<root>/userns/`.
 
 use std::fs;
 use std::io;
@@ -384,30 +385,55 @@ impl Containers {
 
     /// Reserves `name` for container `id`, atomically: a second reservation fails.
     pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), StateError> {
-        let dir = self.names_dir();
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let path = dir.join(name);
+        match Self::reserve(&self.names_dir(), name, id, self)? {
+            true => Ok(()),
+            false => Err(StateError::NameInUse(name.to_string())),
+        }
+    }
+
+    pub fn release_name(&self, name: &str, id: &str) {
+        Self::release(&self.names_dir().join(name), id);
+    }
+
+    /// Reserves the user id range starting at host id `base` for container `id`, atomically;
+    /// false when another container has it.
+    pub fn reserve_id_range(&self, base: u32, id: &str) -> Result<bool, StateError> {
+        Self::reserve(&self.id_ranges_dir(), &base.to_string(), id, self)
+    }
+
+    pub fn release_id_range(&self, base: u32, id: &str) {
+        Self::release(&self.id_ranges_dir().join(base.to_string()), id);
+    }
+
+    fn id_ranges_dir(&self) -> PathBuf {
+        self.root.join("userns")
+    }
+
+    /// Creates `dir/key` holding `id` unless it exists; a reservation whose container is gone
+    /// (a crash mid-create) is stale and taken over.
+    fn reserve(dir: &Path, key: &str, id: &str, containers: &Containers) -> Result<bool, StateError> {
+        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        let path = dir.join(key);
         match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut f) => {
                 use std::io::Write;
-                f.write_all(id.as_bytes()).map_err(io_err("writing", &path))
+                f.write_all(id.as_bytes()).map_err(io_err("writing", &path))?;
+                Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                // A reservation whose container is gone (a crash mid-create) is stale.
                 let owner = fs::read_to_string(&path).unwrap_or_default();
-                if !owner.trim().is_empty() && !self.dir_of(owner.trim()).dir.exists() {
+                if !owner.trim().is_empty() && !containers.dir_of(owner.trim()).dir.exists() {
                     fs::remove_file(&path).map_err(io_err("removing", &path))?;
-                    return self.reserve_name(name, id);
+                    return Self::reserve(dir, key, id, containers);
                 }
-                Err(StateError::NameInUse(name.to_string()))
+                Ok(false)
             }
             Err(e) => Err(io_err("creating", &path)(e)),
         }
     }
 
-    pub fn release_name(&self, name: &str, id: &str) {
-        let path = self.names_dir().join(name);
-        if fs::read_to_string(&path).is_ok_and(|owner| owner.trim() == id) {
+    fn release(path: &Path, id: &str) {
+        if fs::read_to_string(path).is_ok_and(|owner| owner.trim() == id) {
             let _ = fs::remove_file(path);
         }
     }

@@ -24,16 +24,18 @@ pub const FIRST: u32 = 1 << 30;
 /// How many ranges there are: from `FIRST` up to 2^31.
 pub const RANGES: u32 = (1 << 30) / SIZE;
 
-/// The host id of a container's root, for the container with this id: spread by the id so
-/// that two containers rarely share a range, skipping ranges in `taken`.
-pub fn choose_base(container_id: &str, taken: &[u32]) -> u32 {
+/// The host id of a container's root, for the container with this id: the first range `take`
+/// gets, trying them from a place spread by the id. `None` when every range is taken.
+pub fn choose_base<E>(container_id: &str, mut take: impl FnMut(u32) -> Result<bool, E>) -> Result<Option<u32>, E> {
     let hash =
         container_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let start = (hash % u64::from(RANGES)) as u32;
-    (0..RANGES)
-        .map(|i| FIRST + ((start + i) % RANGES) * SIZE)
-        .find(|b| !taken.contains(b))
-        .unwrap_or(FIRST + start * SIZE)
+    for base in (0..RANGES).map(|i| FIRST + ((start + i) % RANGES) * SIZE) {
+        if take(base)? {
+            return Ok(Some(base));
+        }
+    }
+    Ok(None)
 }
 
 /// Whether this kernel and the filesystem holding `dir` can give containers a user
@@ -158,21 +160,15 @@ fn set_idmap(tree: &OwnedFd, userns: &OwnedFd) -> io::Result<()> {
 }
 
 /// A child process in a new user namespace (and, if asked, a network namespace with `lo` up)
-/// whose id maps its parent has written. It waits until dropped, then exits.
+/// whose id maps its parent has written. It waits until dropped, which kills it.
 struct Helper {
     pid: libc::pid_t,
-    _release: OwnedFd,
 }
 
 impl Helper {
     fn spawn(base: u32, with_net: bool) -> io::Result<Helper> {
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let (done_r, done_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-            *d = *s as libc::c_char;
-        }
         // SAFETY: the child makes only async-signal-safe system calls on memory prepared before
         // the fork, and leaves with `_exit`.
         let pid = unsafe { libc::fork() };
@@ -184,7 +180,6 @@ impl Helper {
             unsafe {
                 libc::close(go_w.as_raw_fd());
                 libc::close(ready_r.as_raw_fd());
-                libc::close(done_w.as_raw_fd());
                 let mut byte = 0u8;
                 if libc::unshare(libc::CLONE_NEWUSER) != 0 {
                     libc::_exit(1);
@@ -198,23 +193,20 @@ impl Helper {
                     if libc::unshare(libc::CLONE_NEWNET) != 0 {
                         libc::_exit(2);
                     }
-                    let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-                    if sock < 0 || libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr) != 0 {
+                    // System calls only, on the stack: fine after a fork.
+                    if crate::netns::loopback_up().is_err() {
                         libc::_exit(3);
-                    }
-                    ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-                    if libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr) != 0 {
-                        libc::_exit(4);
                     }
                 }
                 libc::write(ready_w.as_raw_fd(), [0u8].as_ptr().cast(), 1);
-                // Wait until the parent has what it needs (EOF when it drops us).
-                libc::read(done_r.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
-                libc::_exit(0);
+                // Until the parent has what it needs and kills it (see `Drop`).
+                loop {
+                    libc::pause();
+                }
             }
         }
-        drop((ready_w, go_r, done_r));
-        let helper = Helper { pid, _release: done_w };
+        drop((ready_w, go_r));
+        let helper = Helper { pid };
         let ready = fs::File::from(ready_r);
         let wait_ready = |mut f: &fs::File| -> io::Result<()> {
             use std::io::Read;
@@ -262,12 +254,14 @@ mod tests {
 
     #[test]
     fn ranges_are_spread_and_skip_taken_ones() {
-        let a = choose_base("0123", &[]);
+        let choose = |id: &str, taken: &[u32]| choose_base(id, |b| Ok::<_, ()>(!taken.contains(&b))).unwrap().unwrap();
+        let a = choose("0123", &[]);
         assert!((FIRST..FIRST + RANGES * SIZE).contains(&a) && (a - FIRST).is_multiple_of(SIZE));
-        assert_eq!(choose_base("0123", &[]), a, "the same id gets the same range");
-        let b = choose_base("0123", &[a]);
+        assert_eq!(choose("0123", &[]), a, "the same id gets the same range");
+        let b = choose("0123", &[a]);
         assert_ne!(a, b);
         assert!((b - FIRST).is_multiple_of(SIZE));
-        assert_ne!(choose_base("4567", &[]), a);
+        assert_ne!(choose("4567", &[]), a);
+        assert_eq!(choose_base("0123", |_| Ok::<_, ()>(false)), Ok(None), "every range taken");
     }
 }

@@ -121,7 +121,7 @@ pub struct RunArgs {
     pub disk: Option<String>,
     /// Whether its root is the host's root: auto (a user namespace of its own when the kernel
     /// allows it and it has an image and a user below 65536), private (or fail) or host.
-    #[arg(long, default_value = "auto", value_parser = parse_userns)]
+    #[arg(long, default_value = "auto")]
     pub userns: corral_runtime::create::Userns,
     /// UID[:GID] to run as (default: the image's numeric USER, else 65534).
     #[arg(long)]
@@ -256,7 +256,7 @@ pub struct AgentArgs {
     pub gc: GcArgs,
     /// Whether tasks with an image get a user namespace of their own (their root is not the
     /// host's root): auto (when the kernel allows it), private (or fail) or host.
-    #[arg(long, default_value = "auto", value_parser = parse_userns)]
+    #[arg(long, default_value = "auto")]
     pub userns: corral_runtime::create::Userns,
 }
 
@@ -305,10 +305,6 @@ impl GcArgs {
 }
 
 /// `90`, `30s`, `10m`, `1h`, `7d`: seconds unless a unit says otherwise.
-pub fn parse_userns(s: &str) -> Result<corral_runtime::create::Userns, String> {
-    s.parse()
-}
-
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (number, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
     let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 1h or 7d"))?;
@@ -376,7 +372,7 @@ pub struct UpArgs {
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Whether tasks with an image get a user namespace of their own: auto, private or host.
-    #[arg(long, default_value = "auto", value_parser = parse_userns)]
+    #[arg(long, default_value = "auto")]
     pub userns: corral_runtime::create::Userns,
 }
 
