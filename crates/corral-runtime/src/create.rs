@@ -347,10 +347,13 @@ pub fn launch(
     Ok(dir)
 }
 
-/// Removes everything a container left: mounts, cgroups, its directory, its name and its id
-/// range.
+/// Removes everything a container left: processes its lost shim left running, mounts,
+/// cgroups, its directory, its name and its id range.
 pub fn remove(containers: &Containers, dir: &ContainerDir, name: &str) {
     let id = dir.id();
+    if !rootfs::kill_cgroup(&id) {
+        tracing::warn!(container = %id, "processes of the container outlived SIGKILL for 5 s; removing it anyway");
+    }
     if let Some(base) = dir.read_record().ok().and_then(|r| r.userns) {
         containers.release_id_range(base, &id);
     }

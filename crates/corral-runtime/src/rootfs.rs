@@ -1,6 +1,7 @@
 //! Root filesystems: the overlay of image layers, a host task's root, the generated `/etc`
 //! files, and taking all of it down again.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -253,16 +254,7 @@ pub fn find_program(rootfs: &Path, program: &str, env: &[String], cwd: &str) -> 
 
 /// Removes the container's cgroups in every hierarchy, if something left them behind.
 pub fn remove_cgroups(id: &str) -> Result<(), StateError> {
-    let rel = crate::spec::cgroup_path(id);
-    let rel = rel.strip_prefix("/").unwrap_or(&rel);
-    let base = Path::new("/sys/fs/cgroup");
-    let mut candidates = vec![base.join(rel)];
-    if let Ok(entries) = fs::read_dir(base) {
-        for e in entries.flatten() {
-            candidates.push(e.path().join(rel));
-        }
-    }
-    for path in candidates {
+    for path in cgroup_dirs(id) {
         match fs::remove_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {}
@@ -270,6 +262,44 @@ pub fn remove_cgroups(id: &str) -> Result<(), StateError> {
         }
     }
     Ok(())
+}
+
+/// Where container `id`'s cgroup may be: under the unified root and under each v1 hierarchy.
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let rel = crate::spec::cgroup_path(id);
+    let rel = rel.strip_prefix("/").unwrap_or(&rel);
+    let base = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![base.join(rel)];
+    if let Ok(entries) = fs::read_dir(base) {
+        for e in entries.flatten() {
+            dirs.push(e.path().join(rel));
+        }
+    }
+    dirs
+}
+
+/// Kills every process left in container `id`'s cgroups (its shim gone, its processes are
+/// still there) and waits, up to a few seconds, until none is left. True when none is.
+pub fn kill_cgroup(id: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let dirs: Vec<PathBuf> = cgroup_dirs(id).into_iter().filter(|d| d.join("cgroup.procs").is_file()).collect();
+    loop {
+        let pids: HashSet<i32> = dirs
+            .iter()
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<i32>>())
+            .collect();
+        if pids.is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Sets the container's CFS quota for `cpus` (cgroup v1 `cpu.cfs_*`, or v2 `cpu.max`).

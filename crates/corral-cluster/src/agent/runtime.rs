@@ -195,7 +195,13 @@ impl Runtime for ShimRuntime {
             Ok(CState::Exited(s)) => {
                 Observed::Exited { start_failed: s.error.is_some(), code: s.shell_code(), message: s.describe() }
             }
-            Ok(CState::Lost) => Observed::Lost("its shim is gone".into()),
+            Ok(CState::Lost) => {
+                // Reported lost, its task is replaced: what its shim left running must not go on.
+                if !corral_runtime::rootfs::kill_cgroup(container) {
+                    tracing::warn!(container, "processes of a lost container outlived SIGKILL");
+                }
+                Observed::Lost("its shim is gone".into())
+            }
             Err(e) => Observed::Lost(e.to_string()),
         }
     }

@@ -517,3 +517,21 @@ fn tasks_and_apps_past_their_disk_are_killed_with_the_reason() {
         })
     });
 }
+
+#[test]
+fn a_task_whose_shim_is_killed_is_lost_and_leaves_nothing_running() {
+    crate::support::needs_root!();
+    let mut c = Cluster::new("15");
+    c.start_agent("one", "cpus:4;mem:4096");
+    let id = c.run(&["--image", "busybox", "--", "sleep", "600"]).remove(0);
+    c.wait_state(&id, "RUNNING");
+    let containers = c.env.containers_dir();
+    let dir = std::fs::read_dir(&containers).unwrap().map(|e| e.unwrap().path()).next().expect("its container");
+    let read_pid = |file: &str| -> i32 { std::fs::read_to_string(dir.join(file)).unwrap().trim().parse().unwrap() };
+    let (shim, init) = (read_pid("shim.pid"), read_pid("init.pid"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL).unwrap();
+    c.wait_state(&id, "LOST");
+    eventually("the lost task's process to end", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{init}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+}

@@ -587,3 +587,28 @@ fn a_container_past_its_disk_limit_is_killed_saying_why() {
         "ok\n"
     );
 }
+
+#[test]
+fn removing_a_container_whose_shim_was_killed_kills_what_it_left_running() {
+    crate::support::needs_root!();
+    let env = Env::new();
+    for userns in ["auto", "host"] {
+        let id = env.ok(&["run", "-d", "--userns", userns, "--image", BB, "--", "sleep", "600"]).trim().to_string();
+        let dir = env.containers_dir().join(&id);
+        let pid = |file: &str| -> i32 {
+            let mut text = String::new();
+            eventually(file, Duration::from_secs(10), || {
+                text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+                !text.trim().is_empty()
+            });
+            text.trim().parse().unwrap()
+        };
+        let (shim, init) = (pid("shim.pid"), pid("init.pid"));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL).unwrap();
+        eventually("the shim's end", Duration::from_secs(10), || env.ok(&["ps"]).contains("lost"));
+        assert!(std::path::Path::new(&format!("/proc/{init}")).exists(), "{userns}: its process outlives the shim");
+        env.ok(&["rm", "--force", &id]);
+        let alive = std::fs::read_to_string(format!("/proc/{init}/stat")).is_ok_and(|s| !s.contains(") Z "));
+        assert!(!alive, "{userns}: the container's process still runs after rm");
+    }
+}
