@@ -11,7 +11,7 @@ cargo build --release --locked
 install -m 0755 target/release/corral /usr/local/bin/corral
 export CORRAL="/usr/local/bin/corral"
 root=${CORRAL_ROOT:-/var/lib/corral}
-export CORRAL_MASTER=${CORRAL_MASTER:-http://127.0.0.1:5050}
+master_url=https://127.0.0.1:5050
 
 if ! corral image inspect busybox:latest >/dev/null 2>&1; then
     scripts/make-busybox-image.sh busybox:latest
@@ -46,10 +46,14 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 corral app show /examples/hello
-port=$(curl -fsS "$CORRAL_MASTER/v2/apps/examples/hello/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"][0]["ports"][0])')
+# The APIs are HTTPS with the cluster's own CA, and need a token: `corral up` made an admin
+# token and wrote both where the CLI finds them (~/.config/corral/config.json).
+api() { curl -fsS --cacert "$root/master/pki/masters-ca.pem" -H "Authorization: Bearer $(cat "$root/master/admin-token")" "$@"; }
+port=$(api "$master_url/v2/apps/examples/hello/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"][0]["ports"][0])')
 curl -fsS "http://127.0.0.1:$port/"
 echo
 echo "The cluster runs in the background. Try: corral app ls, corral app scale /examples/hello 3,"
 echo "corral app restart /examples/hello, corral deployments, corral app why /examples/hello,"
-echo "corral tasks, corral agents, curl $CORRAL_MASTER/v2/apps (Marathon's API)."
+echo "corral tasks, corral agents, and Marathon's API:"
+echo "  curl --cacert $root/master/pki/masters-ca.pem -H \"Authorization: Bearer \$(cat $root/master/admin-token)\" $master_url/v2/apps"
 echo "Stop it with: pkill -f 'corral up'"

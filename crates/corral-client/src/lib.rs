@@ -28,8 +28,59 @@ impl Answer {
     }
 }
 
-/// Where clients find the master when `CORRAL_MASTER` is not set.
-pub const DEFAULT_MASTER: &str = "http://127.0.0.1:5050";
+/// Where clients find the master when neither `CORRAL_MASTER` nor the config names one.
+pub const DEFAULT_MASTER: &str = "127.0.0.1:5050";
+
+/// What a client shows the server and what it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The CA certificates (PEM) the server's certificate must chain to. With them, an address
+    /// without a scheme is `https://`.
+    pub ca_pem: Option<String>,
+    /// A client certificate and its private key (PEM): what agents and masters show each other.
+    pub identity: Option<(String, String)>,
+    /// An API token, sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+}
+
+/// The CLI's configuration file (`CORRAL_CONFIG`, else `$XDG_CONFIG_HOME/corral/config.json`,
+/// else `~/.config/corral/config.json`): which master, the cluster's CA, a token. `corral up`
+/// and `corral master` write one.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// The masters' CA certificate, PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Config {
+    /// Where the configuration is read from.
+    pub fn path() -> Option<std::path::PathBuf> {
+        if let Some(p) = std::env::var_os("CORRAL_CONFIG").filter(|p| !p.is_empty()) {
+            return Some(p.into());
+        }
+        let base =
+            std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()).map(std::path::PathBuf::from).or_else(
+                || std::env::var_os("HOME").filter(|p| !p.is_empty()).map(|h| std::path::Path::new(&h).join(".config")),
+            )?;
+        Some(base.join("corral").join("config.json"))
+    }
+
+    /// The configuration at `path`; none when there is no file.
+    pub fn load(path: &std::path::Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => return Err(ClientError::Config { path: path.into(), message: e.to_string() }),
+        };
+        serde_json::from_str(&text).map_err(|e| ClientError::Config { path: path.into(), message: e.to_string() })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -44,6 +95,10 @@ pub enum ClientError {
     Refused { method: &'static str, path: String, status: u16, message: String, body: Value },
     #[error("decoding the answer to {method} {path}: {message}")]
     Decode { method: &'static str, path: String, message: String },
+    #[error("client configuration {path}: {message}")]
+    Config { path: std::path::PathBuf, message: String },
+    #[error("invalid {what}: {message}")]
+    Tls { what: &'static str, message: String },
 }
 
 impl ClientError {
@@ -63,6 +118,48 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 pub struct Client {
     base: String,
     http: ureq::Agent,
+    credentials: std::sync::Arc<Credentials>,
+}
+
+/// The masters' CA certificate (PEM) from the master at `address`, without checking the
+/// server's certificate: for an agent that joins, which checks the answer against its join
+/// token's fingerprint before it trusts it.
+pub fn unverified_ca(address: &str) -> Result<String> {
+    let address = address.trim();
+    let base = if address.contains("://") { base_url(address) } else { base_url(&format!("https://{address}")) };
+    let http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(Duration::from_secs(10)))
+        .tls_config(ureq::tls::TlsConfig::builder().disable_verification(true).build())
+        .build()
+        .new_agent();
+    let client = Client { base, http, credentials: Default::default() };
+    client.call("GET", "/api/v1/ca", None)
+}
+
+fn tls_config(credentials: &Credentials) -> Result<ureq::tls::TlsConfig> {
+    use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+    let bad = |what: &'static str| move |e: ureq::Error| ClientError::Tls { what, message: e.to_string() };
+    let mut tls = TlsConfig::builder();
+    if let Some(ca) = &credentials.ca_pem {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(ca.as_bytes()) {
+            if let PemItem::Certificate(c) = item.map_err(bad("CA certificate"))? {
+                certs.push(c);
+            }
+        }
+        if certs.is_empty() {
+            return Err(ClientError::Tls { what: "CA certificate", message: "no certificate in it".into() });
+        }
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    if let Some((cert, key)) = &credentials.identity {
+        let cert: Certificate<'static> = Certificate::from_pem(cert.as_bytes()).map_err(bad("client certificate"))?;
+        let key: PrivateKey<'static> = PrivateKey::from_pem(key.as_bytes()).map_err(bad("client key"))?;
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+    }
+    Ok(tls.build())
 }
 
 /// `host:port` or a URL, as a base URL without a trailing slash.
@@ -79,31 +176,76 @@ impl Client {
     /// A client of the server at `address` (`host:port` or a URL). Connections time out after
     /// 5 s; whole calls after 30 s (see [`Client::timeout`]).
     pub fn new(address: &str) -> Client {
-        Client::build(base_url(address), Some(Duration::from_secs(30)))
+        Client::build(base_url(address), Some(Duration::from_secs(30)), Default::default())
+            .expect("a client without credentials builds")
     }
 
-    /// The master `CORRAL_MASTER` names, else [`DEFAULT_MASTER`].
-    pub fn from_env() -> Client {
-        Client::new(&std::env::var("CORRAL_MASTER").unwrap_or_else(|_| DEFAULT_MASTER.into()))
+    /// A client of the server at `address` that trusts, shows and sends `credentials`.
+    pub fn with_credentials(address: &str, credentials: Credentials) -> Result<Client> {
+        let address = address.trim();
+        let base = if credentials.ca_pem.is_some() && !address.contains("://") {
+            base_url(&format!("https://{address}"))
+        } else {
+            base_url(address)
+        };
+        Client::build(base, Some(Duration::from_secs(30)), std::sync::Arc::new(credentials))
+    }
+
+    /// The master and credentials the environment gives: `CORRAL_MASTER`, `CORRAL_TOKEN` and
+    /// `CORRAL_CA` (a PEM file) over what the configuration file says ([`Config::path`]), else
+    /// [`DEFAULT_MASTER`] without credentials.
+    pub fn from_env() -> Result<Client> {
+        let config = match Config::path() {
+            Some(path) => Config::load(&path)?,
+            None => Config::default(),
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let master = env("CORRAL_MASTER").or(config.master).unwrap_or_else(|| DEFAULT_MASTER.into());
+        let ca_pem =
+            match env("CORRAL_CA") {
+                Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| ClientError::Config {
+                    path: path.clone().into(),
+                    message: format!("CORRAL_CA: {e}"),
+                })?),
+                None => config.ca,
+            };
+        let token = env("CORRAL_TOKEN").or(config.token);
+        Client::with_credentials(&master, Credentials { ca_pem, identity: None, token })
     }
 
     /// The same server, with whole calls limited to `limit` (`None`: no limit, for streams).
     pub fn timeout(&self, limit: Option<Duration>) -> Client {
-        Client::build(self.base.clone(), limit)
+        Client::build(self.base.clone(), limit, self.credentials.clone())
+            .expect("these credentials built a client before")
     }
 
-    fn build(base: String, limit: Option<Duration>) -> Client {
-        let http = ureq::Agent::config_builder()
+    fn build(base: String, limit: Option<Duration>, credentials: std::sync::Arc<Credentials>) -> Result<Client> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(limit)
-            .build()
-            .new_agent();
-        Client { base, http }
+            .timeout_global(limit);
+        if credentials.ca_pem.is_some() || credentials.identity.is_some() {
+            config = config.tls_config(tls_config(&credentials)?);
+        }
+        if let Some(token) = &credentials.token {
+            let value = ureq::http::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .map_err(|e| ClientError::Tls { what: "token", message: e.to_string() })?;
+            config = config.middleware(
+                move |mut req: ureq::http::Request<ureq::SendBody>, next: ureq::middleware::MiddlewareNext| {
+                    req.headers_mut().insert(ureq::http::header::AUTHORIZATION, value.clone());
+                    next.handle(req)
+                },
+            );
+        }
+        Ok(Client { base, http: config.build().new_agent(), credentials })
     }
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     // ---- the plumbing --------------------------------------------------------------------------

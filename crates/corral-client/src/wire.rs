@@ -455,3 +455,83 @@ id!(
     /// An agent's id, given by the master when the agent first registers.
     AgentId
 );
+
+// ---- trust: joining, tokens ----------------------------------------------------------------
+
+/// `POST /api/v1/join`: an agent's first call, with a join token. The master answers with
+/// the agent's id and a certificate for it (over TLS the agent checked against the join
+/// token's CA fingerprint).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// The join token's secret part (`ID.SECRET`).
+    pub token: String,
+    /// Names and addresses the agent's certificate must cover (where the master reaches it).
+    pub hosts: Vec<String>,
+    /// The id the agent had before joining was required, to keep it.
+    #[serde(default)]
+    pub agent_id: Option<AgentId>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Joined {
+    pub agent_id: AgentId,
+    /// The agent's certificate and key, PEM.
+    pub cert: String,
+    pub key: String,
+    /// The masters' CA certificate, PEM: what the agent trusts from now on.
+    pub masters_ca: String,
+}
+
+/// `POST /api/v1/tokens` (admin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// `api` (default) or `join`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `reader`, `writer` or `admin`.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Seconds until it expires; none: never.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A token as lists show it: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub kind: String,
+    pub namespace: String,
+    pub role: String,
+    /// RFC 3339.
+    pub created: String,
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The answer to `POST /api/v1/tokens`: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    pub token: String,
+}
+
+/// `GET /api/v1/whoami`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub principal: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+}

@@ -7,7 +7,9 @@
 
 pub mod agent;
 mod chunks;
+pub mod https;
 pub mod master;
+pub mod pki;
 pub mod store;
 pub mod task;
 

@@ -24,8 +24,13 @@ pub const JOBS: &str = "jobs";
 /// Runs of jobs under way: task id to the run (its job, scheduled time, attempt).
 pub const JOB_RUNS: &str = "job_runs";
 
+/// API and join tokens: id to the record, whose secret is only a hash (`master::trust`).
+pub const TOKENS: &str = "tokens";
+/// Agent id to the fingerprint of the certificate it joined with.
+pub const IDENTITIES: &str = "agent_identities";
+
 /// The tables a master loads when it starts.
-pub const LOADED: [&str; 7] = [AGENTS, TASKS, ROLES, APPS, DEPLOYMENTS, JOBS, JOB_RUNS];
+pub const LOADED: [&str; 9] = [AGENTS, TASKS, ROLES, APPS, DEPLOYMENTS, JOBS, JOB_RUNS, TOKENS, IDENTITIES];
 
 /// A record that does not parse.
 #[derive(Debug, thiserror::Error)]

@@ -69,6 +69,19 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Job {
+    /// What of this job only an admin may run: a command on the host (no container image),
+    /// root. Empty for an ordinary job.
+    pub fn privileges(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.image.is_none() {
+            out.push("a command without a container image runs on the host");
+        }
+        if self.user.as_deref().is_some_and(|u| u == "root" || u == "0" || u.starts_with("0:")) {
+            out.push("runAsUser root");
+        }
+        out
+    }
+
     /// Validates a definition submitted at `now` (an empty schedule start means `now`).
     pub fn from_definition(d: &JobDefinition, now: DateTime<Utc>) -> Result<Job, Invalid> {
         let mut problems = Vec::new();

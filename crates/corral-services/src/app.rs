@@ -349,6 +349,25 @@ impl Problems {
 }
 
 impl App {
+    /// What of this app only an admin may run: a command on the host (no image), root, the
+    /// host's network, paths of the host. Empty for an ordinary app.
+    pub fn privileges(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.image.is_none() {
+            out.push("a command without an image runs on the host (give container.docker.image)");
+        }
+        if matches!(&self.user, Some(User::Ids(0, _))) || matches!(&self.user, Some(User::Name(n)) if n == "root") {
+            out.push("user 0 (root)");
+        }
+        if self.network == Network::Host {
+            out.push("host networking (give container.docker.network BRIDGE)");
+        }
+        if !self.volumes.is_empty() {
+            out.push("host path volumes");
+        }
+        out
+    }
+
     /// Validates a normalized definition (see [`AppDefinition::normalized`]) whose `version`
     /// and `versionInfo` are set.
     pub fn from_definition(d: &AppDefinition) -> Result<App, Invalid> {

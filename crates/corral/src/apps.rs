@@ -11,7 +11,7 @@ use crate::cli::{AppCommand, JsonArgs};
 /// Calls the master's Marathon API; a Marathon error body becomes a one-line error with its
 /// details.
 fn call(method: &'static str, path: &str, body: Option<&Value>) -> Result<Value> {
-    Ok(corral_client::Client::from_env().marathon(method, path, body)?)
+    Ok(corral_client::Client::from_env()?.marathon(method, path, body)?)
 }
 
 fn app_path(id: &str) -> String {
@@ -176,7 +176,7 @@ fn why(id: &str, as_json: bool) -> Result<()> {
         .filter_map(|t| t["id"].as_str().map(String::from))
         .collect();
     if !staging.is_empty() {
-        let native = corral_client::Client::from_env().tasks()?;
+        let native = corral_client::Client::from_env()?.tasks()?;
         for t in native.iter().filter(|t| staging.iter().any(|s| *s == t.id.as_str())) {
             let reason = t.message.as_deref().unwrap_or("placed, waiting for its agent");
             println!("task {} on agent {}: {}: {reason}", t.id, t.agent.as_deref().unwrap_or("?"), t.state.as_str());

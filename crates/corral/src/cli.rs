@@ -11,6 +11,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "CORRAL_ROOT", default_value = "/var/lib/corral")]
     pub root: PathBuf,
 
+    /// The API token client commands send (else CORRAL_TOKEN, else the configuration file's:
+    /// CORRAL_CONFIG or ~/.config/corral/config.json, which `corral up` writes).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub token: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +61,9 @@ pub enum Command {
     /// Configure a role.
     #[command(subcommand)]
     Role(RoleCommand),
+    /// API and join tokens: create, list, revoke (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run, follow and kill one-off tasks on the cluster.
     #[command(subcommand)]
     Task(TaskCommand),
@@ -215,9 +223,11 @@ pub struct PullArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct MasterArgs {
-    /// Address for every API.
-    #[arg(long, default_value = "0.0.0.0:5050")]
+    /// Address for every API (HTTPS). 0.0.0.0:5050 for every interface.
+    #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub tls: MasterTlsArgs,
     /// Where the master keeps its state (default: ROOT/master).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -231,10 +241,19 @@ pub struct AgentArgs {
     /// The master, HOST:PORT.
     #[arg(long)]
     pub master: String,
-    /// Address for the agent's API (task launches, logs).
-    #[arg(long, default_value = "0.0.0.0:5051")]
+    /// Address for the agent's API (task launches, logs; only masters may call it). 0.0.0.0:5051
+    /// for every interface.
+    #[arg(long, default_value = "127.0.0.1:5051")]
     pub listen: std::net::SocketAddr,
-    /// How the master reaches this agent (default: http://LISTEN).
+    /// The token the agent joins the cluster with, the first time (the master writes one to
+    /// DATA_DIR/join-token; `corral token create --join` makes more).
+    #[arg(long, env = "CORRAL_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Development only: plain HTTP and no certificates, on a loopback address only (the
+    /// master must run with --insecure-dev too).
+    #[arg(long)]
+    pub insecure_dev: bool,
+    /// How the master reaches this agent (default: https://LISTEN).
     #[arg(long)]
     pub advertise: Option<String>,
     /// Resources to offer, in Mesos's grammar (cpus:4;mem:4096;ports:[31000-32000];cpus(ads):2);
@@ -358,6 +377,8 @@ pub struct UpArgs {
     /// The master's address.
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub tls: MasterTlsArgs,
     /// The agent's address.
     #[arg(long, default_value = "127.0.0.1:5051")]
     pub agent_listen: std::net::SocketAddr,
@@ -374,6 +395,47 @@ pub struct UpArgs {
     /// Whether tasks with an image get a user namespace of their own: auto, private or host.
     #[arg(long, default_value = "auto")]
     pub userns: corral_runtime::create::Userns,
+}
+
+/// How a master secures its APIs.
+#[derive(Debug, Args, Clone, Default)]
+pub struct MasterTlsArgs {
+    /// Development only: plain HTTP and no authentication, on a loopback address only.
+    #[arg(long)]
+    pub insecure_dev: bool,
+    /// Another name or address the master's certificate covers (beyond its listen address,
+    /// loopback and the hostname); repeat for more.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_sans: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed on the last line, and only then.
+    Create {
+        /// The namespace the token acts in.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// reader (read), writer (also change) or admin (also tokens, roles, host tasks).
+        #[arg(long, default_value = "writer")]
+        role: String,
+        /// A join token, for agents, instead of an API token.
+        #[arg(long)]
+        join: bool,
+        /// How long it is valid (30s, 10m, 1h, 7d); default: until revoked.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<std::time::Duration>,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List tokens (never their secrets).
+    Ls(JsonArgs),
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        /// The token's id (the part before the dot).
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,10 @@ pub fn init_tracing(cli: &Cli) {
 
 /// Runs a command; the result is the process exit code.
 pub fn dispatch(cli: Cli) -> Result<u8> {
+    if let Some(token) = &cli.token {
+        // The one place clients read credentials from (`Client::from_env`).
+        std::env::set_var("CORRAL_TOKEN", token);
+    }
     let root = cli.root.as_path();
     match cli.command {
         Command::Run(args) => run(root, args),
@@ -62,6 +66,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Tasks(args) => crate::cluster::tasks(args).map(|_| 0),
         Command::Roles(args) => crate::cluster::roles(args).map(|_| 0),
         Command::Role(cmd) => crate::cluster::role(cmd).map(|_| 0),
+        Command::Token(cmd) => crate::cluster::token(cmd).map(|_| 0),
         Command::Task(cmd) => crate::cluster::task(cmd),
         Command::App(cmd) => crate::apps::app(cmd).map(|_| 0),
         Command::Deployments(args) => crate::apps::deployments(args).map(|_| 0),

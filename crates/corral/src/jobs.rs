@@ -10,7 +10,7 @@ use crate::cli::JobCommand;
 const API: &str = "/v1/scheduler";
 
 fn call(method: &'static str, path: &str, body: Option<&Value>) -> Result<Value> {
-    Ok(Client::from_env().marathon(method, &format!("{API}{path}"), body)?)
+    Ok(Client::from_env()?.marathon(method, &format!("{API}{path}"), body)?)
 }
 
 fn print_json(v: &Value) -> Result<()> {

@@ -22,6 +22,16 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = match <cli::Cli as clap::Parser>::try_parse() {
+        Ok(cli) if matches!(cli.command, cli::Command::Master(_) | cli::Command::Agent(_) | cli::Command::Up(_)) => {
+            // Daemons must outlive a peer that hangs up: a write to a closed connection (TLS
+            // records go out with writev, which cannot ask the kernel not to signal) is an
+            // error to handle, never a reason to die.
+            // SAFETY: as above, before any thread exists.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            }
+            cli
+        }
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
             // Usage errors are corral errors too: 125, like every other refusal.

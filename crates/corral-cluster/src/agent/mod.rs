@@ -20,6 +20,7 @@ mod fetch;
 mod forward;
 pub mod gc;
 mod health;
+mod join;
 mod journal;
 pub mod runtime;
 mod sandbox;
@@ -59,6 +60,10 @@ pub struct AgentConfig {
     pub gc: GcPolicy,
     /// Whether tasks with an image get a user namespace of their own (`--userns`).
     pub userns: corral_runtime::create::Userns,
+    /// Plain HTTP both ways, no certificates (`--insecure-dev`): only on a loopback address.
+    pub dev: bool,
+    /// The join token, for the first start (or a new address).
+    pub join_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +79,10 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("joining the cluster: {0}")]
+    Join(String),
+    #[error("--insecure-dev serves plain HTTP without authentication, so only on a loopback address, not {0}")]
+    DevNotLoopback(SocketAddr),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -94,6 +103,8 @@ struct Inner {
 #[derive(Clone)]
 struct Agent {
     inner: Arc<Mutex<Inner>>,
+    /// The agent's client of its master (calls that take longer than 10 s are retried).
+    master: corral_client::Client,
     wake: Arc<Notify>,
     resources: String,
     runtime: Arc<dyn Runtime>,
@@ -176,6 +187,9 @@ fn machine_resources(spec: Option<&str>, root: &Path) -> Result<String, AgentErr
 }
 
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    if config.dev && !config.listen.ip().is_loopback() {
+        return Err(AgentError::DevNotLoopback(config.listen));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| AgentError::Listen { addr: config.listen, source })?;
@@ -208,15 +222,46 @@ pub async fn serve_with(
     let (journal, pending) = journal::Journal::open(&config.work_dir);
     let local = listener.local_addr().map_err(|source| AgentError::Listen { addr: config.listen, source })?;
     let mut config = config;
+    let scheme = if config.dev { "http" } else { "https" };
     if config.advertise.is_none() {
-        config.advertise = Some(format!("http://{local}"));
+        config.advertise = Some(format!("{scheme}://{local}"));
     }
+    let (master, tls, agent_id) = if config.dev {
+        (corral_client::Client::new(&config.master), None, agent_id)
+    } else {
+        let advertised = config.advertise.clone().unwrap_or_default();
+        let host = advertised
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .map(|hostport| match hostport.rsplit_once(':') {
+                Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+                None => hostport.to_string(),
+            })
+            .unwrap_or_default();
+        let mut hosts = crate::pki::server_names(local.ip(), &[]);
+        if !host.is_empty() && !hosts.contains(&host) {
+            hosts.push(host);
+        }
+        let (work, master, token, known) =
+            (config.work_dir.clone(), config.master.clone(), config.join_token.clone(), agent_id.clone());
+        let joined = tokio::task::spawn_blocking(move || {
+            join::credentials(&work, &master, &hosts, token.as_deref(), known.as_ref())
+        })
+        .await
+        .map_err(|e| AgentError::Join(e.to_string()))??;
+        let client = corral_client::Client::with_credentials(&config.master, joined.credentials())
+            .map_err(|e| AgentError::Join(e.to_string()))?;
+        (client, Some(joined.server_config()?), Some(joined.agent_id))
+    };
+    let master = master.timeout(Some(Duration::from_secs(10)));
     let state = AgentState::new(tasks, pending);
     let (work_dir, gc) = (config.work_dir.clone(), config.gc);
     let agent = Agent {
         work_dir,
         gc,
         inner: Arc::new(Mutex::new(Inner { config, agent_id, state, journal })),
+        master,
         wake: Arc::new(Notify::new()),
         resources,
         runtime,
@@ -237,12 +282,7 @@ pub async fn serve_with(
         .route("/api/v1/tasks/{id}/files", get(files))
         .route("/health", get(|| async { "ok" }))
         .with_state(agent);
-    axum::serve(listener, app).await.map_err(|source| AgentError::Listen { addr: local, source })
-}
-
-/// The agent's client of its master: calls that take longer than this are retried.
-fn master_client(master: &str) -> corral_client::Client {
-    corral_client::Client::new(master).timeout(Some(Duration::from_secs(10)))
+    crate::https::serve(listener, tls, app).await.map_err(|source| AgentError::Listen { addr: local, source })
 }
 
 impl Agent {
@@ -442,9 +482,9 @@ impl Agent {
     }
 
     async fn register(&self) -> Option<(wire::AgentId, u64, Vec<wire::TaskId>)> {
-        let (req, url) = {
+        let req = {
             let i = self.inner.lock().await;
-            let req = wire::Register {
+            wire::Register {
                 agent_id: i.agent_id.clone(),
                 hostname: i.config.hostname.clone().unwrap_or_else(|| {
                     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
@@ -453,10 +493,10 @@ impl Agent {
                 resources: self.resources.clone(),
                 attributes: i.config.attributes.clone(),
                 tasks: i.state.all_tasks(),
-            };
-            (req, i.config.master.clone())
+            }
         };
-        let reply = tokio::task::spawn_blocking(move || master_client(&url).register(&req)).await.ok()?;
+        let master = self.master.clone();
+        let reply = tokio::task::spawn_blocking(move || master.register(&req)).await.ok()?;
         match reply {
             Ok(r) => {
                 let mut i = self.inner.lock().await;
@@ -494,12 +534,12 @@ impl Agent {
                 }
                 Some((id, _)) => {
                     beat.tick().await;
-                    let (master, beat) = {
+                    let beat = {
                         let i = self.inner.lock().await;
-                        (i.config.master.clone(), wire::Heartbeat { tasks: Some(i.state.reconcile_list()) })
+                        wire::Heartbeat { tasks: Some(i.state.reconcile_list()) }
                     };
-                    let id = id.clone();
-                    let known = tokio::task::spawn_blocking(move || master_client(&master).heartbeat(&id, &beat)).await;
+                    let (id, master) = (id.clone(), self.master.clone());
+                    let known = tokio::task::spawn_blocking(move || master.heartbeat(&id, &beat)).await;
                     match known {
                         Ok(Ok(true)) => {}
                         Ok(Ok(false)) => registered = None,
@@ -517,7 +557,7 @@ impl Agent {
                 let i = self.inner.lock().await;
                 match &i.agent_id {
                     Some(id) if !i.state.pending.updates.is_empty() => Some((
-                        (i.config.master.clone(), id.clone()),
+                        (self.master.clone(), id.clone()),
                         i.state.pending.updates.iter().cloned().collect::<Vec<_>>(),
                     )),
                     _ => None,
@@ -528,7 +568,7 @@ impl Agent {
                 continue;
             };
             let body = wire::Updates { updates };
-            let result = tokio::task::spawn_blocking(move || master_client(&master).updates(&id, &body)).await;
+            let result = tokio::task::spawn_blocking(move || master.updates(&id, &body)).await;
             match result {
                 Ok(Ok(acked)) => {
                     tracing::debug!(acked = ?acked.acked, "status updates acknowledged");

@@ -53,6 +53,7 @@ impl From<MasterError> for ChronosError {
         let status = match &e {
             MasterError::BadRequest(_) | MasterError::NotFound(_) | MasterError::Invalid(_) => StatusCode::BAD_REQUEST,
             MasterError::Conflict { .. } => StatusCode::CONFLICT,
+            MasterError::Forbidden(_) => StatusCode::FORBIDDEN,
             MasterError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             MasterError::Corrupt(_) | MasterError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -16,6 +16,7 @@ use super::framework::Framework;
 use super::jobs::Jobs;
 use super::services::Services;
 use super::tasks::Tasks;
+use super::trust::Trust;
 use crate::store::LOADED;
 use crate::wire;
 
@@ -31,6 +32,8 @@ pub struct Controller {
     pub services: Services,
     /// The jobs framework (the Chronos API's).
     pub jobs: Jobs,
+    /// Tokens and the agents' identities.
+    pub trust: Trust,
 }
 
 /// Allocation cycles per command at most (each places at least one task or ends the loop).
@@ -52,7 +55,8 @@ impl Controller {
         let mut services = Services::default();
         services.recover_services(&mut core, &snapshot)?;
         let jobs = Jobs::recover(&mut core, &snapshot)?;
-        Ok((Controller { core, one_off, services, jobs }, snapshot.revision))
+        let trust = Trust::recover(&snapshot)?;
+        Ok((Controller { core, one_off, services, jobs, trust }, snapshot.revision))
     }
 
     /// Hands the core's news to each task's framework, and runs allocation cycles until no
@@ -87,6 +91,44 @@ impl Controller {
             }
             // Declined offers carry lasting filters, so the next cycle offers them elsewhere,
             // and the loop ends when nobody is offered anything.
+        }
+        Ok(())
+    }
+
+    /// The apps and jobs only an admin may run (`app ID`, `job NAME`), each with its
+    /// configuration (what a change of it would change) and what makes it privileged.
+    pub fn privileged(&self) -> std::collections::BTreeMap<String, (String, Vec<&'static str>)> {
+        let mut out = std::collections::BTreeMap::new();
+        for (id, entry) in self.services.apps.iter() {
+            let needs = entry.app.privileges();
+            if !needs.is_empty() {
+                out.insert(format!("app {id}"), (entry.app.config_version.clone(), needs));
+            }
+        }
+        for (name, entry) in self.jobs.jobs.iter() {
+            let needs = entry.job.privileges();
+            if !needs.is_empty() {
+                let config = serde_json::to_string(&entry.definition).unwrap_or_default();
+                out.insert(format!("job {name}"), (config, needs));
+            }
+        }
+        out
+    }
+
+    /// Refuses (the command is then dropped whole) if an app or job only an admin may run was
+    /// created or reconfigured since `before`. Scaling or restarting one an admin made is not a
+    /// change of its configuration.
+    pub fn refuse_new_privileges(
+        &self,
+        before: &std::collections::BTreeMap<String, (String, Vec<&'static str>)>,
+    ) -> Result<(), MasterError> {
+        for (what, (config, needs)) in self.privileged() {
+            if before.get(&what).map(|(c, _)| c) != Some(&config) {
+                return Err(MasterError::Forbidden(format!(
+                    "{what}: only an admin may run {}; this token is not an admin's",
+                    needs.join(", ")
+                )));
+            }
         }
         Ok(())
     }

@@ -35,6 +35,9 @@ pub enum MasterError {
     /// A duplicate, or an app locked by a deployment (409).
     #[error("{message}")]
     Conflict { message: String, deployments: Vec<String> },
+    /// The caller may not do this (403): what only an admin may run.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -48,8 +48,16 @@ impl AgentLink for Delivery {
         let (tx, rx) = channel::<AgentCall>();
         let master = self.master.clone();
         let queued_kills = self.queued_kills.clone();
+        let credentials = self.master.security.agent_credentials();
         let started = std::thread::Builder::new().name("corral-deliver".into()).spawn(move || {
-            let agent = corral_client::Client::new(&address_of(&call)).timeout(Some(Duration::from_secs(10)));
+            let agent = match corral_client::Client::with_credentials(&address_of(&call), credentials) {
+                Ok(client) => client.timeout(Some(Duration::from_secs(10))),
+                Err(e) => {
+                    // The master's own certificates do not load: nothing can reach any agent.
+                    tracing::error!(error = %e, "no client for agents");
+                    return;
+                }
+            };
             let mut first = Some(call);
             while let Some(call) = first.take().or_else(|| rx.recv().ok()) {
                 // What else is queued already goes too, launches together, in order.

@@ -51,6 +51,7 @@ impl Harness {
             clock: Arc::new(move || c.load(Ordering::SeqCst)),
             agents: Box::new(move |_| Box::new(r)),
             seed: 42,
+            security: Arc::new(super::Security::dev()),
         };
         let master = Master::start(Arc::new(store.clone()), AGENT_TIMEOUT, seams).expect("the master starts");
         Harness {

@@ -59,6 +59,7 @@ impl From<MasterError> for MarathonError {
                 json!({"message": message, "deployments": deployments.iter().map(|d| json!({"id": d})).collect::<Vec<_>>()}),
             ),
             MasterError::NotFound(m) => MarathonError(StatusCode::NOT_FOUND, json!({"message": m})),
+            MasterError::Forbidden(m) => MarathonError(StatusCode::FORBIDDEN, json!({"message": m})),
             MasterError::BadRequest(m) => MarathonError(StatusCode::BAD_REQUEST, json!({"message": m})),
             MasterError::Store(e) => MarathonError(StatusCode::SERVICE_UNAVAILABLE, json!({"message": e.to_string()})),
             e @ (MasterError::Corrupt(_) | MasterError::Internal(_)) => {

@@ -19,8 +19,10 @@ pub mod framework;
 mod harness;
 pub mod jobs;
 mod marathon;
+pub mod secure;
 pub mod services;
 pub mod tasks;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -39,7 +41,10 @@ pub struct MasterConfig {
     pub data_dir: PathBuf,
     /// An agent silent this long is unreachable.
     pub agent_timeout: Duration,
+    pub security: SecurityConfig,
 }
+
+pub use secure::{Security, SecurityConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -55,6 +60,19 @@ pub enum RunError {
     Master(#[from] MasterError),
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    #[error("the cluster's certificates: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+    #[error("--insecure-dev serves plain HTTP without authentication, so only on a loopback address, not {0}")]
+    DevNotLoopback(SocketAddr),
+    #[error("making the master's first tokens: {0}")]
+    Bootstrap(String),
+}
+
+tokio::task_local! {
+    /// Who made the API request being served (set around each request by the API's
+    /// authentication): [`Master::call`] refuses a command of someone who is not an admin that
+    /// leaves an app or job only an admin may run.
+    pub(crate) static CALLER: trust::Principal;
 }
 
 /// How often the periodic work runs (offer timeouts, silent agents, reconciliation, retries).
@@ -78,11 +96,18 @@ pub struct Seams {
     pub agents: Box<dyn FnOnce(Master) -> Box<dyn AgentLink>>,
     /// Seeds the ids (tasks, deployments, agents).
     pub seed: u64,
+    /// Certificates and what they are for; development mode (none) by default.
+    pub security: Arc<Security>,
 }
 
 impl Seams {
-    /// The wall clock, HTTP to agents, random ids.
+    /// The wall clock, HTTP to agents, random ids, development mode.
     pub fn real() -> Seams {
+        Seams::real_with(Arc::new(Security::dev()))
+    }
+
+    /// The same, with certificates.
+    pub fn real_with(security: Arc<Security>) -> Seams {
         let started = Instant::now();
         let seed = {
             use std::hash::{BuildHasher, RandomState};
@@ -92,6 +117,7 @@ impl Seams {
             clock: Arc::new(move || started.elapsed().as_millis() as u64),
             agents: Box::new(|master| Box::new(delivery::Delivery::new(master))),
             seed,
+            security,
         }
     }
 }
@@ -110,6 +136,8 @@ pub struct Master {
     /// Large answers (every app, every task) built at once: one core fewer than the machine
     /// has, so readers can never take every core from the owner and the writes it serves.
     pub(crate) heavy_reads: Arc<tokio::sync::Semaphore>,
+    /// The master's certificates (none in development mode).
+    pub(crate) security: Arc<Security>,
 }
 
 /// The last and the longest tick, in microseconds.
@@ -141,6 +169,7 @@ impl Master {
             events: events.clone(),
             ticks: Arc::default(),
             heavy_reads: Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))),
+            security: seams.security.clone(),
         };
         let mut seeds = fastrand::Rng::with_seed(seams.seed ^ 0x5eed);
         let reload_from = store.clone();
@@ -185,8 +214,16 @@ impl Master {
         F: FnOnce(&mut Controller, u64) -> Result<T, MasterError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let guarded = CALLER.try_with(|who| !who.privileged()).unwrap_or(false);
         let job: Job = Box::new(move |owner: &mut Owner| {
-            let _ = tx.send(owner.apply(f));
+            let _ = tx.send(owner.apply(move |c: &mut Controller, now| {
+                let before = guarded.then(|| c.privileged());
+                let value = f(c, now)?;
+                if let Some(before) = before {
+                    c.refuse_new_privileges(&before)?;
+                }
+                Ok(value)
+            }));
         });
         self.jobs.send(job).map_err(|_| MasterError::Internal("the master's owner has stopped".into()))?;
         rx.await.map_err(|_| MasterError::Internal("the master's owner dropped a command".into()))?
@@ -290,6 +327,9 @@ impl Owner {
 
 /// Binds, recovers the state, and serves until the process ends.
 pub async fn run(config: MasterConfig) -> Result<(), RunError> {
+    if matches!(config.security, SecurityConfig::Dev) && !config.listen.ip().is_loopback() {
+        return Err(RunError::DevNotLoopback(config.listen));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Listen { addr: config.listen, source })?;
@@ -297,23 +337,53 @@ pub async fn run(config: MasterConfig) -> Result<(), RunError> {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, config: MasterConfig) -> Result<(), RunError> {
-    let store =
-        tokio::task::spawn_blocking(move || corral_store::RedbStore::open(&config.data_dir.join("master.redb")))
-            .await
-            .map_err(|e| RunError::Master(MasterError::Internal(e.to_string())))??;
-    serve_store(listener, Arc::new(store), config.agent_timeout).await
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || corral_store::RedbStore::open(&data_dir.join("master.redb")))
+        .await
+        .map_err(|e| RunError::Master(MasterError::Internal(e.to_string())))??;
+    let local = listener.local_addr().map_err(RunError::Serve)?;
+    let security = match &config.security {
+        SecurityConfig::Dev => Security::dev(),
+        SecurityConfig::Secure { names } => {
+            let (dir, names) = (config.data_dir.clone(), names.clone());
+            tokio::task::spawn_blocking(move || Security::open(&dir, local, &names))
+                .await
+                .map_err(|e| RunError::Master(MasterError::Internal(e.to_string())))??
+        }
+    };
+    serve_secured(listener, Arc::new(store), config.agent_timeout, Arc::new(security), Some(&config.data_dir)).await
 }
 
-/// Serves on any store (the embedded one, or another implementation of the trait).
+/// Serves on any store (the embedded one, or another implementation of the trait), in
+/// development mode.
 pub async fn serve_store(
     listener: tokio::net::TcpListener,
     store: Arc<dyn Store>,
     agent_timeout: Duration,
 ) -> Result<(), RunError> {
-    let master = tokio::task::spawn_blocking(move || Master::start(store, agent_timeout, Seams::real()))
+    serve_secured(listener, store, agent_timeout, Arc::new(Security::dev()), None).await
+}
+
+/// Serves on any store with `security`; the first tokens and the CLI configuration go to
+/// `data_dir` (when secured).
+pub async fn serve_secured(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    agent_timeout: Duration,
+    security: Arc<Security>,
+    data_dir: Option<&std::path::Path>,
+) -> Result<(), RunError> {
+    let tls = security.server_config()?;
+    let master = tokio::task::spawn_blocking(move || Master::start(store, agent_timeout, Seams::real_with(security)))
         .await
         .map_err(|e| RunError::Master(MasterError::Internal(e.to_string())))??;
-    tracing::info!(addr = %listener.local_addr().map_err(RunError::Serve)?, "master listening");
+    let local = listener.local_addr().map_err(RunError::Serve)?;
+    if let Some(dir) = data_dir.filter(|_| tls.is_some()) {
+        let host = if local.ip().is_unspecified() { "127.0.0.1".to_string() } else { local.ip().to_string() };
+        let url = format!("https://{}", SocketAddr::new(host.parse().unwrap_or(local.ip()), local.port()));
+        secure::bootstrap(&master, dir, &url).await.map_err(RunError::Bootstrap)?;
+    }
+    tracing::info!(addr = %local, tls = tls.is_some(), "master listening");
     let ticker = master.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK);
@@ -331,5 +401,5 @@ pub async fn serve_store(
             }
         }
     });
-    axum::serve(listener, api::router(master)).await.map_err(RunError::Serve)
+    crate::https::serve(listener, tls, api::router(master)).await.map_err(RunError::Serve)
 }

@@ -63,6 +63,8 @@ pub fn start_agent(master: SocketAddr, dir: &Path, name: &str, fake: &FakeRuntim
         registries: Default::default(),
         gc: Default::default(),
         userns: Default::default(),
+        dev: true,
+        join_token: None,
     };
     std::fs::create_dir_all(&config.state_root).unwrap();
     rt.spawn(agent::serve_with(listener, config, Arc::new(fake.clone())));

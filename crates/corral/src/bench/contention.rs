@@ -33,7 +33,15 @@ impl MasterProcess {
     /// `exe master` on 127.0.0.1:`port`, its state under `work`.
     pub(super) fn spawn(exe: &std::path::Path, work: &std::path::Path, port: u16) -> Result<MasterProcess> {
         let child = Command::new(exe)
-            .args(["master", "--listen", &format!("127.0.0.1:{port}"), "--agent-timeout", "60", "--data-dir"])
+            .args([
+                "master",
+                "--insecure-dev",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--agent-timeout",
+                "60",
+                "--data-dir",
+            ])
             .arg(work.join("master"))
             .env("CORRAL_ROOT", work)
             .stdout(Stdio::null())

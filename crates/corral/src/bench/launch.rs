@@ -15,17 +15,48 @@ pub fn run(runs: usize) -> Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let work = std::env::temp_dir().join(format!("corral-bench-launch-{}", std::process::id()));
+    println!("Task launch: API call to RUNNING on a one-node cluster ({runs} tasks, host `sleep`), without");
+    println!("and with TLS and tokens (`--insecure-dev`, then the default: HTTPS with an admin token, the");
+    println!("master and the agent on mutual TLS)\n");
+    println!("| case | min ms | median ms | p90 ms | p99 ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for secure in [false, true] {
+        let mut samples = launches(runs, secure)?;
+        let p99 = {
+            let mut s = samples.clone();
+            s.sort();
+            s[((s.len() - 1) as f64 * 0.99).round() as usize]
+        };
+        let case = if secure {
+            "POST /api/v1/tasks -> RUNNING, TLS and token"
+        } else {
+            "POST /api/v1/tasks -> RUNNING, plain HTTP"
+        };
+        println!("{} {:.1} |", stats_row(case, &mut samples), p99.as_secs_f64() * 1000.0);
+    }
+    Ok(())
+}
+
+/// `runs` launches one after another on a fresh one-node cluster; each one's time.
+fn launches(runs: usize, secure: bool) -> Result<Vec<Duration>> {
+    let work = std::env::temp_dir().join(format!("corral-bench-launch-{}-{secure}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let port = |_: ()| -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
     let (master_port, agent_port) = (port(())?, port(())?);
+    let security = if secure {
+        corral_cluster::master::SecurityConfig::Secure { names: Vec::new() }
+    } else {
+        corral_cluster::master::SecurityConfig::Dev
+    };
     let master = corral_cluster::master::MasterConfig {
         listen: ([127, 0, 0, 1], master_port).into(),
         data_dir: work.join("master"),
         agent_timeout: Duration::from_secs(15),
+        security,
     };
-    let agent = corral_cluster::agent::AgentConfig {
-        master: format!("http://127.0.0.1:{master_port}"),
+    let scheme = if secure { "https" } else { "http" };
+    let mut agent = corral_cluster::agent::AgentConfig {
+        master: format!("{scheme}://127.0.0.1:{master_port}"),
         listen: ([127, 0, 0, 1], agent_port).into(),
         advertise: None,
         resources: Some("cpus:1000;mem:1000000".into()),
@@ -37,11 +68,28 @@ pub fn run(runs: usize) -> Result<()> {
         registries: Default::default(),
         gc: Default::default(),
         userns: Default::default(),
+        dev: !secure,
+        join_token: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.spawn(corral_cluster::master::run(master));
+    let master = if secure {
+        let config = work.join("master/client.json");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !config.exists() {
+            if Instant::now() > deadline {
+                bail!("the master did not write {}", config.display());
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        agent.join_token = Some(std::fs::read_to_string(work.join("master/join-token"))?.trim().to_string());
+        let config = corral_client::Config::load(&config)?;
+        let credentials = corral_client::Credentials { ca_pem: config.ca, identity: None, token: config.token };
+        Client::with_credentials(&format!("127.0.0.1:{master_port}"), credentials)?
+    } else {
+        Client::new(&format!("127.0.0.1:{master_port}"))
+    };
     rt.spawn(corral_cluster::agent::run(agent));
-    let master = Client::new(&format!("127.0.0.1:{master_port}"));
     wait_for_agent(&master)?;
     let mut samples = Vec::with_capacity(runs);
     let mut ids = Vec::new();
@@ -76,17 +124,7 @@ pub fn run(runs: usize) -> Result<()> {
     cleanup(&work);
     drop(rt);
     let _ = std::fs::remove_dir_all(&work);
-    println!("Task launch: API call to RUNNING on a one-node cluster ({runs} tasks, host `sleep`)\n");
-    println!("| case | min ms | median ms | p90 ms |");
-    println!("|---|---:|---:|---:|");
-    let p99 = {
-        let mut s = samples.clone();
-        s.sort();
-        s[((s.len() - 1) as f64 * 0.99).round() as usize]
-    };
-    println!("{}", stats_row("POST /api/v1/tasks -> RUNNING", &mut samples));
-    println!("\np99: {:.1} ms", p99.as_secs_f64() * 1000.0);
-    Ok(())
+    Ok(samples)
 }
 
 /// Waits (20 s at most) until an agent has registered with the master at `base`.

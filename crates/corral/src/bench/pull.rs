@@ -62,7 +62,7 @@ pub fn run(root: &Path, runs: usize, size_mib: u64, image: &str) -> Result<()> {
             fs::create_dir_all(r)?;
             let listen = format!("127.0.0.1:{}", free_port()?);
             let child = Command::new(&exe)
-                .args(["agent", "--master", &format!("127.0.0.1:{port}"), "--listen", &listen])
+                .args(["agent", "--insecure-dev", "--master", &format!("127.0.0.1:{port}"), "--listen", &listen])
                 .args(["--hostname", &format!("node{k}-run{run}"), "--resources", "cpus:1;mem:1024"])
                 .args(["--attributes", &format!("run:r{run}")])
                 .env("CORRAL_ROOT", r)

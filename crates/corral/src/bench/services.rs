@@ -29,6 +29,7 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
         listen: ([127, 0, 0, 1], master_port).into(),
         data_dir: work.join("master"),
         agent_timeout: Duration::from_secs(60),
+        security: corral_cluster::master::SecurityConfig::Dev,
     }));
     let base = format!("http://127.0.0.1:{master_port}");
     let resources = format!("cpus:{};mem:{}", apps * instances, apps * instances * 64);
@@ -46,6 +47,8 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
             registries: Default::default(),
             gc: Default::default(),
             userns: Default::default(),
+            dev: true,
+            join_token: None,
         }));
     }
     let master = Client::new(&base).timeout(Some(Duration::from_secs(120)));

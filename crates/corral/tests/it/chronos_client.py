@@ -1,6 +1,7 @@
 """Drives corral's Chronos API with the `chronos-python` client from PyPI, unchanged.
 
-Usage: chronos_client.py HOST:PORT. Exits non-zero on the first failed expectation.
+Usage: chronos_client.py HOST:PORT TOKEN (HTTPS, the CA in HTTPLIB2_CA_CERTS; basic auth with the
+token as the password). Exits non-zero on the first failed expectation.
 """
 
 import logging
@@ -36,9 +37,9 @@ def expect_error(what, f, says):
     raise AssertionError(f"{what}: no error")
 
 
-def main(server):
+def main(server, token):
     for version in ("v1", None):
-        c = chronos.connect(server, scheduler_api_version=version)
+        c = chronos.connect(server, proto="https", username="corral", password=token, scheduler_api_version=version)
         suffix = "" if version else "-legacy"
         extra = {} if version else {"async": False}
         a = f"report{suffix}"
@@ -82,4 +83,4 @@ def main(server):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

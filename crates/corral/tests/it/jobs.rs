@@ -16,6 +16,8 @@ fn the_chronos_python_client_works_unchanged() {
     let out = Command::new("python3")
         .arg(repo_root().join("crates/corral/tests/it/chronos_client.py"))
         .arg(&server)
+        .arg(c.credentials().token.unwrap())
+        .env("HTTPLIB2_CA_CERTS", c.ca_file())
         .output()
         .unwrap();
     assert!(

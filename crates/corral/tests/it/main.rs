@@ -12,3 +12,4 @@ mod netns;
 mod registry;
 mod services;
 mod tidy;
+mod trust;

@@ -1,6 +1,7 @@
 """Drives corral's Marathon API with the `marathon` client from PyPI, unchanged.
 
-Usage: marathon_client.py MASTER_URL. Exits non-zero on the first failed expectation.
+Usage: marathon_client.py MASTER_URL TOKEN CA_FILE (basic auth with the token as the password).
+Exits non-zero on the first failed expectation.
 """
 
 import collections
@@ -26,8 +27,10 @@ def eventually(what, cond, timeout=60):
     raise AssertionError(f"timed out waiting for: {what}")
 
 
-def main(url):
-    c = marathon.MarathonClient(url)
+def main(url, token, ca):
+    # Basic auth with the token as the password, as the issue asks of clients that speak only
+    # basic auth; the cluster's CA as the bundle requests verifies with.
+    c = marathon.MarathonClient(url, username="corral", password=token, verify=ca)
     assert c.ping().strip() == b"pong"
     info = c.get_info()
     assert info.name == "corral", info
@@ -112,4 +115,4 @@ def main(url):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -84,6 +84,21 @@ impl Drop for Proc {
     }
 }
 
+/// The join token of the master whose state is under `root`, once it wrote it.
+fn join_token(root: &std::path::Path) -> String {
+    let config = root.join("master/client.json");
+    eventually("the master wrote its tokens", Duration::from_secs(20), || config.exists());
+    std::fs::read_to_string(root.join("master/join-token")).unwrap().trim().to_string()
+}
+
+/// A client of that master with its admin token.
+fn admin_client(root: &std::path::Path, master: &str) -> corral_client::Client {
+    join_token(root);
+    let config = corral_client::Config::load(&root.join("master/client.json")).unwrap();
+    let credentials = corral_client::Credentials { ca_pem: config.ca, identity: None, token: config.token };
+    corral_client::Client::with_credentials(master, credentials).unwrap().timeout(Some(Duration::from_secs(10)))
+}
+
 #[test]
 fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
     crate::support::needs_root!();
@@ -95,20 +110,22 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
         env.root.path(),
         &["master".into(), "--listen".into(), master_addr.clone(), "--agent-timeout".into(), "2".into()],
     );
+    let config = env.root.path().join("master/client.json");
     let cli = |args: &[&str]| {
-        let out = env.cmd(args).env("CORRAL_MASTER", format!("http://{master_addr}")).output().unwrap();
+        let out = env.cmd(args).env("CORRAL_MASTER", &master_addr).env("CORRAL_CONFIG", &config).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
     let try_json = |args: &[&str]| -> Vec<serde_json::Value> {
-        let out = env.cmd(args).env("CORRAL_MASTER", format!("http://{master_addr}")).output().unwrap();
+        let out = env.cmd(args).env("CORRAL_MASTER", &master_addr).env("CORRAL_CONFIG", &config).output().unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     };
     eventually("the master answers", Duration::from_secs(20), || {
         !try_json(&["tasks", "--json"]).is_empty()
             || env
                 .cmd(&["tasks"])
-                .env("CORRAL_MASTER", format!("http://{master_addr}"))
+                .env("CORRAL_MASTER", &master_addr)
+                .env("CORRAL_CONFIG", &config)
                 .output()
                 .unwrap()
                 .status
@@ -116,6 +133,7 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
     });
     let mut agents = Vec::new();
     let roots: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let join = join_token(env.root.path());
     for (i, root) in roots.iter().enumerate() {
         let work = env.root.path().join(format!("agent-{i}"));
         agents.push(spawn_in(
@@ -123,6 +141,8 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
             root.path(),
             &[
                 "agent".into(),
+                "--join-token".into(),
+                join.clone(),
                 "--master".into(),
                 master_addr.clone(),
                 "--listen".into(),
@@ -143,7 +163,7 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
     let addresses: Vec<String> =
         try_json(&["agents", "--json"]).iter().map(|a| a["address"].as_str().unwrap().to_string()).collect();
     for i in 0..2 {
-        assert!(addresses.contains(&format!("http://{}:5051", net.agent_ip(i))), "{addresses:?}");
+        assert!(addresses.contains(&format!("https://{}:5051", net.agent_ip(i))), "{addresses:?}");
     }
     // Each agent has one cpu: two one-cpu tasks land on different agents.
     let ids: Vec<String> = cli(&["task", "run", "--count", "2", "--cpus", "1", "--mem", "64", "--", "sleep", "1000"])
@@ -166,7 +186,7 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
             .unwrap()
             .to_string()
     };
-    let cut = task_on(&format!("http://{}:5051", net.agent_ip(0)));
+    let cut = task_on(&format!("https://{}:5051", net.agent_ip(0)));
     let state_of = |id: &str| try_json(&["tasks", "--json"]).iter().find(|t| t["id"] == id).map(|t| t["state"].clone());
     sh(&format!("ip link set {} down", net.host_link(0)));
     eventually("the cut-off agent's task is unreachable", Duration::from_secs(20), || {
@@ -259,10 +279,13 @@ fn agents_in_their_own_namespaces_pull_from_a_private_registry_once_each() {
         &["master".into(), "--listen".into(), master_addr.clone(), "--agent-timeout".into(), "3".into()],
     );
     let roots: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let join = join_token(env.root.path());
     let _agents: Vec<Proc> = (0..3)
         .map(|i| {
             let args = [
                 "agent",
+                "--join-token",
+                &join,
                 "--master",
                 &master_addr,
                 "--listen",
@@ -277,7 +300,7 @@ fn agents_in_their_own_namespaces_pull_from_a_private_registry_once_each() {
             spawn_in(Some(&net.namespaces[i]), roots[i].path(), &args.map(String::from))
         })
         .collect();
-    let client = corral_client::Client::new(&master_addr).timeout(Some(Duration::from_secs(10)));
+    let client = admin_client(env.root.path(), &master_addr);
     eventually("three agents", Duration::from_secs(30), || client.agents().is_ok_and(|a| a.len() == 3));
 
     // Six instances, two per agent, of an image named without its registry.

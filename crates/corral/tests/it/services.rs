@@ -33,7 +33,7 @@ fn http() -> ureq::Agent {
 
 /// The client of the master's APIs (`corral_client`), as every tool uses it.
 fn master(c: &Cluster) -> Client {
-    Client::new(&format!("{}:{}", c.master_host(), c.master_port)).timeout(Some(Duration::from_secs(20)))
+    crate::cluster::client(c)
 }
 
 /// One call to the master's Marathon API, as it went.
@@ -344,10 +344,12 @@ fn the_marathon_python_client_works_unchanged() {
     crate::support::needs_root!();
     let mut c = Cluster::in_namespaces("15", 1);
     c.start_named_agent("h0", "cpus:2;mem:2048", "");
-    let url = format!("http://{}:{}", c.master_host(), c.master_port);
+    let url = format!("https://{}:{}", c.master_host(), c.master_port);
     let out = Command::new("python3")
         .arg(repo_root().join("crates/corral/tests/it/marathon_client.py"))
         .arg(&url)
+        .arg(c.credentials().token.unwrap())
+        .arg(c.ca_file())
         .output()
         .unwrap();
     assert!(
@@ -366,9 +368,8 @@ fn deployments_are_cancelled_or_forced_and_every_step_is_an_event() {
     // Subscribe to the event stream first.
     let seen = Arc::new(Mutex::new(String::new()));
     {
-        use std::io::{BufRead, BufReader, Write};
-        let mut s = std::net::TcpStream::connect((c.master_host().as_str(), c.master_port)).unwrap();
-        write!(s, "GET /v2/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        use std::io::{BufRead, BufReader};
+        let s = master(&c).timeout(None).stream("/v2/events").unwrap();
         let seen = seen.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(s).lines() {
