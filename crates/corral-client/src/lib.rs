@@ -162,6 +162,16 @@ fn tls_config(credentials: &Credentials) -> Result<ureq::tls::TlsConfig> {
     Ok(tls.build())
 }
 
+/// Whether the host of `authority` (`host[:port][/...]`) is this machine's loopback.
+fn loopback(authority: &str) -> bool {
+    let authority = authority.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `host:port` or a URL, as a base URL without a trailing slash.
 pub fn base_url(address: &str) -> String {
     let address = address.trim().trim_end_matches('/');
@@ -188,6 +198,12 @@ impl Client {
         } else {
             base_url(address)
         };
+        if credentials.token.is_some() && base.starts_with("http://") && !loopback(&base["http://".len()..]) {
+            return Err(ClientError::Tls {
+                what: "master address",
+                message: format!("{base}: a token is not sent over plain http to another machine; use https://"),
+            });
+        }
         Client::build(base, Some(Duration::from_secs(30)), std::sync::Arc::new(credentials))
     }
 
@@ -486,6 +502,17 @@ fn encode(s: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_token_never_goes_over_plain_http_to_another_machine() {
+        let with_token = Credentials { token: Some("t.s".into()), ..Default::default() };
+        let e = Client::with_credentials("http://10.0.0.1:5050", with_token.clone()).err().unwrap().to_string();
+        assert!(e.contains("plain http") && e.contains("10.0.0.1"), "{e}");
+        for fine in ["http://127.0.0.1:5050", "localhost:5050", "http://[::1]:5050", "https://10.0.0.1:5050"] {
+            assert!(Client::with_credentials(fine, with_token.clone()).is_ok(), "{fine}");
+        }
+        assert!(Client::with_credentials("http://10.0.0.1:5050", Credentials::default()).is_ok());
+    }
 
     #[test]
     fn addresses_become_base_urls() {

@@ -468,9 +468,6 @@ pub struct Join {
     pub token: String,
     /// Names and addresses the agent's certificate must cover (where the master reaches it).
     pub hosts: Vec<String>,
-    /// The id the agent had before joining was required, to keep it.
-    #[serde(default)]
-    pub agent_id: Option<AgentId>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

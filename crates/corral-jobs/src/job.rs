@@ -68,6 +68,12 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 200 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+/// Whether `user` (`name[:group]` or `uid[:gid]`) is uid 0 as the runtime resolves it.
+fn is_root(user: &str) -> bool {
+    let name = user.split(':').next().unwrap_or("").trim();
+    name == "root" || name.trim_start_matches('+').parse::<u32>() == Ok(0)
+}
+
 impl Job {
     /// What of this job only an admin may run: a command on the host (no container image),
     /// root. Empty for an ordinary job.
@@ -76,7 +82,10 @@ impl Job {
         if self.image.is_none() {
             out.push("a command without a container image runs on the host");
         }
-        if self.user.as_deref().is_some_and(|u| u == "root" || u == "0" || u.starts_with("0:")) {
+        // Every job runs on the agent's network (no own network until CNI lands), which also
+        // means without a user namespace.
+        out.push("host networking (every job runs on the host's network)");
+        if self.user.as_deref().is_some_and(is_root) {
             out.push("runAsUser root");
         }
         out
@@ -279,6 +288,16 @@ mod tests {
 
     fn def(json: serde_json::Value) -> JobDefinition {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn root_is_root_however_it_is_spelled() {
+        for user in ["root", "root:root", "0", "00", "+0", "0:0", "root:1"] {
+            assert!(is_root(user), "{user}");
+        }
+        for user in ["nobody", "1000", "rooty", "10", ""] {
+            assert!(!is_root(user), "{user}");
+        }
     }
 
     #[test]

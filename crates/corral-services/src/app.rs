@@ -208,6 +208,30 @@ pub enum User {
     Name(String),
 }
 
+/// Whether a URI's host is the agent itself or link-local (`localhost`, 127/8, ::1, 0.0.0.0,
+/// 169.254/16, fe80::/10).
+fn uri_host_is_local(uri: &str) -> bool {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_link_local() || ip.is_unspecified(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
+    }
+}
+
 fn parse_user(u: &str) -> Result<User, String> {
     let is_name = u.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && u.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c))
@@ -356,7 +380,12 @@ impl App {
         if self.image.is_none() {
             out.push("a command without an image runs on the host (give container.docker.image)");
         }
-        if matches!(&self.user, Some(User::Ids(0, _))) || matches!(&self.user, Some(User::Name(n)) if n == "root") {
+        let root = match &self.user {
+            Some(User::Ids(uid, _)) => *uid == 0,
+            Some(User::Name(n)) => n.split(':').next() == Some("root"),
+            None => false,
+        };
+        if root {
             out.push("user 0 (root)");
         }
         if self.network == Network::Host {
@@ -364,6 +393,16 @@ impl App {
         }
         if !self.volumes.is_empty() {
             out.push("host path volumes");
+        }
+        if self.fetch.iter().any(|f| uri_host_is_local(&f.uri)) {
+            // The agent downloads them: from its own loopback or the cloud's metadata address.
+            out.push("fetch from loopback or link-local addresses");
+        }
+        let command_check = self.health_checks.iter().any(|h| matches!(h.probe, Probe::Command(_)));
+        if command_check {
+            // They run through nsenter from the agent, as the agent's user, not confined as the
+            // task is.
+            out.push("COMMAND health checks");
         }
         out
     }
@@ -728,6 +767,31 @@ mod tests {
 
     fn paths(json: &str) -> Vec<String> {
         check(json).unwrap_err().0.into_iter().map(|v| v.path).collect()
+    }
+
+    #[test]
+    fn what_only_an_admin_may_run_is_named() {
+        let image = r#""container":{"docker":{"image":"busybox","network":"BRIDGE"}}"#;
+        let needs = |extra: &str| check(&format!(r#"{{"id":"x","cmd":"c",{image}{extra}}}"#)).unwrap().privileges();
+        assert!(needs("").is_empty(), "{:?}", needs(""));
+        assert!(needs(r#","user":"nobody""#).is_empty());
+        for (extra, want) in [
+            (r#","user":"0""#, "user 0"),
+            (r#","user":"0:5""#, "user 0"),
+            (r#","user":"+0""#, "user 0"),
+            (r#","user":"root""#, "user 0"),
+            (r#","healthChecks":[{"protocol":"COMMAND","command":{"value":"true"}}]"#, "COMMAND"),
+            (r#","fetch":[{"uri":"http://127.0.0.1:8080/x"}]"#, "loopback"),
+            (r#","fetch":[{"uri":"http://user@[::1]/x"}]"#, "loopback"),
+            (r#","fetch":[{"uri":"http://169.254.169.254/latest/meta-data"}]"#, "link-local"),
+            (r#","fetch":[{"uri":"https://LOCALHOST./x"}]"#, "loopback"),
+        ] {
+            let got = needs(extra);
+            assert!(got.iter().any(|n| n.contains(want)), "{extra}: {got:?}");
+        }
+        assert!(needs(r#","fetch":[{"uri":"https://artifacts.example.com/x.tgz"}]"#).is_empty());
+        let host = check(r#"{"id":"x","cmd":"c"}"#).unwrap().privileges();
+        assert!(host.iter().any(|n| n.contains("on the host")) && host.iter().any(|n| n.contains("host networking")));
     }
 
     #[test]

@@ -49,14 +49,8 @@ struct Saved {
 }
 
 /// The credentials in `work_dir` if they cover `hosts` and were got from `master`; else joins
-/// with `token` and keeps what it got. `known_id` is the id the agent had, to keep it.
-pub fn credentials(
-    work_dir: &Path,
-    master: &str,
-    hosts: &[String],
-    token: Option<&str>,
-    known_id: Option<&wire::AgentId>,
-) -> Result<Joined, AgentError> {
+/// with `token` and keeps what it got (a new agent id with it).
+pub fn credentials(work_dir: &Path, master: &str, hosts: &[String], token: Option<&str>) -> Result<Joined, AgentError> {
     let dir = work_dir.join("tls");
     if let Some(joined) = load(&dir, master, hosts) {
         return Ok(joined);
@@ -67,7 +61,7 @@ pub fn credentials(
              wrote one to <its data dir>/join-token; `corral token create --join` makes more)"
         )));
     };
-    let joined = join(master, hosts, token, known_id)?;
+    let joined = join(master, hosts, token)?;
     save(&dir, master, hosts, &joined)?;
     Ok(joined)
 }
@@ -99,7 +93,7 @@ fn save(dir: &Path, master: &str, hosts: &[String], joined: &Joined) -> Result<(
     write("agent.json", &serde_json::to_string_pretty(&saved).expect("serializes"))
 }
 
-fn join(master: &str, hosts: &[String], token: &str, known_id: Option<&wire::AgentId>) -> Result<Joined, AgentError> {
+fn join(master: &str, hosts: &[String], token: &str) -> Result<Joined, AgentError> {
     let (fingerprint, secret) = pki::parse_join_token(token).map_err(|e| AgentError::Join(e.to_string()))?;
     let ca =
         corral_client::unverified_ca(master).map_err(|e| AgentError::Join(format!("fetching the masters' CA: {e}")))?;
@@ -111,7 +105,7 @@ fn join(master: &str, hosts: &[String], token: &str, known_id: Option<&wire::Age
     }
     let client = Client::with_credentials(master, Credentials { ca_pem: Some(ca), identity: None, token: None })
         .map_err(|e| AgentError::Join(e.to_string()))?;
-    let req = wire::Join { token: secret, hosts: hosts.to_vec(), agent_id: known_id.cloned() };
+    let req = wire::Join { token: secret, hosts: hosts.to_vec() };
     let joined: wire::Joined =
         client.send("POST", "/api/v1/join", Some(&req)).map_err(|e| AgentError::Join(e.to_string()))?;
     tracing::info!(agent = %joined.agent_id, "joined the cluster");

@@ -243,13 +243,10 @@ pub async fn serve_with(
         if !host.is_empty() && !hosts.contains(&host) {
             hosts.push(host);
         }
-        let (work, master, token, known) =
-            (config.work_dir.clone(), config.master.clone(), config.join_token.clone(), agent_id.clone());
-        let joined = tokio::task::spawn_blocking(move || {
-            join::credentials(&work, &master, &hosts, token.as_deref(), known.as_ref())
-        })
-        .await
-        .map_err(|e| AgentError::Join(e.to_string()))??;
+        let (work, master, token) = (config.work_dir.clone(), config.master.clone(), config.join_token.clone());
+        let joined = tokio::task::spawn_blocking(move || join::credentials(&work, &master, &hosts, token.as_deref()))
+            .await
+            .map_err(|e| AgentError::Join(e.to_string()))??;
         let client = corral_client::Client::with_credentials(&config.master, joined.credentials())
             .map_err(|e| AgentError::Join(e.to_string()))?;
         (client, Some(joined.server_config()?), Some(joined.agent_id))

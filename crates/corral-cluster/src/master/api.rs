@@ -67,9 +67,7 @@ fn principal(m: &Master, peer: &Peer, headers: &HeaderMap) -> Result<Principal, 
         let (_, password) = decoded.split_once(':').unwrap_or(("", &decoded));
         view.trust.user(password, wall)
     } else {
-        Err(Denied::Unauthenticated(format!(
-            "Authorization: the {scheme:?} scheme is not understood (Bearer TOKEN, or Basic with the token as the password)"
-        )))
+        Err(Denied::Unauthenticated("Authorization: give Bearer TOKEN, or Basic with the token as the password".into()))
     }
 }
 
@@ -155,8 +153,8 @@ async fn join(State(m): State<Master>, Body(req): Body<wire::Join>) -> Result<Js
         .issue("corral agent", &req.hosts, true, true)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("hosts: {e}")))?;
     let print = issued.fingerprint().map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let wanted = req.agent_id.map(|a| a.to_string());
-    let (id, _) = m.call(move |c, _| Ok(c.trust.bind_agent(&mut c.core, wanted.as_deref(), &print))).await?;
+    let identity = trust::Identity { fingerprint: print, hosts: req.hosts.clone() };
+    let (id, _) = m.call(move |c, _| Ok(c.trust.bind_agent(&mut c.core, identity))).await?;
     tracing::info!(target: "corral::audit", agent = %id, hosts = ?req.hosts, "an agent joined");
     Ok(Json(wire::Joined {
         agent_id: id.into(),
@@ -232,6 +230,24 @@ async fn create_token(
 async fn revoke_token(State(m): State<Master>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     m.call(move |c, _| c.trust.revoke(&mut c.core, &id).map(drop)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A joined agent's address: `https://HOST:PORT`, nothing more, and HOST one its certificate
+/// covers, so the master calls it only where its certificate says it is.
+fn check_agent_address(address: &str, hosts: &[String]) -> Result<(), ApiError> {
+    let bad = |why: String| ApiError(StatusCode::BAD_REQUEST, format!("address {address:?}: {why}"));
+    let rest = address.strip_prefix("https://").ok_or_else(|| bad("a joined agent is reached over https://".into()))?;
+    if rest.contains(['/', '?', '#', '@']) {
+        return Err(bad("give https://HOST:PORT and nothing more".into()));
+    }
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
+    };
+    if !hosts.iter().any(|h| h == host) {
+        return Err(bad(format!("{host} is not one of the names its certificate covers ({})", hosts.join(", "))));
+    }
+    Ok(())
 }
 
 /// An agent may speak only for itself.
@@ -353,11 +369,18 @@ async fn to_agent(m: &Master, id: &str, what: &str) -> Result<Response, ApiError
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .timeout(None);
     let path = format!("/api/v1/tasks/{id}/{what}");
+    let permit = m.relays.clone().try_acquire_owned().map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{} task logs and files are being relayed already; try again later", super::MAX_RELAYS),
+        )
+    })?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), corral_client::ClientError>>();
     std::thread::Builder::new()
         .name("corral-proxy".into())
         .spawn(move || {
+            let _permit = permit;
             let mut body = match agent.stream(&path) {
                 Ok(body) => {
                     let _ = first_tx.send(Ok(()));
@@ -409,6 +432,8 @@ async fn register(
             Some(asked) if !asked.is_empty() => same_agent(&who, asked)?,
             _ => req.agent_id = Some(id.clone().into()),
         }
+        let hosts = m.view().trust.identity(id).map(|i| i.hosts.clone()).unwrap_or_default();
+        check_agent_address(&req.address, &hosts)?;
     }
     let (reply, _) = m.call(move |c, now| c.register(req, now)).await?;
     Ok(Json(reply))
@@ -461,4 +486,26 @@ async fn set_role(
 ) -> Result<StatusCode, ApiError> {
     m.call(move |c, now| c.set_role(&role, req, now)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_is_reached_only_where_its_certificate_says() {
+        let hosts = vec!["10.0.0.2".to_string(), "node2".into(), "::1".into()];
+        for ok in ["https://10.0.0.2:5051", "https://node2:5051", "https://[::1]:5051"] {
+            assert!(check_agent_address(ok, &hosts).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://10.0.0.2:5051", "https://"),
+            ("https://10.0.0.9:5051", "not one of the names"),
+            ("https://10.0.0.2:5051/admin?x=", "nothing more"),
+            ("https://evil@10.0.0.2:5051", "nothing more"),
+        ] {
+            let e = check_agent_address(bad, &hosts).err().unwrap();
+            assert!(e.1.contains(why), "{bad}: {}", e.1);
+        }
+    }
 }

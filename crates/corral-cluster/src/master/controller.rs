@@ -102,7 +102,8 @@ impl Controller {
         for (id, entry) in self.services.apps.iter() {
             let needs = entry.app.privileges();
             if !needs.is_empty() {
-                out.insert(format!("app {id}"), (entry.app.config_version.clone(), needs));
+                let config = serde_json::to_string(&super::services::config_of(&entry.definition)).unwrap_or_default();
+                out.insert(format!("app {id}"), (config, needs));
             }
         }
         for (name, entry) in self.jobs.jobs.iter() {

@@ -138,7 +138,13 @@ pub struct Master {
     pub(crate) heavy_reads: Arc<tokio::sync::Semaphore>,
     /// The master's certificates (none in development mode).
     pub(crate) security: Arc<Security>,
+    /// Task logs and files being relayed from agents, each on a thread of its own: at most
+    /// [`MAX_RELAYS`] at once.
+    pub(crate) relays: Arc<tokio::sync::Semaphore>,
 }
+
+/// Task logs and files relayed from agents at once, at most.
+pub const MAX_RELAYS: usize = 256;
 
 /// The last and the longest tick, in microseconds.
 #[derive(Default)]
@@ -170,6 +176,7 @@ impl Master {
             ticks: Arc::default(),
             heavy_reads: Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))),
             security: seams.security.clone(),
+            relays: Arc::new(tokio::sync::Semaphore::new(MAX_RELAYS)),
         };
         let mut seeds = fastrand::Rng::with_seed(seams.seed ^ 0x5eed);
         let reload_from = store.clone();

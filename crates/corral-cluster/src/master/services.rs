@@ -172,7 +172,8 @@ fn not_found(id: &str) -> MasterError {
 }
 
 /// The configuration of a definition: everything but the instance count and versions.
-fn config_of(d: &AppDefinition) -> AppDefinition {
+/// A definition without what scaling and restarting change (instances, versions).
+pub(crate) fn config_of(d: &AppDefinition) -> AppDefinition {
     let mut c = d.clone();
     c.instances = None;
     c.version = None;

@@ -210,12 +210,20 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// An agent's identity (a persistence format): the certificate it joined with and the names
+/// and addresses that certificate covers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub fingerprint: String,
+    pub hosts: Vec<String>,
+}
+
 /// The tokens and the agents' identities, as the master holds them.
 #[derive(Clone, Default)]
 pub struct Trust {
     tokens: imbl::OrdMap<String, TokenRecord>,
-    /// Agent id to its certificate's fingerprint.
-    agents: imbl::HashMap<String, String>,
+    /// Agent id to its identity.
+    agents: imbl::HashMap<String, Identity>,
     /// The reverse.
     prints: imbl::HashMap<String, String>,
 }
@@ -228,9 +236,9 @@ impl Trust {
             trust.tokens.insert(id.to_string(), record);
         }
         for (id, bytes) in snapshot.table(IDENTITIES) {
-            let print: String = decode(IDENTITIES, id, bytes)?;
-            trust.prints.insert(print.clone(), id.to_string());
-            trust.agents.insert(id.to_string(), print);
+            let identity: Identity = decode(IDENTITIES, id, bytes)?;
+            trust.prints.insert(identity.fingerprint.clone(), id.to_string());
+            trust.agents.insert(id.to_string(), identity);
         }
         Ok(trust)
     }
@@ -260,6 +268,11 @@ impl Trust {
         self.prints.get(fingerprint).map(String::as_str)
     }
 
+    /// An agent's identity.
+    pub fn identity(&self, id: &str) -> Option<&Identity> {
+        self.agents.get(id)
+    }
+
     pub fn tokens(&self) -> impl Iterator<Item = &TokenRecord> {
         self.tokens.values()
     }
@@ -281,17 +294,14 @@ impl Trust {
         Ok(record)
     }
 
-    /// Binds an agent id to the fingerprint of its new certificate: `wanted` (an agent that
-    /// ran before joining was required keeps its id) unless a certificate holds it already,
-    /// else a new id. A lost certificate means a new agent: its old id's tasks are lost.
-    pub fn bind_agent(&mut self, core: &mut Core, wanted: Option<&str>, fingerprint: &str) -> String {
-        let id = match wanted {
-            Some(w) if !w.is_empty() && !self.agents.contains_key(w) => w.to_string(),
-            _ => core.ids().id("agent"),
-        };
-        core.put(IDENTITIES, &id, &fingerprint.to_string());
-        self.agents.insert(id.clone(), fingerprint.to_string());
-        self.prints.insert(fingerprint.to_string(), id.clone());
+    /// A new agent id, bound to the certificate it was just issued (its fingerprint and the
+    /// hosts it covers). Ids are never handed over: an agent that joins again (a lost
+    /// certificate, a new address) is a new agent, and its old id's tasks are lost.
+    pub fn bind_agent(&mut self, core: &mut Core, identity: Identity) -> String {
+        let id = core.ids().id("agent");
+        core.put(IDENTITIES, &id, &identity);
+        self.prints.insert(identity.fingerprint.clone(), id.clone());
+        self.agents.insert(id.clone(), identity);
         id
     }
 }

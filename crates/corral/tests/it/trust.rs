@@ -109,6 +109,8 @@ fn every_api_needs_a_token_with_the_role_for_what_it_asks() {
                                  "volumes": [{"containerPath": "/h", "hostPath": "/etc", "mode": "RW"}]}}),
             "host path volumes",
         ),
+        (json!({"healthChecks": [{"protocol": "COMMAND", "command": {"value": "id"}}]}), "COMMAND health checks"),
+        (json!({"fetch": [{"uri": "http://169.254.169.254/latest/meta-data/iam"}]}), "link-local"),
     ] {
         let a = writer.exchange("POST", "/v2/apps", Some(&with(patch.clone()))).unwrap();
         assert_eq!(a.status, 403, "{patch}: {}", a.text);
@@ -131,9 +133,11 @@ fn every_api_needs_a_token_with_the_role_for_what_it_asks() {
     // An admin may; a writer may then scale it, but not change what it runs.
     let host_app = with(json!({"id": "/host-app", "container": null}));
     assert_eq!(admin.exchange("POST", "/v2/apps", Some(&host_app)).unwrap().status, 201);
-    let a = writer.exchange("PUT", "/v2/apps/host-app", Some(r#"{"instances": 0}"#)).unwrap();
+    let a = writer.exchange("PUT", "/v2/apps/host-app?force=true", Some(r#"{"instances": 0}"#)).unwrap();
     assert_eq!(a.status, 200, "{}", a.text);
-    let a = writer.exchange("PUT", "/v2/apps/host-app", Some(r#"{"cmd": "cat /etc/shadow"}"#)).unwrap();
+    let a = writer.exchange("POST", "/v2/apps/host-app/restart?force=true", None).unwrap();
+    assert_eq!(a.status, 200, "{}", a.text);
+    let a = writer.exchange("PUT", "/v2/apps/host-app?force=true", Some(r#"{"cmd": "cat /etc/shadow"}"#)).unwrap();
     assert_eq!(a.status, 403, "{}", a.text);
     let stored = admin.marathon("GET", "/v2/apps/host-app", None).unwrap();
     assert_eq!(stored["app"]["cmd"], "sleep 1000", "the refused change changed nothing");
