@@ -49,7 +49,10 @@ corral app show /examples/hello
 # The APIs are HTTPS with the cluster's own CA, and need a token: `corral up` made an admin
 # token and wrote both where the CLI finds them (~/.config/corral/config.json).
 api() { curl -fsS --cacert "$root/master/pki/masters-ca.pem" -H "Authorization: Bearer $(cat "$root/master/admin-token")" "$@"; }
-port=$(api "$master_url/v2/apps/examples/hello/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"][0]["ports"][0])')
+port=$(api "$master_url/v2/apps/examples/hello/tasks" | python3 -c '
+import json, sys
+tasks = [t for t in json.load(sys.stdin)["tasks"] if t["state"] == "TASK_RUNNING" and all(h.get("alive") for h in t.get("healthCheckResults", []))]
+print(tasks[0]["ports"][0])')
 curl -fsS "http://127.0.0.1:$port/"
 echo
 echo "The cluster runs in the background. Try: corral app ls, corral app scale /examples/hello 3,"

@@ -60,6 +60,7 @@ pub async fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|leaf| crate::pki::fingerprint(leaf));
+            tracing::debug!(%remote, client_certificate = fingerprint.is_some(), "TLS connection");
             let peer = Peer { fingerprint, tls: true };
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(peer.clone());

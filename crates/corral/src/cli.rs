@@ -724,6 +724,10 @@ pub enum BenchCommand {
         /// simulated one; each costs a shim and a process, so keep APPS x INSTANCES modest.
         #[arg(long)]
         real: bool,
+        /// Without TLS and tokens (off: --insecure-dev), with them (on), or both, one after the
+        /// other.
+        #[arg(long, default_value = "off")]
+        tls: String,
     },
     /// Reads and writes of the Marathon API against each other: GET /v2/apps while a client
     /// updates apps 50 times a second, and POST /v2/apps alone and beside two readers, on

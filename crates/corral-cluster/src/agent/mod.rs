@@ -20,7 +20,7 @@ mod fetch;
 mod forward;
 pub mod gc;
 mod health;
-mod join;
+pub mod join;
 mod journal;
 pub mod runtime;
 mod sandbox;

@@ -87,6 +87,10 @@ async fn authenticate(
         Ok(who) => who,
         Err(denied) => {
             tracing::info!(target: "corral::audit", %method, %path, refused = %denied, "request refused");
+            // Read what the client sent (up to a bound) before answering: a client that
+            // answers a 401 challenge sends the request again on the same connection (httplib2
+            // does), which an unread body would make the server close.
+            let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
             return refusal(&path, &denied);
         }
     };
@@ -180,7 +184,7 @@ fn token_info(r: &trust::TokenRecord) -> wire::TokenInfo {
             Kind::Join => "join".into(),
         },
         namespace: r.namespace.clone(),
-        role: r.role.to_string(),
+        role: if r.kind == Kind::Join { "-".into() } else { r.role.to_string() },
         created: super::services::timestamp(r.created),
         expires: r.expires.map(super::services::timestamp),
         description: r.description.clone(),

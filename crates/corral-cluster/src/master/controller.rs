@@ -36,6 +36,12 @@ pub struct Controller {
     pub trust: Trust,
 }
 
+/// The apps and jobs before a command, for [`Controller::refuse_new_privileges`].
+pub struct Definitions {
+    apps: imbl::OrdMap<corral_services::app::AppId, super::services::AppEntry>,
+    jobs: imbl::OrdMap<String, super::jobs::JobEntry>,
+}
+
 /// Allocation cycles per command at most (each places at least one task or ends the loop).
 const MAX_CYCLES: usize = 100_000;
 
@@ -95,40 +101,42 @@ impl Controller {
         Ok(())
     }
 
-    /// The apps and jobs only an admin may run (`app ID`, `job NAME`), each with its
-    /// configuration (what a change of it would change) and what makes it privileged.
-    pub fn privileged(&self) -> std::collections::BTreeMap<String, (String, Vec<&'static str>)> {
-        let mut out = std::collections::BTreeMap::new();
-        for (id, entry) in self.services.apps.iter() {
-            let needs = entry.app.privileges();
-            if !needs.is_empty() {
-                let config = serde_json::to_string(&super::services::config_of(&entry.definition)).unwrap_or_default();
-                out.insert(format!("app {id}"), (config, needs));
-            }
-        }
-        for (name, entry) in self.jobs.jobs.iter() {
-            let needs = entry.job.privileges();
-            if !needs.is_empty() {
-                let config = serde_json::to_string(&entry.definition).unwrap_or_default();
-                out.insert(format!("job {name}"), (config, needs));
-            }
-        }
-        out
+    /// What the privilege check compares a command's result with: the apps and jobs as they
+    /// were (cheap: the maps share structure).
+    pub fn definitions(&self) -> Definitions {
+        Definitions { apps: self.services.apps.clone(), jobs: self.jobs.jobs.clone() }
     }
 
     /// Refuses (the command is then dropped whole) if an app or job only an admin may run was
     /// created or reconfigured since `before`. Scaling or restarting one an admin made is not a
     /// change of its configuration.
-    pub fn refuse_new_privileges(
-        &self,
-        before: &std::collections::BTreeMap<String, (String, Vec<&'static str>)>,
-    ) -> Result<(), MasterError> {
-        for (what, (config, needs)) in self.privileged() {
-            if before.get(&what).map(|(c, _)| c) != Some(&config) {
-                return Err(MasterError::Forbidden(format!(
-                    "{what}: only an admin may run {}; this token is not an admin's",
-                    needs.join(", ")
-                )));
+    pub fn refuse_new_privileges(&self, before: &Definitions) -> Result<(), MasterError> {
+        let refuse = |what: String, needs: Vec<&'static str>| {
+            Err(MasterError::Forbidden(format!(
+                "{what}: only an admin may run {}; this token is not an admin's",
+                needs.join(", ")
+            )))
+        };
+        for (id, entry) in self.services.apps.iter() {
+            let needs = entry.app.privileges();
+            if needs.is_empty() {
+                continue;
+            }
+            let unchanged = before.apps.get(id).is_some_and(|old| {
+                old.definition == entry.definition
+                    || super::services::config_of(&old.definition) == super::services::config_of(&entry.definition)
+            });
+            if !unchanged {
+                return refuse(format!("app {id}"), needs);
+            }
+        }
+        for (name, entry) in self.jobs.jobs.iter() {
+            let needs = entry.job.privileges();
+            if needs.is_empty() {
+                continue;
+            }
+            if before.jobs.get(name).is_none_or(|old| old.definition != entry.definition) {
+                return refuse(format!("job {name}"), needs);
             }
         }
         Ok(())

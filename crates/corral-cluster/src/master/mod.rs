@@ -221,10 +221,10 @@ impl Master {
         F: FnOnce(&mut Controller, u64) -> Result<T, MasterError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let guarded = CALLER.try_with(|who| !who.privileged()).unwrap_or(false);
+        let guarded = CALLER.try_with(|who| who.checked()).unwrap_or(false);
         let job: Job = Box::new(move |owner: &mut Owner| {
             let _ = tx.send(owner.apply(move |c: &mut Controller, now| {
-                let before = guarded.then(|| c.privileged());
+                let before = guarded.then(|| c.definitions());
                 let value = f(c, now)?;
                 if let Some(before) = before {
                     c.refuse_new_privileges(&before)?;

@@ -103,6 +103,12 @@ impl Principal {
         matches!(self, Principal::Dev | Principal::User { role: Role::Admin, .. })
     }
 
+    /// Are this principal's commands checked for what only an admin may run? A user's who is
+    /// not an admin. (Agents only register, heartbeat and report: they change no definition.)
+    pub fn checked(&self) -> bool {
+        matches!(self, Principal::User { role, .. } if *role != Role::Admin)
+    }
+
     /// Who, for the audit log.
     pub fn name(&self) -> String {
         match self {

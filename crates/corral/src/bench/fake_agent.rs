@@ -54,7 +54,29 @@ async fn kill(State(p): State<Arc<Pending>>, Path(id): Path<String>) -> &'static
 /// Serves the agent API on `rt`, registers with the master at `base`, and answers from a
 /// thread of its own until the process ends.
 pub fn start(rt: &tokio::runtime::Runtime, master: &Client, resources: &str) -> Result<Arc<Pending>> {
+    start_joined(rt, master, resources, None)
+}
+
+/// The same, joined to a master that runs with TLS (`join`: its address, a join token and a
+/// directory for the agent's certificate): mutual TLS both ways, as a real agent.
+pub fn start_joined(
+    rt: &tokio::runtime::Runtime,
+    master: &Client,
+    resources: &str,
+    join: Option<(&str, &str, &std::path::Path)>,
+) -> Result<Arc<Pending>> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (master, tls, scheme) = match join {
+        Some((address, token, dir)) => {
+            let joined =
+                corral_cluster::agent::join::credentials(dir, address, &["127.0.0.1".to_string()], Some(token))?;
+            let client =
+                Client::with_credentials(address, joined.credentials())?.timeout(Some(Duration::from_secs(120)));
+            (client, Some(joined.server_config()?), "https")
+        }
+        None => (master.clone(), None, "http"),
+    };
+    let master = &master;
     let pending = Arc::new(Pending::default());
     let router = Router::new()
         .route("/api/v1/tasks", post(launch))
@@ -63,14 +85,14 @@ pub fn start(rt: &tokio::runtime::Runtime, master: &Client, resources: &str) -> 
         .with_state(pending.clone());
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("a free port");
-        axum::serve(listener, router).await.expect("the fake agent serves");
+        corral_cluster::https::serve(listener, tls, router).await.expect("the fake agent serves");
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     let registered: wire::Registered = loop {
         let reg = wire::Register {
             agent_id: None,
             hostname: "bench".into(),
-            address: format!("http://127.0.0.1:{port}"),
+            address: format!("{scheme}://127.0.0.1:{port}"),
             resources: resources.to_string(),
             attributes: String::new(),
             tasks: Vec::new(),

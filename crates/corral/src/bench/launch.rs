@@ -20,8 +20,21 @@ pub fn run(runs: usize) -> Result<()> {
     println!("master and the agent on mutual TLS)\n");
     println!("| case | min ms | median ms | p90 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|");
-    for secure in [false, true] {
-        let mut samples = launches(runs, secure)?;
+    // Two rounds, the order swapped in the second, so that neither case always runs on a
+    // machine the other has just warmed (or left busy cleaning up).
+    let (mut plain, mut secured) = (Vec::new(), Vec::new());
+    let half = runs.div_ceil(2);
+    for order in [[false, true], [true, false]] {
+        for secure in order {
+            let samples = launches(half, secure)?;
+            if secure {
+                secured.extend(samples)
+            } else {
+                plain.extend(samples)
+            }
+        }
+    }
+    for (secure, mut samples) in [(false, plain), (true, secured)] {
         let p99 = {
             let mut s = samples.clone();
             s.sort();
@@ -74,17 +87,8 @@ fn launches(runs: usize, secure: bool) -> Result<Vec<Duration>> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.spawn(corral_cluster::master::run(master));
     let master = if secure {
-        let config = work.join("master/client.json");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !config.exists() {
-            if Instant::now() > deadline {
-                bail!("the master did not write {}", config.display());
-            }
-            std::thread::park_timeout(Duration::from_millis(20));
-        }
-        agent.join_token = Some(std::fs::read_to_string(work.join("master/join-token"))?.trim().to_string());
-        let config = corral_client::Config::load(&config)?;
-        let credentials = corral_client::Credentials { ca_pem: config.ca, identity: None, token: config.token };
+        let (credentials, join) = secured(&work.join("master"))?;
+        agent.join_token = Some(join);
         Client::with_credentials(&format!("127.0.0.1:{master_port}"), credentials)?
     } else {
         Client::new(&format!("127.0.0.1:{master_port}"))
@@ -125,6 +129,22 @@ fn launches(runs: usize, secure: bool) -> Result<Vec<Duration>> {
     drop(rt);
     let _ = std::fs::remove_dir_all(&work);
     Ok(samples)
+}
+
+/// Once a master with TLS wrote them to `data_dir` (20 s at most): the credentials of its
+/// admin (its CA and admin token) and its join token.
+pub(super) fn secured(data_dir: &Path) -> Result<(corral_client::Credentials, String)> {
+    let config = data_dir.join("client.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !config.exists() {
+        if Instant::now() > deadline {
+            bail!("the master did not write {}", config.display());
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    let join = std::fs::read_to_string(data_dir.join("join-token"))?.trim().to_string();
+    let config = corral_client::Config::load(&config)?;
+    Ok((corral_client::Credentials { ca_pem: config.ca, identity: None, token: config.token }, join))
 }
 
 /// Waits (20 s at most) until an agent has registered with the master at `base`.

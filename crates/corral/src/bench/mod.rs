@@ -22,7 +22,9 @@ pub fn run(root: &Path, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Lifecycle { runs, image, blocks } => lifecycle::run(root, runs, &image, blocks),
         BenchCommand::Images { runs, size_mib, image } => images::run(root, runs, size_mib, &image),
         BenchCommand::Launch { runs } => launch::run(runs),
-        BenchCommand::Services { apps, instances, requests, real } => services::run(apps, instances, requests, real),
+        BenchCommand::Services { apps, instances, requests, real, tls } => {
+            services::run(apps, instances, requests, real, &tls)
+        }
         BenchCommand::Jobs { jobs } => jobs::run(jobs),
         BenchCommand::Pull { runs, size_mib, image } => pull::run(root, runs, size_mib, &image),
         BenchCommand::Contention { apps, instances, requests, writes_per_sec, master_exe } => {

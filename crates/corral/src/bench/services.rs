@@ -15,11 +15,30 @@ pub(super) fn percentile(samples: &mut [Duration], q: f64) -> f64 {
     samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0
 }
 
-pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result<()> {
+pub fn run(apps: usize, instances: usize, requests: usize, real: bool, tls: &str) -> Result<()> {
     if apps == 0 || instances == 0 || requests == 0 {
         bail!("--apps, --instances and --requests must be at least 1");
     }
-    let work = std::env::temp_dir().join(format!("corral-bench-services-{}", std::process::id()));
+    let modes: &[bool] = match tls {
+        "off" => &[false],
+        "on" => &[true],
+        "both" => &[false, true],
+        other => bail!("--tls {other:?}: give off, on or both"),
+    };
+    if real && modes.contains(&true) {
+        bail!("--real runs without TLS only (--tls off)");
+    }
+    for &secure in modes {
+        once(apps, instances, requests, real, secure)?;
+        println!();
+    }
+    Ok(())
+}
+
+/// One master, plain HTTP without authentication (`--insecure-dev`) or (`secure`) HTTPS with
+/// an admin token, its agent on mutual TLS.
+fn once(apps: usize, instances: usize, requests: usize, real: bool, secure: bool) -> Result<()> {
+    let work = std::env::temp_dir().join(format!("corral-bench-services-{}-{secure}", std::process::id()));
     let command = if real { "exec sleep 100000" } else { "sleep 100000" };
     std::fs::create_dir_all(&work)?;
     let port = || -> Result<u16> { Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
@@ -29,9 +48,13 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
         listen: ([127, 0, 0, 1], master_port).into(),
         data_dir: work.join("master"),
         agent_timeout: Duration::from_secs(60),
-        security: corral_cluster::master::SecurityConfig::Dev,
+        security: if secure {
+            corral_cluster::master::SecurityConfig::Secure { names: Vec::new() }
+        } else {
+            corral_cluster::master::SecurityConfig::Dev
+        },
     }));
-    let base = format!("http://127.0.0.1:{master_port}");
+    let base = format!("{}://127.0.0.1:{master_port}", if secure { "https" } else { "http" });
     let resources = format!("cpus:{};mem:{}", apps * instances, apps * instances * 64);
     if real {
         rt.spawn(corral_cluster::agent::run(corral_cluster::agent::AgentConfig {
@@ -51,10 +74,17 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
             join_token: None,
         }));
     }
-    let master = Client::new(&base).timeout(Some(Duration::from_secs(120)));
+    let master = if secure {
+        let (credentials, join) = super::launch::secured(&work.join("master"))?;
+        let master = Client::with_credentials(&base, credentials)?.timeout(Some(Duration::from_secs(120)));
+        super::fake_agent::start_joined(&rt, &master, &resources, Some((&base, &join, &work.join("agent"))))?;
+        master
+    } else {
+        Client::new(&base).timeout(Some(Duration::from_secs(120)))
+    };
     if real {
         super::launch::wait_for_agent(&master)?;
-    } else {
+    } else if !secure {
         super::fake_agent::start(&rt, &master, &resources)?;
     }
 
@@ -120,7 +150,9 @@ pub fn run(apps: usize, instances: usize, requests: usize, real: bool) -> Result
     let _ = std::fs::remove_dir_all(&work);
 
     let agent = if real { "one real agent (host `sleep` tasks in containers)" } else { "one simulated agent" };
-    println!("Services at scale: {apps} apps x {instances} instances on {agent}\n");
+    let how =
+        if secure { "HTTPS with an admin token, the agent on mutual TLS" } else { "plain HTTP, no authentication" };
+    println!("Services at scale: {apps} apps x {instances} instances on {agent}, {how}\n");
     println!("| measure | value |");
     println!("|---|---:|");
     println!("| {apps} POST /v2/apps, sequential | {:.1} s |", deployed.as_secs_f64());

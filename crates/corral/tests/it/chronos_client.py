@@ -83,4 +83,9 @@ def main(server, token):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    try:
+        main(sys.argv[1], sys.argv[2])
+    except Exception:
+        # The client keeps the server's answer only in its log: show it.
+        print("\n".join(LOG.lines), file=sys.stderr)
+        raise

@@ -77,6 +77,32 @@ impl Drop for Net {
 
 struct Proc(Child);
 
+/// An agent's state root, whose containers (tasks outlive their agent) are removed with it.
+struct AgentRoot(tempfile::TempDir);
+
+impl AgentRoot {
+    fn new() -> AgentRoot {
+        AgentRoot(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for AgentRoot {
+    fn drop(&mut self) {
+        let ids = std::fs::read_dir(self.path().join("containers")).into_iter().flatten().flatten();
+        for entry in ids {
+            let id = entry.file_name().to_string_lossy().to_string();
+            let _ = Command::new(corral_exe())
+                .args(["rm", "--force", &id])
+                .env("CORRAL_ROOT", self.path())
+                .output();
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -131,8 +157,9 @@ fn agents_in_their_own_namespaces_run_tasks_and_survive_a_partition() {
                 .status
                 .success()
     });
+    // The roots go after the agents (declared before them): their containers are removed then.
+    let roots: Vec<AgentRoot> = (0..2).map(|_| AgentRoot::new()).collect();
     let mut agents = Vec::new();
-    let roots: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let join = join_token(env.root.path());
     for (i, root) in roots.iter().enumerate() {
         let work = env.root.path().join(format!("agent-{i}"));
@@ -278,7 +305,7 @@ fn agents_in_their_own_namespaces_pull_from_a_private_registry_once_each() {
         env.root.path(),
         &["master".into(), "--listen".into(), master_addr.clone(), "--agent-timeout".into(), "3".into()],
     );
-    let roots: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let roots: Vec<AgentRoot> = (0..3).map(|_| AgentRoot::new()).collect();
     let join = join_token(env.root.path());
     let _agents: Vec<Proc> = (0..3)
         .map(|i| {
