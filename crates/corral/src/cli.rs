@@ -53,7 +53,7 @@ pub enum Command {
     /// Run a master and an agent in one process: a one-machine cluster.
     Up(UpArgs),
     /// List the cluster's agents (from CORRAL_MASTER).
-    Agents(JsonArgs),
+    Agents(AgentsArgs),
     /// List the cluster's tasks.
     Tasks(JsonArgs),
     /// List roles: weights, quotas, allocations and dominant shares.
@@ -434,6 +434,26 @@ pub enum TokenCommand {
     /// Revoke a token: it stops working at once.
     Revoke {
         /// The token's id (the part before the dot).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentsArgs {
+    #[command(subcommand)]
+    pub command: Option<AgentsCommand>,
+    #[command(flatten)]
+    pub list: JsonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Revoke an agent's certificate (admin): the master stops taking its calls, so it is
+    /// unreachable within the agent timeout and its tasks are replaced; to come back it must
+    /// join again, as a new agent.
+    Revoke {
+        /// The agent's id (`corral agents`).
         id: String,
     },
 }

@@ -261,6 +261,12 @@ pub fn token(cmd: TokenCommand) -> Result<()> {
     Ok(())
 }
 
+pub fn revoke_agent(id: &str) -> Result<()> {
+    client()?.send::<serde_json::Value>("DELETE", &format!("/api/v1/agents/{id}"), None::<&()>)?;
+    println!("revoked agent {id}");
+    Ok(())
+}
+
 pub fn agents(args: JsonArgs) -> Result<()> {
     let agents = client()?.agents()?;
     if args.json {

@@ -62,7 +62,10 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Master(args) => crate::cluster::master(root, args).map(|_| 0),
         Command::Agent(args) => crate::cluster::agent(root, args).map(|_| 0),
         Command::Up(args) => crate::cluster::up(root, args).map(|_| 0),
-        Command::Agents(args) => crate::cluster::agents(args).map(|_| 0),
+        Command::Agents(args) => match args.command {
+            Some(crate::cli::AgentsCommand::Revoke { id }) => crate::cluster::revoke_agent(&id).map(|_| 0),
+            None => crate::cluster::agents(args.list).map(|_| 0),
+        },
         Command::Tasks(args) => crate::cluster::tasks(args).map(|_| 0),
         Command::Roles(args) => crate::cluster::roles(args).map(|_| 0),
         Command::Role(cmd) => crate::cluster::role(cmd).map(|_| 0),

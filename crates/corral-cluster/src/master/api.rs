@@ -27,6 +27,7 @@ pub fn router(master: Master) -> Router {
         .route("/api/v1/tasks/{id}/logs", get(task_logs))
         .route("/api/v1/tasks/{id}/files", get(task_files))
         .route("/api/v1/agents", get(list_agents).post(register))
+        .route("/api/v1/agents/{id}", delete(revoke_agent))
         .route("/api/v1/agents/{id}/heartbeat", post(heartbeat))
         .route("/api/v1/agents/{id}/updates", post(updates))
         .route("/api/v1/roles", get(list_roles))
@@ -252,6 +253,12 @@ fn check_agent_address(address: &str, hosts: &[String]) -> Result<(), ApiError> 
         return Err(bad(format!("{host} is not one of the names its certificate covers ({})", hosts.join(", "))));
     }
     Ok(())
+}
+
+/// An agent's certificate no longer stands for it (admin).
+async fn revoke_agent(State(m): State<Master>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    m.call(move |c, _| c.trust.revoke_agent(&mut c.core, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// An agent may speak only for itself.

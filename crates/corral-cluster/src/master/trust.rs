@@ -149,6 +149,9 @@ pub fn need(method: &Method, path: &str) -> Need {
     if path.starts_with("/api/v1/tokens") || path.starts_with("/api/v1/roles/") && !read {
         return Need::Admin;
     }
+    if path.starts_with("/api/v1/agents/") && *method == Method::DELETE {
+        return Need::Admin;
+    }
     if read {
         Need::Read
     } else {
@@ -300,6 +303,14 @@ impl Trust {
         Ok(record)
     }
 
+    /// Forgets an agent's identity: its certificate no longer stands for it.
+    pub fn revoke_agent(&mut self, core: &mut Core, id: &str) -> Result<(), MasterError> {
+        let identity = self.agents.remove(id).ok_or_else(|| MasterError::NotFound(format!("no joined agent {id}")))?;
+        self.prints.remove(&identity.fingerprint);
+        core.delete(IDENTITIES, id);
+        Ok(())
+    }
+
     /// A new agent id, bound to the certificate it was just issued (its fingerprint and the
     /// hosts it covers). Ids are never handed over: an agent that joins again (a lost
     /// certificate, a new address) is a new agent, and its old id's tasks are lost.
@@ -332,6 +343,7 @@ mod tests {
             ("POST", "/api/v1/tokens", Need::Admin),
             ("DELETE", "/api/v1/tokens/tok-1", Need::Admin),
             ("GET", "/api/v1/roles", Need::Read),
+            ("DELETE", "/api/v1/agents/agent-1", Need::Admin),
             ("PUT", "/api/v1/roles/ads", Need::Admin),
             ("GET", "/v2/apps", Need::Read),
             ("GET", "/v2/events", Need::Read),

@@ -95,10 +95,7 @@ impl Drop for AgentRoot {
         let ids = std::fs::read_dir(self.path().join("containers")).into_iter().flatten().flatten();
         for entry in ids {
             let id = entry.file_name().to_string_lossy().to_string();
-            let _ = Command::new(corral_exe())
-                .args(["rm", "--force", &id])
-                .env("CORRAL_ROOT", self.path())
-                .output();
+            let _ = Command::new(corral_exe()).args(["rm", "--force", &id]).env("CORRAL_ROOT", self.path()).output();
         }
     }
 }

@@ -245,9 +245,10 @@ fn an_agent_answers_only_its_master_and_speaks_only_for_itself() {
     // Another agent may not speak for this one: no forged update ends its task.
     let as_other = Client::with_credentials(
         &format!("{}:{}", c.master_host(), c.master_port),
-        Credentials { identity: Some(other_identity), ..c.credentials() },
+        Credentials { identity: Some(other_identity.clone()), ..c.credentials() },
     )
     .unwrap();
+    let other_identity_again = other_identity;
     let forged = json!({"updates": [{"seq": 1, "task_id": task, "state": "FINISHED"}]}).to_string();
     let a = as_other.exchange("POST", &format!("/api/v1/agents/{}/updates", home.id), Some(&forged)).unwrap();
     assert_eq!(a.status, 403, "{}", a.text);
@@ -256,4 +257,22 @@ fn an_agent_answers_only_its_master_and_speaks_only_for_itself() {
     // The master still reaches the agent: the task's output comes through it, and a kill works.
     c.ok(&["task", "kill", &task]);
     c.wait_state(&task, "KILLED");
+
+    // A revoked agent's certificate stands for nobody: its calls are refused, and it goes
+    // unreachable. Only an admin revokes.
+    let writer = Credentials { token: Some(token(&c, &["--role", "writer"])), ..c.credentials() };
+    let as_writer = Client::with_credentials(&format!("{}:{}", c.master_host(), c.master_port), writer).unwrap();
+    assert_eq!(as_writer.exchange("DELETE", &format!("/api/v1/agents/{}", other.id), None).unwrap().status, 403);
+    c.ok(&["agents", "revoke", other.id.as_str()]);
+    let only_certificate = Client::with_credentials(
+        &format!("{}:{}", c.master_host(), c.master_port),
+        Credentials { identity: Some(other_identity_again), token: None, ..c.credentials() },
+    )
+    .unwrap();
+    let a = only_certificate.exchange("POST", &format!("/api/v1/agents/{}/heartbeat", other.id), Some("{}")).unwrap();
+    assert_eq!(a.status, 401, "{}", a.text);
+    eventually("the revoked agent is unreachable", Duration::from_secs(60), || {
+        admin.agents().unwrap().iter().any(|a| a.id == other.id && a.state != "active")
+    });
+    assert!(c.cli(&["agents", "revoke", "agent-nobody"]).status.code() == Some(125));
 }
