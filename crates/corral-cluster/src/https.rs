@@ -15,8 +15,6 @@ use tokio::net::TcpListener;
 pub struct Peer {
     /// The SHA-256 of the client certificate (hex), when one was shown and verified.
     pub fingerprint: Option<String>,
-    /// The connection is TLS (the server is not in development mode).
-    pub tls: bool,
 }
 
 /// How long a client may take to finish its TLS handshake.
@@ -61,7 +59,7 @@ pub async fn serve(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>
                 .and_then(|chain| chain.first())
                 .map(|leaf| crate::pki::fingerprint(leaf));
             tracing::debug!(%remote, client_certificate = fingerprint.is_some(), "TLS connection");
-            let peer = Peer { fingerprint, tls: true };
+            let peer = Peer { fingerprint };
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(peer.clone());
                 let mut app = app.clone();
