@@ -382,14 +382,19 @@ pub struct UpArgs {
     /// The agent's address.
     #[arg(long, default_value = "127.0.0.1:5051")]
     pub agent_listen: std::net::SocketAddr,
+    /// Where the master keeps its state, certificates and first tokens (default: ROOT/master).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Seconds an agent may stay silent before its tasks are UNREACHABLE.
     #[arg(long, default_value_t = 15.0)]
     pub agent_timeout: f64,
+    /// The agent's resources in Mesos's grammar (cpus:4;mem:4096); what is left out is detected.
     #[arg(long)]
     pub resources: Option<String>,
+    /// The agent's attributes, rack:a;zone:eu.
     #[arg(long, default_value = "")]
     pub attributes: String,
+    /// Where the agent keeps its own records (default: ROOT/agent).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// Whether tasks with an image get a user namespace of their own: auto, private or host.
@@ -469,7 +474,9 @@ pub struct JsonArgs {
 pub enum RoleCommand {
     /// Set a role's weight or quota.
     Set {
+        /// The role's name.
         role: String,
+        /// Its weight in weighted DRF (default 1; at most 1,000,000).
         #[arg(long)]
         weight: Option<f64>,
         /// Resources the role may hold at most (cpus:10;mem:4096), or "" for none.
@@ -482,6 +489,7 @@ pub enum RoleCommand {
 pub enum AppCommand {
     /// Create or replace an app from a Marathon app definition (JSON, or YAML by extension).
     Deploy {
+        /// The app definition (.json, or .yaml / .yml).
         file: PathBuf,
         /// Override a deployment that holds the app.
         #[arg(long)]
@@ -491,39 +499,53 @@ pub enum AppCommand {
     Ls(JsonArgs),
     /// Show an app and its tasks.
     Show {
+        /// The app's id (/group/app).
         id: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Change an app's instance count.
     Scale {
+        /// The app's id (/group/app).
         id: String,
+        /// How many instances it should have.
         instances: u32,
+        /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
     },
     /// Replace every task of an app, rolling, with the same definition.
     Restart {
+        /// The app's id (/group/app).
         id: String,
+        /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
     },
     /// Go back to an earlier version of an app (the one before the current by default).
     Rollback {
+        /// The app's id (/group/app).
         id: String,
+        /// The version to go back to (`corral app show --json` lists them).
         version: Option<String>,
+        /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
     },
     /// Remove an app and stop its tasks.
     Rm {
+        /// The app's id (/group/app).
         id: String,
+        /// Override a deployment that holds the app.
         #[arg(long)]
         force: bool,
     },
     /// Say why an app has fewer tasks than it wants: each recent offer and what it failed on.
     Why {
+        /// The app's id (/group/app).
         id: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -543,6 +565,7 @@ pub enum JobCommand {
     Show {
         /// The job's name.
         name: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -565,6 +588,7 @@ pub enum JobCommand {
     History {
         /// The job's name.
         name: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -622,12 +646,17 @@ pub enum TaskCommand {
     },
     /// Print a task's output, fetched from its agent.
     Logs {
+        /// Keep printing what it writes until it ends.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// The task's id.
         task: String,
     },
     /// Kill a task.
-    Kill { task: String },
+    Kill {
+        /// The task's id.
+        task: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -675,13 +704,24 @@ pub struct WaitArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Make a one-layer image from a root filesystem (tar, tar.gz or directory).
-    Import { source: PathBuf, reference: String },
+    Import {
+        /// The root filesystem: a tar, tar.gz or directory.
+        source: PathBuf,
+        /// The image's NAME[:TAG].
+        reference: String,
+    },
     /// List images.
     Ls,
     /// Print an image's config as JSON.
-    Inspect { reference: String },
+    Inspect {
+        /// The image's NAME[:TAG].
+        reference: String,
+    },
     /// Remove an image tag, and whatever no other image needs.
-    Rm { reference: String },
+    Rm {
+        /// The image's NAME[:TAG].
+        reference: String,
+    },
     /// Remove blobs and unpacked layers no image needs; with --all, also every image no
     /// container (running or ended) uses.
     Prune {
@@ -690,9 +730,15 @@ pub enum ImageCommand {
         all: bool,
     },
     /// Write an image as an OCI image layout directory (readable by skopeo, umoci, ...).
-    Export { reference: String, dir: PathBuf },
+    Export {
+        /// The image's NAME[:TAG].
+        reference: String,
+        /// The directory to write the layout into.
+        dir: PathBuf,
+    },
     /// Load the images of an OCI image layout directory.
     Load {
+        /// The OCI image layout directory.
         dir: PathBuf,
         /// Tag the image NAME:TAG (default: the layout's own name for it).
         reference: Option<String>,
@@ -726,6 +772,7 @@ pub enum BenchCommand {
     },
     /// Time from the API call that submits a task to the task RUNNING, on a one-node cluster.
     Launch {
+        /// Tasks launched, one after another, in each case.
         #[arg(long, default_value_t = 200)]
         runs: usize,
     },
@@ -733,8 +780,10 @@ pub enum BenchCommand {
     /// latency of GET /v2/apps. The agent is simulated (it acknowledges launches at once), so
     /// this measures the master.
     Services {
+        /// How many apps.
         #[arg(long, default_value_t = 1000)]
         apps: usize,
+        /// Instances of each app.
         #[arg(long, default_value_t = 10)]
         instances: usize,
         /// GET /v2/apps requests to time once everything runs.
@@ -749,10 +798,6 @@ pub enum BenchCommand {
         #[arg(long, default_value = "off")]
         tls: String,
     },
-    /// Reads and writes of the Marathon API against each other: GET /v2/apps while a client
-    /// updates apps 50 times a second, and POST /v2/apps alone and beside two readers, on
-    /// APPS x INSTANCES simulated tasks; with --master-exe, against that binary's master (an
-    /// older build, for before-and-after figures).
     /// Jobs all due at the same minute: the delay from due time to launch, and the master's
     /// memory (a simulated agent).
     Jobs {
@@ -773,9 +818,15 @@ pub enum BenchCommand {
         #[arg(long, default_value = "busybox:latest")]
         image: String,
     },
+    /// Reads and writes of the Marathon API against each other: GET /v2/apps while a client
+    /// updates apps 50 times a second, and POST /v2/apps alone and beside two readers, on
+    /// APPS x INSTANCES simulated tasks; with --master-exe, against that binary's master (an
+    /// older build, for before-and-after figures).
     Contention {
+        /// How many apps.
         #[arg(long, default_value_t = 1000)]
         apps: usize,
+        /// Instances of each app.
         #[arg(long, default_value_t = 10)]
         instances: usize,
         /// Requests timed per measure.
@@ -805,4 +856,38 @@ pub enum BenchCommand {
 #[derive(Debug, Args)]
 pub struct ShimArgs {
     pub id: String,
+}
+
+#[cfg(test)]
+mod help {
+    use clap::CommandFactory;
+
+    /// Every command, flag and argument says what it is in `--help`.
+    #[test]
+    fn every_command_flag_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.is_hide_set() {
+                    continue;
+                }
+                let here = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(here.clone());
+                }
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "corral", &mut missing);
+        assert!(missing.is_empty(), "without help text:\n{}", missing.join("\n"));
+    }
 }
