@@ -162,13 +162,21 @@ fn tls_config(credentials: &Credentials) -> Result<ureq::tls::TlsConfig> {
     Ok(tls.build())
 }
 
-/// Whether the host of `authority` (`host[:port][/...]`) is this machine's loopback.
-fn loopback(authority: &str) -> bool {
-    let authority = authority.split('/').next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
+/// The host of a URL or of `host[:port]`, an IPv6 address without its brackets:
+/// `https://user@[::1]:5051/x` is `::1`.
+pub fn url_host(address: &str) -> &str {
+    let rest = address.split_once("://").map_or(address, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
+    }
+}
+
+/// Whether the host of `address` is this machine's loopback.
+fn loopback(address: &str) -> bool {
+    let host = url_host(address);
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -198,7 +206,7 @@ impl Client {
         } else {
             base_url(address)
         };
-        if credentials.token.is_some() && base.starts_with("http://") && !loopback(&base["http://".len()..]) {
+        if credentials.token.is_some() && base.starts_with("http://") && !loopback(&base) {
             return Err(ClientError::Tls {
                 what: "master address",
                 message: format!("{base}: a token is not sent over plain http to another machine; use https://"),
@@ -512,6 +520,18 @@ mod tests {
             assert!(Client::with_credentials(fine, with_token.clone()).is_ok(), "{fine}");
         }
         assert!(Client::with_credentials("http://10.0.0.1:5050", Credentials::default()).is_ok());
+    }
+
+    #[test]
+    fn hosts_of_urls() {
+        for (address, host) in [
+            ("https://user@[::1]:5051/x", "::1"),
+            ("http://10.0.0.1:5050", "10.0.0.1"),
+            ("node2:5051", "node2"),
+            ("https://m/api?x=1", "m"),
+        ] {
+            assert_eq!(url_host(address), host, "{address}");
+        }
     }
 
     #[test]

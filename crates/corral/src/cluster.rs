@@ -189,14 +189,8 @@ fn install_client_config(written: &Path) {
         })
         .unwrap_or(Ok(()))
         .and_then(|_| std::fs::read_to_string(written))
-        .and_then(|text| {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let tmp = target.with_extension("tmp");
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            std::fs::rename(&tmp, &target)
-        });
+        .map_err(|e| e.to_string())
+        .and_then(|text| corral_cluster::pki::write_private(&target, &text).map_err(|e| e.to_string()));
     match copied {
         Ok(()) => tracing::info!(config = %target.display(), "the CLI's configuration names this cluster"),
         Err(e) => eprintln!(

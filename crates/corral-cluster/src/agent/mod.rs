@@ -230,15 +230,7 @@ pub async fn serve_with(
         (corral_client::Client::new(&config.master), None, agent_id)
     } else {
         let advertised = config.advertise.clone().unwrap_or_default();
-        let host = advertised
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .map(|hostport| match hostport.rsplit_once(':') {
-                Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_string(),
-                None => hostport.to_string(),
-            })
-            .unwrap_or_default();
+        let host = corral_client::url_host(&advertised).to_string();
         let mut hosts = crate::pki::server_names(local.ip(), &[]);
         if !host.is_empty() && !hosts.contains(&host) {
             hosts.push(host);

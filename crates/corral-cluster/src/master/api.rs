@@ -245,10 +245,7 @@ fn check_agent_address(address: &str, hosts: &[String]) -> Result<(), ApiError> 
     if rest.contains(['/', '?', '#', '@']) {
         return Err(bad("give https://HOST:PORT and nothing more".into()));
     }
-    let host = match rest.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
-    };
+    let host = corral_client::url_host(rest);
     if !hosts.iter().any(|h| h == host) {
         return Err(bad(format!("{host} is not one of the names its certificate covers ({})", hosts.join(", "))));
     }
